@@ -1,0 +1,29 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "tether",
+    products: [
+        .library(name: "TetherWire", targets: ["TetherWire"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        // Wire codec: frame types, encoder, resumable decoder. Pure; NIOCore only. spec/PROTOCOL.md §3–§5.
+        .target(
+            name: "TetherWire",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // Reads spec/vectors/ for the test targets; not a product.
+        .target(
+            name: "TetherTestSupport",
+            dependencies: ["TetherWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "TetherWireTests",
+            dependencies: ["TetherWire", "TetherTestSupport"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,51 @@
+import TetherWire
+import Testing
+
+@Suite struct SettingsTests {
+    @Test func defaultsAreTheSpecDefaults() {
+        let settings = Settings()
+        #expect(settings.maxFramePayload == 16_375)
+        #expect(settings.maxOpenSize == 4_096)
+        #expect(settings.initialStreamCredit == 262_144)
+        #expect(settings.initialConnectionCredit == 4_194_304)
+        #expect(settings.initialStreams[.bulk] == 256)
+        #expect(settings.compression.contains(.deflate))
+        #expect(settings.keepaliveIntervalMilliseconds == 15_000)
+    }
+
+    @Test func entriesRoundTrip() throws {
+        var settings = Settings()
+        settings.initialStreams[.logs] = 9
+        settings.instanceID = 77
+        settings.compression = .empty
+        #expect(try Settings(validating: settings.entries) == settings)
+    }
+
+    @Test func absentSettingsTakeDefaultsAndUnknownIdsAreIgnored() throws {
+        let settings = try Settings(validating: [Setting(SettingID(rawValue: 0x99), 1)])
+        #expect(settings == Settings())
+    }
+
+    /// spec §3.4: the highest common version, or none.
+    @Test func versionNegotiation() {
+        var a = Settings()
+        var b = Settings()
+        #expect(Settings.negotiateVersion(a, b) == 1)
+        a.versionMax = 3
+        b.versionMax = 2
+        #expect(Settings.negotiateVersion(a, b) == 2)
+        a.versionMin = 3
+        #expect(Settings.negotiateVersion(a, b) == nil)
+    }
+
+    @Test func compressionSetMapsIdsToBits() {
+        var set = CompressionSet.empty
+        #expect(set.contains(.none))
+        #expect(!set.contains(.deflate))
+        set.insert(.deflate)
+        #expect(set.rawValue == 1)
+        #expect(set.contains(.deflate))
+        #expect(!set.contains(CompressionAlgorithm(rawValue: 2)))
+        #expect(!CompressionSet(rawValue: .max).contains(CompressionAlgorithm(rawValue: 33)))
+    }
+}
