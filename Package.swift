@@ -20,6 +20,13 @@ let package = Package(
             name: "TetherTestSupport",
             dependencies: ["TetherWire", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // libFuzzer targets (fuzz/README.md). Built normally they are inert executables; `fuzz/run` builds them
+        // with -sanitize=fuzzer,address.
+        .executableTarget(
+            name: "FuzzFrameDecoder",
+            dependencies: ["TetherWire", .product(name: "NIOCore", package: "swift-nio")],
+            path: "fuzz/FrameDecoder"
+        ),
         .testTarget(
             name: "TetherWireTests",
             dependencies: ["TetherWire", "TetherTestSupport"]
