@@ -19,13 +19,7 @@ public enum VectorFrame {
                 default: throw VectorError("unknown DATA flag \(name)")
                 }
             }
-            let payload: ByteBuffer
-            if let text = fields["text"] as? String {
-                payload = ByteBuffer(string: text)
-            } else {
-                payload = try ByteBuffer(hex: fields["payload"] as? String ?? "")
-            }
-            return .data(DataFrame(streamID: stream, flags: flags, payload: payload))
+            return .data(DataFrame(streamID: stream, flags: flags, payload: try payload(fields)))
         case "OPEN":
             let entries = try (fields["metadata"] as? [[String: Any]] ?? []).map { entry in
                 let value =
@@ -58,7 +52,8 @@ public enum VectorFrame {
             let pairs = fields["settings"] as? [[Any]] ?? []
             return .settings(.values(try pairs.map(setting)))
         case "PING":
-            var opaque = try ByteBuffer(hex: fields.string("opaque"))
+            // Scripts may leave `opaque` out of an expected PING to match any payload.
+            var opaque = try ByteBuffer(hex: fields["opaque"] as? String ?? "0000000000000000")
             guard let value = opaque.readInteger(as: UInt64.self) else { throw VectorError("PING opaque is 8 octets") }
             return .ping(PingFrame(ack: flagNames.contains("ACK"), opaque: value))
         case "GOAWAY":
@@ -77,6 +72,20 @@ public enum VectorFrame {
                     type: FrameType(rawValue: raw), flags: UInt8(fields["flags"] as? Int ?? 0), streamID: stream,
                     payload: try ByteBuffer(hex: fields["payload"] as? String ?? "")))
         }
+    }
+
+    /// `payload` as hex, or `payload_repeat: [hex, count]`.
+    public static func payload(_ fields: [String: Any]) throws -> ByteBuffer {
+        if let pattern = fields["payload_repeat"] as? [Any] {
+            guard pattern.count == 2, let hex = pattern[0] as? String, let count = pattern[1] as? Int else {
+                throw VectorError("payload_repeat must be [hex, count]")
+            }
+            let unit = try ByteBuffer(hex: hex)
+            var payload = ByteBuffer()
+            for _ in 0..<count { payload.writeImmutableBuffer(unit) }
+            return payload
+        }
+        return try ByteBuffer(hex: fields["payload"] as? String ?? "")
     }
 
     public static func streamClass(_ name: String) throws -> StreamClass {

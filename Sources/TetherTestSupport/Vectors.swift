@@ -24,6 +24,16 @@ public enum Vectors {
         }
     }
 
+    /// Every script of every file under `sessions/`, with its file name.
+    public static func sessionScripts() throws -> [(file: String, script: [String: Any])] {
+        let directory = self.directory.appendingPathComponent("sessions")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            .filter { $0.hasSuffix(".json") }.sorted()
+        return try files.flatMap { file in
+            try self.json("sessions/" + file).array("scripts").map { (file, $0) }
+        }
+    }
+
     public struct Malformed: Sendable, CustomStringConvertible {
         public var name: String
         public var bytes: ByteBuffer

@@ -1,0 +1,49 @@
+// Encode and decode DATA frames (spec §4, §5.1): frames/s, bytes/s and mallocs per frame.
+//
+// One scaled iteration is one frame, so package-benchmark reports per frame: throughput is frames/s
+// (bytes/s = frames/s × payload size) and mallocs are per frame.
+import Benchmark
+import NIOCore
+import TetherWire
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .throughput, .mallocCountTotal, .instructions],
+        scalingFactor: .kilo,
+        maxDuration: .seconds(3)
+    )
+
+    for payloadSize in [16_375, 64] {
+        let label = payloadSize == 64 ? "64 B" : "16 KiB"
+        let frame = Frame.data(DataFrame(streamID: 1, payload: ByteBuffer(repeating: 0xA5, count: payloadSize)))
+        var wire = ByteBuffer()
+        for _ in 0..<Benchmark.defaultConfiguration.scalingFactor.rawValue { wire.writeFrame(frame) }
+
+        Benchmark("decode DATA \(label)") { benchmark in
+            var decoder = FrameDecoder()
+            decoder.append(wire)
+            var bytes = 0
+            for _ in benchmark.scaledIterations {
+                guard case .data(let data)? = try decoder.nextFrame() else { fatalError("expected DATA") }
+                bytes &+= data.payload.readableBytes
+            }
+            blackHole(bytes)
+        }
+
+        Benchmark("encode DATA header \(label)") { benchmark in
+            var out = ByteBuffer()
+            out.reserveCapacity(benchmark.scaledIterations.count * FrameHeader.size)
+            for _ in benchmark.scaledIterations {
+                out.writeFrameHeader(FrameHeader(length: payloadSize, type: .data, flags: 0, streamID: 1))
+            }
+            blackHole(out)
+        }
+
+        Benchmark("encode DATA with payload copy \(label)") { benchmark in
+            var out = ByteBuffer()
+            out.reserveCapacity(benchmark.scaledIterations.count * (FrameHeader.size + payloadSize))
+            for _ in benchmark.scaledIterations { out.writeFrame(frame) }
+            blackHole(out)
+        }
+    }
+}
