@@ -5,6 +5,7 @@ let package = Package(
     name: "tether",
     products: [
         .library(name: "TetherWire", targets: ["TetherWire"]),
+        .library(name: "TetherSession", targets: ["TetherSession"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -15,10 +16,16 @@ let package = Package(
             name: "TetherWire",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]
         ),
+        // Session: connection and stream state machines, flow control, scheduler, keepalive, drain.
+        // Pure values returning events; the clock is injected. spec/PROTOCOL.md §3, §6–§12.
+        .target(
+            name: "TetherSession",
+            dependencies: ["TetherWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         // Reads spec/vectors/ for the test targets; not a product.
         .target(
             name: "TetherTestSupport",
-            dependencies: ["TetherWire", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["TetherWire", "TetherSession", .product(name: "NIOCore", package: "swift-nio")]
         ),
         // libFuzzer targets (fuzz/README.md). Built normally they are inert executables; `fuzz/run` builds them
         // with -sanitize=fuzzer,address.
@@ -30,6 +37,10 @@ let package = Package(
         .testTarget(
             name: "TetherWireTests",
             dependencies: ["TetherWire", "TetherTestSupport"]
+        ),
+        .testTarget(
+            name: "TetherSessionTests",
+            dependencies: ["TetherSession", "TetherWire", "TetherTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

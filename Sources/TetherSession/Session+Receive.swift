@@ -1,0 +1,260 @@
+import NIOCore
+import TetherWire
+
+extension Session {
+    /// Processes one frame from the peer (spec §3–§10).
+    public mutating func receive(_ frame: Frame, now: NIODeadline) -> SessionEvents {
+        if self.hasFailed { return .none }  // spec §10.3: nothing more is processed
+        self.counters.framesReceived += 1
+        self.lastReceived = now
+        self.keepaliveDeadline = nil
+
+        guard self.phase == .active else {
+            // spec §3.1: the first frame is the peer's SETTINGS.
+            guard case .settings(.values(let entries)) = frame else {
+                return self.fail(.protocolError, "the first frame must be SETTINGS")
+            }
+            return self.receiveSettings(entries)
+        }
+
+        switch frame {
+        case .data(let data):
+            return self.receiveData(data, now: now)
+        case .open(let open):
+            return self.receiveOpen(open, now: now)
+        case .reset(let reset):
+            return self.receiveReset(reset)
+        case .credit(let credit):
+            return self.receiveCredit(credit)
+        case .settings(.values):
+            return self.fail(.protocolError, "a second SETTINGS frame")
+        case .settings(.ack):
+            guard !self.settingsAckReceived else { return self.fail(.protocolError, "an unsolicited SETTINGS ACK") }
+            self.settingsAckReceived = true
+            return .none
+        case .ping(let ping):
+            return self.receivePing(ping, now: now)
+        case .goAway(let goAway):
+            return self.receiveGoAway(goAway)
+        case .unknown:
+            self.counters.unknownFrames += 1  // spec §4.1: ignored and counted
+            return .none
+        }
+    }
+
+    /// spec §3.2–§3.4.
+    private mutating func receiveSettings(_ entries: [Setting]) -> SessionEvents {
+        let peer: Settings
+        do {
+            peer = try Settings(validating: entries)
+        } catch {
+            return self.fail(error.code, error.description)
+        }
+        guard let version = Settings.negotiateVersion(self.localSettings, peer) else {
+            return self.fail(
+                .versionMismatch,
+                "peer speaks \(peer.versionMin)…\(peer.versionMax), we speak \(self.localSettings.versionMin)…\(self.localSettings.versionMax)"
+            )
+        }
+        self.version = version
+        self.peerSettings = peer
+        self.phase = .active
+        self.connectionSend = SendWindow(limit: UInt64(peer.initialConnectionCredit))
+        self.peerStreamLimit = peer.initialStreams
+        self.control.append(.frame(.settings(.ack)))
+        return SessionEvents(.ready(peer: peer))
+    }
+
+    /// spec §5.1, §6.3, §7.1.
+    private mutating func receiveData(_ frame: DataFrame, now: NIODeadline) -> SessionEvents {
+        let id = frame.streamID
+        let octets = frame.payload.readableBytes
+        self.counters.dataOctetsReceived += octets
+        guard self.connectionReceive.receive(octets) else {
+            return self.fail(.flowControlError, "DATA on stream \(id) exceeds connection credit")
+        }
+        guard let index = self.streams.index(forKey: id) else {
+            if self.isIdle(id) {
+                return self.fail(.protocolError, "DATA on stream \(id), which was never opened")
+            }
+            switch self.closedStreams[id] {
+            case .closedByPeer:
+                return self.fail(.streamClosed, "DATA on stream \(id) after the peer closed it")
+            case .resetByUs:
+                break
+            case nil:
+                self.counters.glitches += 1  // forgotten stream (spec §6.3)
+            }
+            self.consumeConnection(octets)
+            return .none
+        }
+
+        var stream = self.streams.values[index]
+        guard stream.phase != .halfClosedRemote else {
+            return self.fail(.streamClosed, "DATA on stream \(id) after the peer's FIN")
+        }
+        guard stream.receive.receive(octets) else {
+            return self.fail(.flowControlError, "DATA on stream \(id) exceeds stream credit")
+        }
+        stream.lastActivity = now
+        self.streams.values[index] = stream
+
+        if frame.flags.contains(.compressed)
+            && !stream.peerMayCompress(localAlgorithms: self.localSettings.compression)
+        {
+            self.resetStream(id, .compressionError)  // spec §9.2: a stream error
+            return SessionEvents(.reset(id, .compressionError))
+        }
+        if frame.flags.contains(.fin) {
+            self.peerFinished(id, now: now)
+        }
+        return SessionEvents(.data(id, frame.payload, frame.flags))
+    }
+
+    /// The peer's FIN arrived on a live stream (spec §6.3).
+    private mutating func peerFinished(_ id: StreamID, now: NIODeadline) {
+        switch self.streams[id]?.phase {
+        case .open:
+            self.streams[id]!.phase = .halfClosedRemote
+            self.armHalfCloseTimeout(id, now: now)
+        case .halfClosedLocal:
+            self.removeStream(id, ending: .closedByPeer, keepUnconsumed: true)
+        case .halfClosedRemote, nil:
+            break
+        }
+    }
+
+    /// spec §5.2, §6.1, §6.2, §7.3, §9.2, §10.2.
+    private mutating func receiveOpen(_ open: OpenFrame, now: NIODeadline) -> SessionEvents {
+        let id = open.streamID
+        guard !self.role.opens(id) else {
+            return self.fail(.protocolError, "OPEN on stream \(id), which has our parity")
+        }
+        guard id > self.highestPeerID else {
+            return self.fail(.protocolError, "OPEN on stream \(id), not above \(self.highestPeerID)")
+        }
+        guard self.openedByPeer[open.streamClass] < self.grantedToPeer[open.streamClass] else {
+            return self.fail(
+                .streamLimitError,
+                "\(open.streamClass.name) stream \(id) beyond the \(self.grantedToPeer[open.streamClass]) granted")
+        }
+        self.highestPeerID = id
+        self.openedByPeer[open.streamClass] += 1
+        self.counters.streamsOpenedByPeer += 1
+
+        let settings = self.localSettings
+        self.streams[id] = StreamState(
+            id: id,
+            streamClass: open.streamClass,
+            compression: open.compression,
+            openedByPeer: true,
+            accepted: false,
+            lastActivity: now,
+            send: SendWindow(limit: UInt64(self.peerSettings!.initialStreamCredit)),
+            receive: ReceiveWindow(window: UInt64(settings.initialStreamCredit))
+        )
+        if self.localGoAway != nil {
+            self.resetStream(id, .refusedStream)  // spec §10.2 step 3
+            return .none
+        }
+        guard settings.compression.contains(open.compression) else {
+            self.resetStream(id, .compressionError)  // spec §9.2
+            return .none
+        }
+        if let timeout = self.configuration.openTimeout {
+            self.acceptDeadlines.append((id, now + timeout))
+        }
+        let inbound = InboundStream(
+            id: id, streamClass: open.streamClass, service: open.service, metadata: open.metadata,
+            compression: open.compression)
+        return SessionEvents(.opened(inbound))
+    }
+
+    /// spec §5.3, §6.5.
+    private mutating func receiveReset(_ reset: ResetFrame) -> SessionEvents {
+        let id = reset.streamID
+        guard let stream = self.streams[id] else {
+            if self.isIdle(id) {
+                return self.fail(.protocolError, "RESET on stream \(id), which was never opened")
+            }
+            return .none  // a reset crossing ours, or a stream already closed
+        }
+        guard reset.finalSize == stream.receive.received else {
+            return self.fail(
+                .flowControlError,
+                "RESET on stream \(id) says \(reset.finalSize) octets were sent, \(stream.receive.received) arrived")
+        }
+        self.counters.resetsReceived += 1
+        self.removeStream(id, ending: .closedByPeer, keepUnconsumed: false)
+        return SessionEvents(.reset(id, reset.code))
+    }
+
+    /// spec §5.4, §7.1, §7.3.
+    private mutating func receiveCredit(_ credit: CreditFrame) -> SessionEvents {
+        switch credit {
+        case .stream(let id, let limit):
+            guard let index = self.streams.index(forKey: id) else {
+                if self.isIdle(id) {
+                    return self.fail(.protocolError, "CREDIT on stream \(id), which was never opened")
+                }
+                return .none
+            }
+            guard self.streams.values[index].send.raise(to: limit) else {
+                return self.fail(.flowControlError, "CREDIT on stream \(id) lowered the limit to \(limit)")
+            }
+            self.scheduleIfReady(id)
+            return .none
+        case .connection(let limit):
+            let wasBlocked = self.connectionSend.available == 0
+            guard self.connectionSend.raise(to: limit) else {
+                return self.fail(.flowControlError, "connection CREDIT lowered the limit to \(limit)")
+            }
+            if wasBlocked && self.connectionSend.available > 0 {
+                for id in self.connectionBlocked where self.streams[id] != nil {
+                    self.scheduler.enqueue(id, self.streams[id]!.streamClass)
+                }
+                self.connectionBlocked.removeAll(keepingCapacity: true)
+            }
+            return .none
+        case .streams(let streamClass, let count):
+            let previous = self.peerStreamLimit[streamClass]
+            guard count >= previous else {
+                return self.fail(
+                    .flowControlError, "\(streamClass.name) stream credit lowered from \(previous) to \(count)")
+            }
+            self.peerStreamLimit[streamClass] = count
+            let hadRunOut = self.openedLocally[streamClass] >= previous
+            return hadRunOut && count > previous ? SessionEvents(.streamCredit(streamClass)) : .none
+        }
+    }
+
+    /// spec §5.6, §7.4.
+    private mutating func receivePing(_ ping: PingFrame, now: NIODeadline) -> SessionEvents {
+        if !ping.ack {
+            self.control.append(.frame(.ping(PingFrame(ack: true, opaque: ping.opaque))))
+            return .none
+        }
+        guard let sent = self.outstandingPings.removeValue(forKey: ping.opaque) else {
+            self.counters.glitches += 1
+            return .none
+        }
+        self.lastRTT = now - sent
+        return .none
+    }
+
+    /// spec §5.7, §10.2.
+    private mutating func receiveGoAway(_ goAway: GoAwayFrame) -> SessionEvents {
+        if let previous = self.peerGoAway, goAway.lastStreamID > previous {
+            return self.fail(.protocolError, "GOAWAY raised its last stream id from \(previous) to \(goAway.lastStreamID)")
+        }
+        self.peerGoAway = goAway.lastStreamID
+        var events = SessionEvents(.goAway(goAway))
+        // Our streams above the last id were not processed: refused, safe to retry elsewhere.
+        let refused = self.streams.keys.filter { self.role.opens($0) && $0 > goAway.lastStreamID }.sorted()
+        for id in refused {
+            self.removeStream(id, ending: .closedByPeer, keepUnconsumed: false)
+            events.append(.reset(id, .refusedStream))
+        }
+        return events
+    }
+}

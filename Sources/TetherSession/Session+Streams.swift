@@ -1,0 +1,156 @@
+import NIOCore
+import TetherWire
+
+extension Session {
+    /// Opens a stream toward `service` (spec §5.2, §6.2). The OPEN is sent ahead of the stream's
+    /// data; there is no acknowledgement to wait for.
+    public mutating func openStream(
+        _ streamClass: StreamClass,
+        service: String,
+        metadata: OpenMetadata = OpenMetadata(),
+        compression: CompressionAlgorithm = .none,
+        now: NIODeadline
+    ) -> Result<StreamID, OpenError> {
+        switch self.phase {
+        case .awaitingSettings: return .failure(.notReady)
+        case .failed: return .failure(.closed)
+        case .active: break
+        }
+        let peer = self.peerSettings!
+        guard !self.isDraining else { return .failure(.draining) }
+        guard peer.compression.contains(compression) else { return .failure(.compressionUnsupported) }
+        guard self.nextLocalID <= UInt64(self.role.lastStreamID.rawValue) else {
+            return .failure(.draining)  // spec §6.1: no id left
+        }
+        let open = OpenFrame(
+            streamID: StreamID(UInt32(self.nextLocalID)), streamClass: streamClass, compression: compression,
+            service: service, metadata: metadata)
+        do {
+            try open.validate(maxOpenSize: Int(peer.maxOpenSize))
+        } catch {
+            return .failure(.invalid(error))
+        }
+        guard self.openedLocally[streamClass] < self.peerStreamLimit[streamClass] else {
+            return .failure(.noCredit)
+        }
+
+        let id = open.streamID
+        self.nextLocalID += 2
+        self.openedLocally[streamClass] += 1
+        self.counters.streamsOpenedLocally += 1
+        var stream = StreamState(
+            id: id,
+            streamClass: streamClass,
+            compression: compression,
+            openedByPeer: false,
+            accepted: true,
+            lastActivity: now,
+            send: SendWindow(limit: UInt64(peer.initialStreamCredit)),
+            receive: ReceiveWindow(window: UInt64(self.localSettings.initialStreamCredit))
+        )
+        stream.outbound.openPending = true
+        self.pendingOpens[id] = open
+        self.streams[id] = stream
+        self.scheduleIfReady(id)
+        return .success(id)
+    }
+
+    /// Whether fewer than 65,536 stream ids remain to us: time to replace the connection (spec §6.1).
+    public var isNearStreamIDExhaustion: Bool {
+        // Ids left: (last + 2 − next) / 2.
+        UInt64(self.role.lastStreamID.rawValue) + 2 < self.nextLocalID + 2 * 65_536
+    }
+
+    /// Buffers octets to send on a stream (spec §5.1). `endMessage` marks the last octet as the end
+    /// of a message (END_MSG). Returns the stream's buffered octets; the writer waits while that is
+    /// at least ``SessionConfiguration/sendBufferLimit`` (spec §7.2).
+    public mutating func write(
+        _ id: StreamID, _ bytes: ByteBuffer, endMessage: Bool = false, now: NIODeadline
+    ) -> Result<Int, StreamWriteError> {
+        guard let index = self.streams.index(forKey: id),
+            self.streams.values[index].phase != .halfClosedLocal,
+            !self.streams.values[index].outbound.finRequested
+        else {
+            return .failure(.closed)
+        }
+        if bytes.readableBytes > 0 || endMessage {
+            self.streams.values[index].outbound.append(bytes, endsMessage: endMessage)
+            self.streams.values[index].lastActivity = now
+            self.scheduleIfReady(id)
+        }
+        return .success(self.streams.values[index].outbound.bufferedBytes)
+    }
+
+    /// Octets buffered and not yet sent on a stream.
+    public func bufferedOctets(_ id: StreamID) -> Int {
+        self.streams[id]?.outbound.bufferedBytes ?? 0
+    }
+
+    /// Half-closes a stream: FIN follows the buffered data (spec §6.4).
+    public mutating func finish(_ id: StreamID) -> Result<Void, StreamWriteError> {
+        guard let index = self.streams.index(forKey: id),
+            self.streams.values[index].phase != .halfClosedLocal
+        else {
+            return .failure(.closed)
+        }
+        self.streams.values[index].outbound.finRequested = true
+        self.scheduleIfReady(id)
+        return .success(())
+    }
+
+    /// Resets a stream (spec §6.5): unsent data is dropped, undelivered data released. Also releases
+    /// octets of a closed stream the application will no longer read.
+    public mutating func reset(_ id: StreamID, code: ErrorCode) {
+        if self.streams[id] != nil {
+            self.resetStream(id, code)
+        } else if let octets = self.lingering.removeValue(forKey: id) {
+            self.consumeConnection(Int(octets))
+        }
+    }
+
+    /// The application took an inbound stream; its open timeout no longer applies (spec §6.2).
+    public mutating func accept(_ id: StreamID) {
+        if let index = self.streams.index(forKey: id) {
+            self.streams.values[index].accepted = true
+        }
+    }
+
+    /// The application refuses an inbound stream (spec §6.2), for example with `UNKNOWN_SERVICE`.
+    public mutating func refuse(_ id: StreamID, code: ErrorCode) {
+        self.reset(id, code: code)
+    }
+
+    /// The application took `octets` delivered on a stream — read them, or a relay's backend write
+    /// completed. Only now is credit returned (spec §7.2).
+    public mutating func consume(_ id: StreamID, octets: Int) {
+        guard octets > 0 else { return }
+        if let index = self.streams.index(forKey: id) {
+            let due = self.streams.values[index].receive.consume(octets)
+            // No credit after the peer's FIN: it sends nothing more.
+            if due && self.streams.values[index].phase != .halfClosedRemote && !self.streams.values[index].creditQueued
+                && !self.hasFailed
+            {
+                self.streams.values[index].creditQueued = true
+                self.control.append(.streamCredit(id))
+            }
+            self.consumeConnection(octets)
+        } else if let lingering = self.lingering[id] {
+            let taken = min(UInt64(octets), lingering)
+            if taken == lingering {
+                self.lingering.removeValue(forKey: id)
+            } else {
+                self.lingering[id] = lingering - taken
+            }
+            self.consumeConnection(Int(taken))
+        }
+    }
+
+    /// Starts a graceful drain (spec §10.2): GOAWAY with the highest peer stream processed; no new
+    /// streams either way; the transport closes when the last stream finishes or the grace expires.
+    public mutating func goAway(code: ErrorCode = .noError, debug: String = "", now: NIODeadline) {
+        guard !self.hasFailed, self.localGoAway == nil else { return }
+        self.localGoAway = self.highestPeerID
+        self.drainDeadline = now + self.configuration.goAwayGrace
+        self.control.append(.frame(.goAway(GoAwayFrame(lastStreamID: self.highestPeerID, code: code, debug: debug))))
+    }
+}

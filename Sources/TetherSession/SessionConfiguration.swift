@@ -1,0 +1,46 @@
+import NIOCore
+import TetherWire
+
+/// Which end of the transport this endpoint is (spec §1, §6.1).
+public enum Role: Sendable, Hashable {
+    /// Opened the transport; opens odd stream ids.
+    case dialer
+    /// Accepted the transport; opens even stream ids.
+    case acceptor
+
+    /// The first id this role opens (spec §6.1).
+    var firstStreamID: UInt32 { self == .dialer ? 1 : 2 }
+
+    /// The highest id this role may use (spec §6.1).
+    var lastStreamID: StreamID { self == .dialer ? .maxDialer : .maxAcceptor }
+
+    /// Whether this role opens `id`.
+    @inlinable
+    func opens(_ id: StreamID) -> Bool { id.isDialerInitiated == (self == .dialer) }
+}
+
+/// Everything a ``Session`` needs to know up front. Defaults are the spec's (§3.3, §12).
+public struct SessionConfiguration: Sendable {
+    public var role: Role
+    /// What this endpoint announces in its SETTINGS (spec §3.3).
+    public var settings: Settings
+    /// Octets a stream may hold unsent before its writer waits (spec §7.2).
+    public var sendBufferLimit: Int = 65_536
+    /// An inbound stream the application has not accepted by then is reset with TIMEOUT (spec §6.2).
+    public var openTimeout: TimeAmount? = .seconds(30)
+    /// A stream with no DATA either way for this long is reset with TIMEOUT; off by default (spec §12).
+    public var idleTimeout: TimeAmount? = nil
+    /// A stream half-closed for this long is reset with TIMEOUT (spec §6.4).
+    public var halfCloseTimeout: TimeAmount? = .seconds(600)
+    /// After a keepalive PING, how long to wait for any frame (spec §10.1).
+    public var keepaliveTimeout: TimeAmount = .seconds(20)
+    /// How long a drain may take before remaining streams are cancelled (spec §10.2).
+    public var goAwayGrace: TimeAmount = .seconds(30)
+    /// How many closed streams are remembered to tell a late frame from a protocol error (spec §6.3).
+    public var rememberedClosedStreams: Int = 1_024
+
+    public init(role: Role, settings: Settings = Settings()) {
+        self.role = role
+        self.settings = settings
+    }
+}
