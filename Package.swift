@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "TetherWire", targets: ["TetherWire"]),
         .library(name: "TetherSession", targets: ["TetherSession"]),
+        .library(name: "Tether", targets: ["Tether"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -22,6 +23,12 @@ let package = Package(
             name: "TetherSession",
             dependencies: ["TetherWire", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // The channel handler that runs a session, the event-loop stream handle relays splice into,
+        // and the async API over both. NIOCore only: callers pick the runtime.
+        .target(
+            name: "Tether",
+            dependencies: ["TetherSession", "TetherWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         // Reads spec/vectors/ for the test targets; not a product.
         .target(
             name: "TetherTestSupport",
@@ -37,6 +44,14 @@ let package = Package(
         .testTarget(
             name: "TetherWireTests",
             dependencies: ["TetherWire", "TetherTestSupport"]
+        ),
+        .testTarget(
+            name: "TetherTests",
+            dependencies: [
+                "Tether", "TetherSession", "TetherWire", "TetherTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "TetherSessionTests",

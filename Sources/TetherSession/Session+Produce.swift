@@ -6,8 +6,11 @@ public struct Produced: Sendable {
     /// A DATA payload to write right after the octets written into the buffer. Large payloads are
     /// handed over as slices of what the application wrote, not copied.
     public var payload: ByteBuffer?
-    /// A stream whose buffered octets fell below the send-buffer limit: its writers may continue.
+    /// A stream whose buffered octets fell to half the send-buffer limit or below: its writers may
+    /// continue (spec §7.2).
     public var writable: StreamID?
+    /// A stream this frame's FIN closed (both directions done, spec §6.3).
+    public var closed: StreamID?
 }
 
 extension Session {
@@ -104,6 +107,7 @@ extension Session {
             }
             if flags.contains(.fin) {
                 self.localFinished(id, now: now)
+                if self.streams[id] == nil { produced.closed = id }
             } else {
                 self.scheduleIfReady(id)
             }
@@ -131,7 +135,8 @@ extension Session {
             payload = taken
             stream.send.spend(payload.readableBytes)
             if endsMessage { flags.insert(.endMessage) }
-            becameWritable = before >= sendBufferLimit && stream.outbound.bufferedBytes < sendBufferLimit
+            let resumeAt = sendBufferLimit / 2
+            becameWritable = before > resumeAt && stream.outbound.bufferedBytes <= resumeAt
         }
         if stream.outbound.finRequested && !stream.outbound.hasData {
             flags.insert(.fin)

@@ -62,8 +62,11 @@ extension Session {
     }
 
     /// Buffers octets to send on a stream (spec §5.1). `endMessage` marks the last octet as the end
-    /// of a message (END_MSG). Returns the stream's buffered octets; the writer waits while that is
-    /// at least ``SessionConfiguration/sendBufferLimit`` (spec §7.2).
+    /// of a message (END_MSG). Returns the stream's buffered octets.
+    ///
+    /// The session takes whatever it is given; bounding memory is the writer's part (spec §7.2): it
+    /// writes at most half of ``SessionConfiguration/sendBufferLimit`` at a time, only while the
+    /// buffered octets plus the write fit the limit, and otherwise waits for ``Produced/writable``.
     public mutating func write(
         _ id: StreamID, _ bytes: ByteBuffer, endMessage: Bool = false, now: NIODeadline
     ) -> Result<Int, StreamWriteError> {

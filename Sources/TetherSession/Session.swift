@@ -112,6 +112,9 @@ public struct Session: Sendable {
     /// Live streams (not yet closed or reset).
     public var activeStreamCount: Int { self.streams.count }
 
+    /// Whether a stream is live: opened, and not yet closed or reset (spec §6.3).
+    public func isLive(_ id: StreamID) -> Bool { self.streams[id] != nil }
+
     /// The GOAWAY to send on a connection error: the code and the highest peer stream processed.
     /// Everything else queued is dropped; nothing but this frame is sent again (spec §10.3).
     mutating func fail(_ code: ErrorCode, _ reason: String) -> SessionEvents {

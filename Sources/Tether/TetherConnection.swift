@@ -1,0 +1,100 @@
+import NIOCore
+import TetherSession
+import TetherWire
+
+/// A Tether connection, the async face of a ``TetherConnectionHandler``: open streams, take the
+/// streams the peer opens, drain and close. Works over any NIO `Channel` carrying bytes.
+public struct TetherConnection: Sendable {
+    public let channel: any Channel
+    let handler: NIOLoopBound<TetherConnectionHandler>
+
+    public var eventLoop: any EventLoop { self.channel.eventLoop }
+
+    /// Adds the Tether handler to an active or activating channel, at the end of its pipeline
+    /// (above TLS, when there is TLS). Must be called on the channel's event loop, as in a
+    /// channel initializer.
+    public static func configure(
+        channel: any Channel,
+        configuration: TetherConnectionHandler.Configuration,
+        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil
+    ) throws -> TetherConnection {
+        channel.eventLoop.preconditionInEventLoop()
+        let handler = TetherConnectionHandler(
+            configuration: configuration, eventLoop: channel.eventLoop, inboundStreamHandler: inboundStreamHandler)
+        try channel.pipeline.syncOperations.addHandler(handler)
+        return TetherConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+    }
+
+    /// Runs `body` with the handler, on the event loop.
+    func withHandler<T: Sendable>(
+        _ body: @escaping @Sendable (TetherConnectionHandler) -> EventLoopFuture<T>
+    ) -> EventLoopFuture<T> {
+        let handler = self.handler
+        return self.eventLoop.flatSubmit { body(handler.value) }
+    }
+
+    /// The peer's settings, once its preface arrived (spec §3.1).
+    public func ready() async throws -> Settings {
+        try await self.withHandler { $0.ready }.get()
+    }
+
+    /// Opens a stream toward `service` (spec §6.2). Waits for the peer's preface and for
+    /// stream-count credit of the class (spec §7.3).
+    public func openStream(
+        service: String,
+        class streamClass: StreamClass,
+        metadata: OpenMetadata = OpenMetadata(),
+        compression: CompressionAlgorithm = .none
+    ) async throws -> TetherStream {
+        let handle = try await self.withHandler {
+            $0.openStream(streamClass, service: service, metadata: metadata, compression: compression)
+        }.get()
+        return TetherStream(handle)
+    }
+
+    /// The streams the peer opens, each accepted as it is taken (spec §6.2). Ends when the
+    /// connection closes.
+    public var inboundStreams: InboundStreams { InboundStreams(connection: self) }
+
+    /// Starts a graceful drain (spec §10.2).
+    public func goAway(code: ErrorCode = .noError) {
+        let handler = self.handler
+        self.eventLoop.execute { handler.value.goAway(code: code) }
+    }
+
+    /// Closes the transport at once; streams fail with ``TetherError/Code/connectionClosed``.
+    public func close() async {
+        try? await self.channel.close()
+    }
+
+    /// Waits until the connection has closed; returns the GOAWAY code that ended it, if any.
+    public func closed() async -> ErrorCode? {
+        (try? await self.withHandler { $0.closed }.get()) ?? nil
+    }
+
+    /// The session's counters.
+    public func counters() async throws -> SessionCounters {
+        try await self.withHandler { $0.eventLoop.makeSucceededFuture($0.counters) }.get()
+    }
+
+    public struct InboundStreams: AsyncSequence, Sendable {
+        let connection: TetherConnection
+
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            let connection: TetherConnection
+
+            public mutating func next() async throws -> TetherStream? {
+                let handle = try await self.connection.withHandler { $0.nextInboundStream() }.get()
+                return handle.map(TetherStream.init)
+            }
+        }
+
+        public func makeAsyncIterator() -> AsyncIterator {
+            AsyncIterator(connection: self.connection)
+        }
+    }
+}
+
+extension TetherConnectionHandler {
+    var eventLoop: any EventLoop { self.ready.eventLoop }
+}

@@ -1,0 +1,383 @@
+import NIOCore
+import TetherSession
+import TetherWire
+
+/// The channel handler that runs a ``Session`` over a byte channel (plain TCP, or below it a TLS
+/// handler): it decodes frames, feeds the session, routes its events to ``TetherStreamHandle``s,
+/// and writes what the session produces while the channel is writable (spec §8.2 shallow queues).
+///
+/// Everything here runs on the channel's event loop. ``TetherConnection`` is the async face.
+public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    public struct Configuration: Sendable {
+        public var session: SessionConfiguration
+
+        public init(role: Role, settings: Settings = Settings()) {
+            self.session = SessionConfiguration(role: role, settings: settings)
+            // Compression (spec §9) is not implemented yet: announce none, so no peer sends it.
+            self.session.settings.compression = .empty
+        }
+    }
+
+    /// Called on the event loop for every stream the peer opens, instead of queueing it for
+    /// ``TetherConnection/inboundStreams``. The callee accepts or refuses it at once (relays).
+    public typealias InboundStreamHandler = (TetherStreamHandle) -> Void
+
+    var session: Session
+    private var decoder: FrameDecoder
+    private let configuration: Configuration
+    private var context: ChannelHandlerContext?
+    private var streams: [StreamID: TetherStreamHandle] = [:]
+    private var started = false
+    private var flushScheduled = false
+    private var flushing = false
+    private var closeRequested = false
+    private var isShutDown = false
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
+
+    private let inboundStreamHandler: InboundStreamHandler?
+    private var pendingInbound = CircularBuffer<TetherStreamHandle>(initialCapacity: 0)
+    private var inboundWaiters = CircularBuffer<EventLoopPromise<TetherStreamHandle?>>(initialCapacity: 0)
+    private var openWaiters: [PendingOpen] = []
+    private let readyPromise: EventLoopPromise<Settings>
+    private let closedPromise: EventLoopPromise<ErrorCode?>
+    /// Why the connection ended, once it has.
+    private var closedError: TetherError?
+
+    private struct PendingOpen {
+        var streamClass: StreamClass
+        var service: String
+        var metadata: OpenMetadata
+        var compression: CompressionAlgorithm
+        var promise: EventLoopPromise<TetherStreamHandle>
+    }
+
+    public init(
+        configuration: Configuration, eventLoop: any EventLoop, inboundStreamHandler: InboundStreamHandler? = nil
+    ) {
+        self.configuration = configuration
+        self.session = Session(configuration: configuration.session, now: .now())
+        self.decoder = FrameDecoder(limits: .init(configuration.session.settings), expectsPreface: true)
+        self.inboundStreamHandler = inboundStreamHandler
+        self.readyPromise = eventLoop.makePromise(of: Settings.self)
+        self.closedPromise = eventLoop.makePromise(of: ErrorCode?.self)
+    }
+
+    /// Succeeds with the peer's settings once its preface arrived (spec §3.1).
+    public var ready: EventLoopFuture<Settings> { self.readyPromise.futureResult }
+
+    /// Succeeds when the connection has closed, with the GOAWAY code that ended it, if any.
+    public var closed: EventLoopFuture<ErrorCode?> { self.closedPromise.futureResult }
+
+    // MARK: Channel events
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { self.start(context: context) }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.shutDown(TetherError.closed(nil, "handler removed"))
+        self.context = nil
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        self.start(context: context)
+        context.fireChannelActive()
+    }
+
+    /// Sends the preface (spec §3.1): magic, then the SETTINGS the session produces first.
+    private func start(context: ChannelHandlerContext) {
+        guard !self.started else { return }
+        self.started = true
+        context.write(self.wrapOutboundOut(ByteBuffer(bytes: Preface.magic)), promise: nil)
+        self.flushOutput()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.decoder.append(self.unwrapInboundIn(data))
+        let now = NIODeadline.now()
+        do {
+            while !self.session.hasFailed, let frame = try self.decoder.nextFrame() {
+                self.dispatch(self.session.receive(frame, now: now))
+            }
+        } catch {
+            self.dispatch(self.session.decodingFailed(error))
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        self.flushOutput()
+        context.fireChannelReadComplete()
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { self.flushOutput() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        self.shutDown(self.closedError ?? TetherError.closed(nil, "the transport closed"))
+        context.fireChannelInactive()
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.shutDown(TetherError.closed(nil, "transport error: \(error)"))
+        context.close(promise: nil)
+    }
+
+    // MARK: Session events
+
+    private func dispatch(_ events: SessionEvents) {
+        for event in events {
+            switch event {
+            case .ready(let peer):
+                self.readyPromise.succeed(peer)
+                self.retryOpens()
+            case .opened(let inbound):
+                let handle = self.makeHandle(
+                    id: inbound.id, streamClass: inbound.streamClass, service: inbound.service,
+                    metadata: inbound.metadata, compression: inbound.compression)
+                if let handler = self.inboundStreamHandler {
+                    self.session.accept(inbound.id)
+                    handler(handle)
+                } else if let waiter = self.inboundWaiters.popFirst() {
+                    self.session.accept(inbound.id)
+                    waiter.succeed(handle)
+                } else {
+                    self.pendingInbound.append(handle)
+                }
+            case .data(let id, let payload, let flags):
+                guard let handle = self.streams[id] else { continue }
+                handle.deliver(payload, flags: flags)
+                if flags.contains(.fin) && !self.session.isLive(id) {
+                    self.streams.removeValue(forKey: id)?.detach()
+                }
+            case .reset(let id, let code):
+                self.streams.removeValue(forKey: id)?.fail(TetherError.reset(code))
+            case .goAway:
+                self.retryOpens()  // waiting opens now fail with `draining`
+            case .streamCredit:
+                self.retryOpens()
+            case .connectionError(let code, let reason):
+                self.closedError = TetherError.closed(code, reason)
+            }
+        }
+    }
+
+    private func makeHandle(
+        id: StreamID, streamClass: StreamClass, service: String, metadata: OpenMetadata,
+        compression: CompressionAlgorithm
+    ) -> TetherStreamHandle {
+        let handle = TetherStreamHandle(
+            id: id, streamClass: streamClass, service: service, metadata: metadata, compression: compression,
+            owner: self, eventLoop: self.context!.eventLoop,
+            sendBufferLimit: self.configuration.session.sendBufferLimit)
+        self.streams[id] = handle
+        return handle
+    }
+
+    // MARK: Output
+
+    /// Flushes at the end of the current event-loop tick, so writes made together go out together.
+    func scheduleFlush() {
+        guard !self.flushScheduled, let context = self.context else { return }
+        self.flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.flushOutput()
+        }
+    }
+
+    /// Writes what the session produces while the channel is writable, then flushes once.
+    private func flushOutput() {
+        guard let context = self.context, self.started, !self.flushing else { return }
+        self.flushing = true
+        defer { self.flushing = false }
+        let now = NIODeadline.now()
+        var pending = context.channel.allocator.buffer(capacity: 4_096)
+        var wrote = false
+        var exhausted = false
+        while context.channel.isWritable {
+            guard let produced = self.session.produce(into: &pending, now: now) else {
+                exhausted = true
+                break
+            }
+            if let payload = produced.payload {
+                context.write(self.wrapOutboundOut(pending), promise: nil)
+                pending = context.channel.allocator.buffer(capacity: 4_096)
+                context.write(self.wrapOutboundOut(payload), promise: nil)
+            } else if pending.readableBytes >= 16_384 {
+                context.write(self.wrapOutboundOut(pending), promise: nil)
+                pending = context.channel.allocator.buffer(capacity: 4_096)
+            }
+            if let id = produced.writable { self.streams[id]?.becameWritable() }
+            if let id = produced.closed { self.streams.removeValue(forKey: id)?.detach() }
+            wrote = true
+        }
+        if pending.readableBytes > 0 { context.write(self.wrapOutboundOut(pending), promise: nil) }
+        if wrote { context.flush() }
+        self.rearmTimer()
+        if exhausted && (self.session.hasFailed || self.session.isDrained) { self.closeAfterWrites() }
+    }
+
+    /// Closes once every write so far has reached the transport (spec §10.2 step 4, §10.3).
+    private func closeAfterWrites() {
+        guard let context = self.context, !self.closeRequested else { return }
+        self.closeRequested = true
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: done)
+        done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    // MARK: Timers
+
+    private func rearmTimer() {
+        guard let context = self.context else { return }
+        let deadline = self.session.nextDeadline
+        if deadline == self.timerDeadline { return }
+        self.timer?.cancel()
+        self.timerDeadline = deadline
+        guard let deadline else { return }
+        self.timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.timerDeadline = nil
+            self.dispatch(self.session.tick(now: .now()))
+            self.flushOutput()
+        }
+    }
+
+    // MARK: Teardown
+
+    /// Fails every stream and waiter; runs once, when the transport closes or the handler goes.
+    private func shutDown(_ error: TetherError) {
+        guard !self.isShutDown else { return }
+        self.isShutDown = true
+        let error = self.closedError ?? error
+        self.closedError = error
+        self.timer?.cancel()
+        self.timer = nil
+        let streams = self.streams
+        self.streams.removeAll()
+        for handle in streams.values { handle.fail(error) }
+        for handle in self.pendingInbound { handle.fail(error) }
+        self.pendingInbound.removeAll()
+        while let waiter = self.inboundWaiters.popFirst() { waiter.succeed(nil) }
+        let opens = self.openWaiters
+        self.openWaiters.removeAll()
+        for open in opens { open.promise.fail(error) }
+        self.readyPromise.fail(error)  // ignored when the preface already arrived
+        self.closedPromise.succeed(error.errorCode)
+    }
+}
+
+// MARK: - The event-loop API
+
+extension TetherConnectionHandler {
+    /// Opens a stream (spec §6.2). Waits for the peer's preface and for stream-count credit.
+    public func openStream(
+        _ streamClass: StreamClass, service: String, metadata: OpenMetadata = OpenMetadata(),
+        compression: CompressionAlgorithm = .none
+    ) -> EventLoopFuture<TetherStreamHandle> {
+        let eventLoop = self.readyPromise.futureResult.eventLoop
+        eventLoop.preconditionInEventLoop()
+        let open = PendingOpen(
+            streamClass: streamClass, service: service, metadata: metadata, compression: compression,
+            promise: eventLoop.makePromise())
+        if let error = self.closedError {
+            open.promise.fail(error)
+        } else if !self.attemptOpen(open) {
+            self.openWaiters.append(open)
+        }
+        return open.promise.futureResult
+    }
+
+    /// Tries an open now; false when it has to wait for the preface or for credit.
+    private func attemptOpen(_ open: PendingOpen) -> Bool {
+        switch self.session.openStream(
+            open.streamClass, service: open.service, metadata: open.metadata, compression: open.compression,
+            now: .now())
+        {
+        case .success(let id):
+            let handle = self.makeHandle(
+                id: id, streamClass: open.streamClass, service: open.service, metadata: open.metadata,
+                compression: open.compression)
+            self.scheduleFlush()
+            open.promise.succeed(handle)
+        case .failure(.notReady), .failure(.noCredit):
+            return false
+        case .failure(let error):
+            open.promise.fail(TetherError(.openFailed, openError: error, "cannot open \(open.service): \(error)"))
+        }
+        return true
+    }
+
+    private func retryOpens() {
+        let waiting = self.openWaiters
+        self.openWaiters.removeAll()
+        for open in waiting where !self.attemptOpen(open) {
+            self.openWaiters.append(open)
+        }
+    }
+
+    /// The next stream the peer opened and the application has not taken yet; nil once the
+    /// connection has closed. Taking it accepts it (spec §6.2).
+    public func nextInboundStream() -> EventLoopFuture<TetherStreamHandle?> {
+        let eventLoop = self.readyPromise.futureResult.eventLoop
+        eventLoop.preconditionInEventLoop()
+        while let handle = self.pendingInbound.popFirst() {
+            guard handle.failure == nil else { continue }  // reset or timed out while waiting
+            self.session.accept(handle.id)
+            return eventLoop.makeSucceededFuture(handle)
+        }
+        if self.closedError != nil { return eventLoop.makeSucceededFuture(nil) }
+        let promise = eventLoop.makePromise(of: TetherStreamHandle?.self)
+        self.inboundWaiters.append(promise)
+        return promise.futureResult
+    }
+
+    /// Starts a graceful drain (spec §10.2): no new streams; the connection closes when the last
+    /// stream finishes, or when the grace period ends.
+    public func goAway(code: ErrorCode = .noError) {
+        self.session.goAway(code: code, now: .now())
+        self.retryOpens()
+        self.flushOutput()
+    }
+
+    /// Counters of the session, for metrics and tests.
+    public var counters: SessionCounters { self.session.counters }
+
+    /// Live streams.
+    public var activeStreamCount: Int { self.session.activeStreamCount }
+
+    // Called by TetherStreamHandle.
+
+    func bufferedOctets(_ id: StreamID) -> Int {
+        self.session.bufferedOctets(id)
+    }
+
+    func streamWrite(_ id: StreamID, _ bytes: ByteBuffer, endMessage: Bool) throws {
+        if case .failure = self.session.write(id, bytes, endMessage: endMessage, now: .now()) {
+            throw TetherError(.streamClosed, "stream \(id) is closed for writing")
+        }
+        self.scheduleFlush()
+    }
+
+    func streamFinish(_ id: StreamID) {
+        _ = self.session.finish(id)
+        self.scheduleFlush()
+    }
+
+    func streamReset(_ id: StreamID, code: ErrorCode) {
+        self.streams.removeValue(forKey: id)
+        self.session.reset(id, code: code)
+        self.scheduleFlush()
+    }
+
+    func streamConsumed(_ id: StreamID, octets: Int) {
+        self.session.consume(id, octets: octets)
+        self.scheduleFlush()
+    }
+}

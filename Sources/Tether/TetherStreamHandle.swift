@@ -1,0 +1,205 @@
+import NIOCore
+import TetherSession
+import TetherWire
+
+/// One stream, on its connection's event loop: the object relays splice sockets into, and the
+/// object ``TetherStream`` (the async face) wraps. There is one multiplexing path: both faces call
+/// the same methods here. Every method must be called on ``eventLoop``.
+///
+/// Reading returns chunks as they arrived; credit goes back to the peer only when the reader says
+/// it has taken them with ``consumed(_:)`` (spec §7.2) — a relay calls it when its backend write
+/// completed. Writing accepts at most half the send buffer per call and only while it fits
+/// (``isWritable``), so a stream never holds more than ``SessionConfiguration/sendBufferLimit`` unsent.
+///
+/// `@unchecked Sendable`: it may be passed between threads (in futures, in ``TetherStream``), but its
+/// state is only touched on ``eventLoop`` — every entry point checks that.
+public final class TetherStreamHandle: @unchecked Sendable {
+    public let id: StreamID
+    public let streamClass: StreamClass
+    public let service: String
+    public let metadata: OpenMetadata
+    public let compression: CompressionAlgorithm
+    public let eventLoop: any EventLoop
+
+    /// The handler that runs the session; nil once the stream can no longer reach it.
+    var owner: TetherConnectionHandler?
+    let sendBufferLimit: Int
+
+    private var inbound = CircularBuffer<StreamRead>(initialCapacity: 0)
+    private var readWaiter: EventLoopPromise<Void>?
+    private var writeWaiters = CircularBuffer<PendingWrite>(initialCapacity: 0)
+    /// The peer's FIN arrived (spec §6.4).
+    public private(set) var receiveEnded = false
+    /// This side asked for FIN or reset the stream.
+    public private(set) var sendClosed = false
+    /// Why the stream ended abruptly, if it did.
+    public private(set) var failure: TetherError?
+
+    /// One piece of what the peer sent.
+    public struct StreamRead: Sendable {
+        public var bytes: ByteBuffer
+        /// The last octet ends a message (END_MSG).
+        public var endsMessage: Bool
+        /// Octets this took on the wire: what to pass to ``TetherStreamHandle/consumed(_:)``.
+        public var wireOctets: Int
+    }
+
+    private struct PendingWrite {
+        var bytes: ByteBuffer
+        var endMessage: Bool
+        var promise: EventLoopPromise<Void>
+    }
+
+    init(
+        id: StreamID, streamClass: StreamClass, service: String, metadata: OpenMetadata,
+        compression: CompressionAlgorithm, owner: TetherConnectionHandler, eventLoop: any EventLoop,
+        sendBufferLimit: Int
+    ) {
+        self.id = id
+        self.streamClass = streamClass
+        self.service = service
+        self.metadata = metadata
+        self.compression = compression
+        self.owner = owner
+        self.eventLoop = eventLoop
+        self.sendBufferLimit = sendBufferLimit
+    }
+
+    // MARK: Reading
+
+    /// The next chunk, or nil when none is buffered (see ``isReadEnded`` and ``waitForReadable()``).
+    public func read() -> StreamRead? {
+        self.eventLoop.preconditionInEventLoop()
+        return self.inbound.popFirst()
+    }
+
+    /// Whether nothing more will be read: the peer finished and everything was read, or the stream failed.
+    public var isReadEnded: Bool {
+        (self.receiveEnded && self.inbound.isEmpty) || self.failure != nil
+    }
+
+    /// Completes when a chunk is buffered, the peer finished, or the stream failed.
+    public func waitForReadable() -> EventLoopFuture<Void> {
+        self.eventLoop.preconditionInEventLoop()
+        if !self.inbound.isEmpty || self.receiveEnded || self.failure != nil {
+            return self.eventLoop.makeSucceededVoidFuture()
+        }
+        if let waiter = self.readWaiter { return waiter.futureResult }
+        let promise = self.eventLoop.makePromise(of: Void.self)
+        self.readWaiter = promise
+        return promise.futureResult
+    }
+
+    /// The reader took `wireOctets` (from ``StreamRead/wireOctets``): credit goes back (spec §7.2).
+    public func consumed(_ wireOctets: Int) {
+        self.eventLoop.preconditionInEventLoop()
+        self.owner?.streamConsumed(self.id, octets: wireOctets)
+    }
+
+    // MARK: Writing
+
+    /// Whether a write of up to half the send buffer is taken now.
+    public var isWritable: Bool {
+        guard let owner = self.owner, self.failure == nil, !self.sendClosed else { return true }  // writes fail fast
+        return owner.bufferedOctets(self.id) <= self.sendBufferLimit / 2
+    }
+
+    /// Writes `bytes`; the future completes when all of it is in the send buffer. Writes are taken
+    /// in order; a large write is taken in pieces as the buffer drains (spec §7.2).
+    public func write(_ bytes: ByteBuffer, endMessage: Bool = false) -> EventLoopFuture<Void> {
+        self.eventLoop.preconditionInEventLoop()
+        if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
+        if self.sendClosed { return self.eventLoop.makeFailedFuture(TetherError(.streamClosed, "stream already finished")) }
+        let promise = self.eventLoop.makePromise(of: Void.self)
+        self.writeWaiters.append(PendingWrite(bytes: bytes, endMessage: endMessage, promise: promise))
+        self.pumpWrites()
+        return promise.futureResult
+    }
+
+    /// Half-closes after everything written so far (spec §6.4).
+    public func finish() -> EventLoopFuture<Void> {
+        self.eventLoop.preconditionInEventLoop()
+        if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
+        guard !self.sendClosed else { return self.eventLoop.makeSucceededVoidFuture() }
+        // FIN follows queued writes: wait for them to be taken first.
+        let done = self.writeWaiters.last?.promise.futureResult ?? self.eventLoop.makeSucceededVoidFuture()
+        self.sendClosed = true
+        return done.flatMapThrowing { [self] in
+            self.owner?.streamFinish(self.id)
+        }
+    }
+
+    /// Ends the stream abruptly in both directions (spec §6.5).
+    public func reset(_ code: ErrorCode = .cancel) {
+        self.eventLoop.preconditionInEventLoop()
+        guard self.failure == nil else { return }
+        self.owner?.streamReset(self.id, code: code)
+        self.fail(TetherError(.streamReset, errorCode: code, "reset locally with \(code.name)"))
+    }
+
+    /// Takes as many queued writes as fit the send buffer.
+    private func pumpWrites() {
+        guard let owner = self.owner else { return }
+        let piece = max(1, self.sendBufferLimit / 2)
+        while var pending = self.writeWaiters.first {
+            guard owner.bufferedOctets(self.id) <= self.sendBufferLimit / 2 else { return }
+            let length = min(piece, pending.bytes.readableBytes)
+            let chunk = pending.bytes.readSlice(length: length)!
+            let last = pending.bytes.readableBytes == 0
+            do {
+                try owner.streamWrite(self.id, chunk, endMessage: last && pending.endMessage)
+            } catch {
+                self.fail(error as? TetherError ?? TetherError(.streamClosed, "\(error)"))
+                return
+            }
+            if last {
+                self.writeWaiters.removeFirst()
+                pending.promise.succeed()
+            } else {
+                self.writeWaiters[self.writeWaiters.startIndex] = pending
+            }
+        }
+    }
+
+    // MARK: Events from the connection
+
+    func deliver(_ payload: ByteBuffer, flags: DataFrame.Flags) {
+        if payload.readableBytes > 0 || flags.contains(.endMessage) {
+            self.inbound.append(
+                StreamRead(
+                    bytes: payload, endsMessage: flags.contains(.endMessage), wireOctets: payload.readableBytes))
+        }
+        if flags.contains(.fin) { self.receiveEnded = true }
+        self.wakeReader()
+    }
+
+    func becameWritable() {
+        self.pumpWrites()
+    }
+
+    /// The stream ended abruptly or the connection closed: buffered data is dropped (the session
+    /// already released its credit), waiters fail.
+    func fail(_ error: TetherError) {
+        guard self.failure == nil else { return }
+        self.failure = error
+        self.inbound.removeAll()
+        self.owner = nil
+        self.wakeReader()
+        while let pending = self.writeWaiters.popFirst() { pending.promise.fail(error) }
+    }
+
+    /// The session closed the stream normally; reads of what is buffered continue.
+    func detach() {
+        // Keep `owner` so `consumed` still returns connection credit for octets read later.
+        while let pending = self.writeWaiters.popFirst() {
+            pending.promise.fail(TetherError(.streamClosed, "stream closed"))
+        }
+    }
+
+    private func wakeReader() {
+        if let waiter = self.readWaiter {
+            self.readWaiter = nil
+            waiter.succeed()
+        }
+    }
+}

@@ -1,0 +1,77 @@
+import NIOCore
+import NIOPosix
+import Tether
+import TetherSession
+import TetherWire
+import Testing
+
+/// Streams over real TCP on 127.0.0.1.
+@Suite struct StreamTransferTests {
+    /// An echo of checksums: the acceptor reads each stream to its FIN and answers with the
+    /// checksum and length of what it read, as one message.
+    static func serveChecksums(_ connection: TetherConnection) async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            for try await stream in connection.inboundStreams {
+                group.addTask {
+                    var sum = Checksum()
+                    var length = 0
+                    for try await chunk in stream.chunks {
+                        sum.add(chunk)
+                        length += chunk.readableBytes
+                    }
+                    var answer = ByteBuffer()
+                    answer.writeMultipleIntegers(sum.value, UInt64(length))
+                    try await stream.writeMessage(answer)
+                    try await stream.finish()
+                }
+            }
+        }
+    }
+
+    @Test func oneStreamRoundTrip() async throws {
+        let loopback = try await Loopback.start()
+        let server = Task { try await Self.serveChecksums(loopback.acceptor) }
+        let stream = try await loopback.dialer.openStream(service: "echo", class: .bulk)
+        let payload = randomPayload(count: 1 << 20, seed: 1)
+        try await stream.write(payload)
+        try await stream.finish()
+        var answers: [ByteBuffer] = []
+        for try await message in stream.messages() { answers.append(message) }
+        #expect(answers.count == 1)
+        var answer = answers[0]
+        let (sum, length) = answer.readMultipleIntegers(as: (UInt64, UInt64).self)!
+        #expect(length == 1 << 20)
+        #expect(sum == payload.checksum)
+        server.cancel()
+        try await loopback.stop()
+    }
+
+    /// 1,000 concurrent streams, each a checksummed random payload, all arrive intact.
+    @Test func thousandConcurrentStreamsArriveIntact() async throws {
+        var settings = Settings()
+        settings.initialStreams[.bulk] = 1_024
+        let loopback = try await Loopback.start(acceptor: .init(role: .acceptor, settings: settings))
+        let server = Task { try await Self.serveChecksums(loopback.acceptor) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<1_000 {
+                group.addTask {
+                    let payload = randomPayload(count: 1_000 + (index * 7_919) % 40_000, seed: UInt64(index))
+                    let stream = try await loopback.dialer.openStream(service: "echo", class: .bulk)
+                    try await stream.write(payload)
+                    try await stream.finish()
+                    var iterator = stream.messages().makeAsyncIterator()
+                    var answer = try #require(try await iterator.next())
+                    let (sum, length) = answer.readMultipleIntegers(as: (UInt64, UInt64).self)!
+                    #expect(length == UInt64(payload.readableBytes))
+                    #expect(sum == payload.checksum, "stream \(stream.id)")
+                    #expect(try await iterator.next() == nil)
+                }
+            }
+            try await group.waitForAll()
+        }
+        let counters = try await loopback.acceptor.counters()
+        #expect(counters.streamsOpenedByPeer == 1_000)
+        server.cancel()
+        try await loopback.stop()
+    }
+}
