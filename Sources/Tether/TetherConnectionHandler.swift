@@ -33,6 +33,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     private var started = false
     private var flushScheduled = false
     private var flushing = false
+    private var flushAgain = false
     private var closeRequested = false
     private var isShutDown = false
     private var timer: Scheduled<Void>?
@@ -192,11 +193,29 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         }
     }
 
-    /// Writes what the session produces while the channel is writable, then flushes once.
+    /// Writes what the session produces while the channel is writable, then flushes. Flushing can
+    /// make the channel writable again from inside this method (NIO reports writability during
+    /// `flush`); such a re-entrant call is remembered and served by another pass.
     private func flushOutput() {
-        guard let context = self.context, self.started, !self.flushing else { return }
+        guard let context = self.context, self.started else { return }
+        guard !self.flushing else {
+            self.flushAgain = true
+            return
+        }
         self.flushing = true
         defer { self.flushing = false }
+        var exhausted = false
+        repeat {
+            self.flushAgain = false
+            exhausted = self.writeProduced(context: context)
+        } while self.flushAgain
+        self.rearmTimer()
+        if exhausted && (self.session.hasFailed || self.session.isDrained) { self.closeAfterWrites() }
+    }
+
+    /// One pass: produce and write while writable, then flush. Returns whether the session had
+    /// nothing more to send.
+    private func writeProduced(context: ChannelHandlerContext) -> Bool {
         let now = NIODeadline.now()
         var pending = context.channel.allocator.buffer(capacity: 4_096)
         var wrote = false
@@ -220,8 +239,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         }
         if pending.readableBytes > 0 { context.write(self.wrapOutboundOut(pending), promise: nil) }
         if wrote { context.flush() }
-        self.rearmTimer()
-        if exhausted && (self.session.hasFailed || self.session.isDrained) { self.closeAfterWrites() }
+        return exhausted
     }
 
     /// Closes once every write so far has reached the transport (spec §10.2 step 4, §10.3).

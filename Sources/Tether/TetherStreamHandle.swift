@@ -73,6 +73,12 @@ public final class TetherStreamHandle: @unchecked Sendable {
         return self.inbound.popFirst()
     }
 
+    /// Octets received and not yet read.
+    public var bufferedInboundOctets: Int {
+        self.eventLoop.preconditionInEventLoop()
+        return self.inbound.reduce(0) { $0 + $1.bytes.readableBytes }
+    }
+
     /// Whether nothing more will be read: the peer finished and everything was read, or the stream failed.
     public var isReadEnded: Bool {
         (self.receiveEnded && self.inbound.isEmpty) || self.failure != nil

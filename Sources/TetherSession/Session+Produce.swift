@@ -140,6 +140,7 @@ extension Session {
         }
         if stream.outbound.finRequested && !stream.outbound.hasData {
             flags.insert(.fin)
+            stream.outbound.finRequested = false  // sent: nothing is pending any more
         }
         return .data(payload, flags, becameWritable: becameWritable)
     }

@@ -121,7 +121,10 @@ public struct Session: Sendable {
         guard !self.hasFailed else { return .none }
         self.phase = .failed(code)
         self.control.removeAll()
-        self.control.append(.frame(.goAway(GoAwayFrame(lastStreamID: self.highestPeerID, code: code, debug: reason))))
+        // A later GOAWAY must not raise the last stream id (spec §10.2): after a drain began, later
+        // peer streams were refused, not processed.
+        let last = min(self.highestPeerID, self.localGoAway ?? self.highestPeerID)
+        self.control.append(.frame(.goAway(GoAwayFrame(lastStreamID: last, code: code, debug: reason))))
         self.scheduler = Scheduler()
         self.connectionBlocked.removeAll()
         self.counters.connectionErrors += 1

@@ -55,6 +55,7 @@ struct OutboundQueue: Sendable {
     private var chunks: CircularBuffer<Chunk>? = nil
     private(set) var bufferedBytes = 0
     var openPending = false
+    /// FIN is to follow the buffered data; cleared once it is sent.
     var finRequested = false
 
     var hasData: Bool { !(self.chunks?.isEmpty ?? true) }

@@ -1,0 +1,69 @@
+import NIOCore
+import NIOPosix
+import Tether
+import TetherSession
+import TetherWire
+import Testing
+
+/// spec §10.2: a GOAWAY drains; no accepted byte is lost; no new stream is opened.
+@Suite struct DrainTests {
+    @Test func goAwayDrainsWithoutLosingAnAcceptedByte() async throws {
+        let loopback = try await Loopback.start()
+        let streamCount = 20
+        let accepted = AsyncStream<Void>.makeStream()
+        let server = Task {
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await stream in loopback.acceptor.inboundStreams {
+                    accepted.continuation.yield()
+                    group.addTask {
+                        var sum = Checksum()
+                        for try await chunk in stream.chunks { sum.add(chunk) }
+                        var answer = ByteBuffer()
+                        answer.writeInteger(sum.value)
+                        try await stream.writeMessage(answer)
+                        try await stream.finish()
+                    }
+                }
+            }
+        }
+
+        // Open every stream and write its first half.
+        var streams: [(TetherStream, ByteBuffer)] = []
+        for index in 0..<streamCount {
+            let payload = randomPayload(count: 256 << 10, seed: UInt64(index))
+            let stream = try await loopback.dialer.openStream(service: "echo", class: .bulk)
+            try await stream.write(payload.getSlice(at: 0, length: 128 << 10)!)
+            streams.append((stream, payload))
+        }
+        var acceptedIterator = accepted.stream.makeAsyncIterator()
+        for _ in 0..<streamCount { await acceptedIterator.next() }
+
+        // The acceptor drains. New streams are refused; the open ones finish.
+        loopback.acceptor.goAway()
+        await #expect(throws: TetherError.self) {
+            // Opening may race the GOAWAY on the wire; either way it must not succeed for long:
+            // once the dialer has seen the GOAWAY, opens fail with `draining`.
+            for _ in 0..<1_000 {
+                _ = try await loopback.dialer.openStream(service: "echo", class: .bulk)
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (stream, payload) in streams {
+                group.addTask {
+                    try await stream.write(payload.getSlice(at: 128 << 10, length: 128 << 10)!)
+                    try await stream.finish()
+                    var iterator = stream.messages().makeAsyncIterator()
+                    var answer = try #require(try await iterator.next())
+                    #expect(answer.readInteger(as: UInt64.self) == payload.checksum)
+                }
+            }
+            try await group.waitForAll()
+        }
+        // With the last stream done the connection closes by itself.
+        _ = await loopback.acceptor.closed()
+        _ = await loopback.dialer.closed()
+        server.cancel()
+        try await loopback.stop()
+    }
+}

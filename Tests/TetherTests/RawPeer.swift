@@ -1,0 +1,83 @@
+import NIOCore
+import NIOPosix
+import Tether
+import TetherWire
+
+/// A hand-driven peer on a raw TCP connection: it writes whatever frames a test chooses and
+/// collects every frame the other side sends until the connection closes.
+struct RawPeer {
+    let channel: any Channel
+    let received: AsyncStream<ByteBuffer>
+
+    static func connect(to address: SocketAddress, group: any EventLoopGroup) async throws -> RawPeer {
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        let channel = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Collector(continuation: continuation))
+                }
+            }
+            .connect(to: address).get()
+        return RawPeer(channel: channel, received: stream)
+    }
+
+    func send(_ frames: [Frame], preface settings: Settings? = nil) async throws {
+        var bytes = ByteBuffer()
+        if let settings { bytes.writePreface(settings) }
+        for frame in frames { bytes.writeFrame(frame) }
+        try await self.channel.writeAndFlush(bytes)
+    }
+
+    /// Everything the other side sent until it closed, decoded (the preface's magic first).
+    func framesUntilClosed() async throws -> [Frame] {
+        var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF), expectsPreface: true)
+        var frames: [Frame] = []
+        for await chunk in self.received {
+            decoder.append(chunk)
+            while let frame = try decoder.nextFrame() { frames.append(frame) }
+        }
+        return frames
+    }
+
+    private final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let continuation: AsyncStream<ByteBuffer>.Continuation
+
+        init(continuation: AsyncStream<ByteBuffer>.Continuation) {
+            self.continuation = continuation
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            self.continuation.yield(self.unwrapInboundIn(data))
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            self.continuation.finish()
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// A listener whose connections run Tether as the acceptor; hands them out as they arrive.
+struct TetherListener {
+    let address: SocketAddress
+    let connections: AsyncStream<TetherConnection>
+    let channel: any Channel
+
+    static func start(
+        group: any EventLoopGroup, configuration: TetherConnectionHandler.Configuration = .init(role: .acceptor)
+    ) async throws -> TetherListener {
+        let (stream, continuation) = AsyncStream<TetherConnection>.makeStream()
+        let channel = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    continuation.yield(try TetherConnection.configure(channel: channel, configuration: configuration))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return TetherListener(address: channel.localAddress!, connections: stream, channel: channel)
+    }
+}
