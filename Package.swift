@@ -7,9 +7,11 @@ let package = Package(
         .library(name: "TetherWire", targets: ["TetherWire"]),
         .library(name: "TetherSession", targets: ["TetherSession"]),
         .library(name: "Tether", targets: ["Tether"]),
+        .executable(name: "tether", targets: ["TetherCommand"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
         // Wire codec: frame types, encoder, resumable decoder. Pure; NIOCore only. spec/PROTOCOL.md §3–§5.
@@ -28,6 +30,17 @@ let package = Package(
         .target(
             name: "Tether",
             dependencies: ["TetherSession", "TetherWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // The `tether` executable: demo, bench (and later edge, hub, certs, check-config).
+        .executableTarget(
+            name: "TetherCommand",
+            dependencies: [
+                "Tether", "TetherSession", "TetherWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         // Reads spec/vectors/ for the test targets; not a product.
         .target(

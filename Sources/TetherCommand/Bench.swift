@@ -1,0 +1,216 @@
+import ArgumentParser
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Tether
+import TetherWire
+
+/// `tether bench`: throughput and latency between two processes on loopback, with a plain TCP
+/// connection measured in the same run as the baseline.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure tunnel throughput and command latency against plain TCP, in one run.")
+
+    @Option(help: "Stream counts for the throughput rows, comma-separated.")
+    var streams: String = "1,8,64"
+
+    @Option(help: "Octets per throughput row (suffixes K, M, G for KiB, MiB, GiB).")
+    var bytes: String = "1G"
+
+    @Option(help: "Seconds of each latency phase (bulk alone, then bulk with commands).")
+    var seconds: Double = 5
+
+    @Flag(help: "Print one JSON object per line per scenario instead of a table.")
+    var json = false
+
+    struct Row: Encodable {
+        var scenario: String
+        var streams: Int
+        var bytes: Int
+        var seconds: Double
+        var mib_per_s: Double
+        var ratio_to_raw_tcp: Double?
+        var p50_us: Double?
+        var p99_us: Double?
+        var p999_us: Double?
+        var bulk_alone_mib_per_s: Double?
+    }
+
+    func run() async throws {
+        guard let octets = Self.parseSize(self.bytes), octets > 0 else {
+            throw ValidationError("--bytes: expected a size such as 512M or 1G, got \(self.bytes)")
+        }
+        let counts = try self.streams.split(separator: ",").map { part -> Int in
+            guard let count = Int(part.trimmingCharacters(in: .whitespaces)), count > 0 else {
+                throw ValidationError("--streams: expected positive counts such as 1,8,64, got \(self.streams)")
+            }
+            return count
+        }
+
+        let server = try BenchProcess.start()
+        defer { server.stop() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let tetherAddress = try SocketAddress(ipAddress: "127.0.0.1", port: server.tetherPort)
+        let rawAddress = try SocketAddress(ipAddress: "127.0.0.1", port: server.rawPort)
+        let chunk = Workloads.randomBytes(65_536)
+        var rows: [Row] = []
+
+        // The baseline: one plain TCP connection.
+        let rawSeconds = try await RawTCP.push(group: group, to: rawAddress, octets: octets, chunk: chunk)
+        let raw = Row(
+            scenario: "raw-tcp", streams: 1, bytes: octets, seconds: rawSeconds, mib_per_s: Self.mib(octets, rawSeconds))
+        self.emit(raw)
+        rows.append(raw)
+
+        var settings = BenchSettings.tunnel
+        settings.initialStreams[.bulk] = 1_024
+        let connection = try await LoopbackTransport.dial(
+            group: group, to: tetherAddress, configuration: .init(role: .dialer, settings: settings))
+
+        for count in counts {
+            let seconds = try await Self.throughput(connection, streams: count, octets: octets, chunk: chunk)
+            let row = Row(
+                scenario: "tunnel-bulk", streams: count, bytes: octets, seconds: seconds,
+                mib_per_s: Self.mib(octets, seconds), ratio_to_raw_tcp: raw.seconds / seconds)
+            self.emit(row)
+            rows.append(row)
+        }
+
+        let latency = try await Self.latency(connection, seconds: self.seconds, chunk: chunk)
+        self.emit(latency)
+        await connection.close()
+        try await group.shutdownGracefully()
+    }
+
+    /// `streams` BULK streams to the sink share `octets`; the clock stops when every stream's
+    /// receiver has answered with the count it read (spec: acknowledged every byte).
+    static func throughput(_ connection: TetherConnection, streams: Int, octets: Int, chunk: ByteBuffer) async throws
+        -> Double
+    {
+        let started = NIODeadline.now()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<streams {
+                let share = octets / streams + (index < octets % streams ? 1 : 0)
+                group.addTask {
+                    let handle = try await connection.openStream(service: "sink", class: .bulk).handle
+                    let answer = try await handle.eventLoop.flatSubmit {
+                        Workloads.push(handle, chunk: chunk, octets: share).flatMap { _ in Workloads.readMessage(handle) }
+                    }.get()
+                    guard var answer, answer.readInteger(as: UInt64.self) == UInt64(share) else {
+                        throw ValidationError("the receiver did not acknowledge \(share) octets")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        return Double((NIODeadline.now() - started).nanoseconds) / 1e9
+    }
+
+    /// 4 bulk streams alone, then the same with 64-octet command round trips.
+    static func latency(_ connection: TetherConnection, seconds: Double, chunk: ByteBuffer) async throws -> Row {
+        let alone = try await Self.bulk(connection, seconds: seconds, chunk: chunk) { _ in nil }
+        var samples = Samples()
+        let during = try await Self.bulk(connection, seconds: seconds, chunk: chunk) { deadline in
+            let command = try await connection.openStream(service: "echo", class: .command).handle
+            let payload = ByteBuffer(repeating: UInt8(ascii: "c"), count: 64)
+            samples = try await command.eventLoop.flatSubmit {
+                Workloads.pingPong(command, payload: payload, until: deadline)
+            }.get()
+            return samples
+        }
+        return Row(
+            scenario: "command-rtt-under-bulk", streams: 4, bytes: during.octets, seconds: during.seconds,
+            mib_per_s: Self.mib(during.octets, during.seconds), p50_us: samples.percentile(50),
+            p99_us: samples.percentile(99), p999_us: samples.percentile(99.9),
+            bulk_alone_mib_per_s: Self.mib(alone.octets, alone.seconds))
+    }
+
+    /// Runs 4 bulk streams for `seconds` while `during` runs; returns the octets the bulk streams wrote.
+    static func bulk(
+        _ connection: TetherConnection, seconds: Double, chunk: ByteBuffer,
+        during: (NIODeadline) async throws -> Samples?
+    ) async throws -> (octets: Int, seconds: Double) {
+        let stop = NIOLockedValueBox(false)
+        var pushes: [EventLoopFuture<Int>] = []
+        for _ in 0..<4 {
+            let handle = try await connection.openStream(service: "sink", class: .bulk).handle
+            pushes.append(
+                handle.eventLoop.flatSubmit {
+                    Workloads.push(handle, chunk: chunk, octets: nil) { stop.withLockedValue { $0 } }
+                })
+        }
+        let started = NIODeadline.now()
+        let deadline = started + .nanoseconds(Int64(seconds * 1e9))
+        if try await during(deadline) == nil {
+            try await Task.sleep(for: .nanoseconds(Int64(seconds * 1e9)))
+        }
+        stop.withLockedValue { $0 = true }
+        let elapsed = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        var octets = 0
+        for push in pushes { octets += try await push.get() }
+        return (octets, elapsed)
+    }
+
+    private func emit(_ row: Row) {
+        if self.json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try! encoder.encode(row), as: UTF8.self))
+            return
+        }
+        var line = row.scenario.padding(toLength: 24, withPad: " ", startingAt: 0)
+        line += String(format: "streams %3d  %8.1f MiB/s", row.streams, row.mib_per_s)
+        if let ratio = row.ratio_to_raw_tcp { line += String(format: "  %.2f× raw TCP", ratio) }
+        if let p50 = row.p50_us, let p99 = row.p99_us, let p999 = row.p999_us {
+            line += String(format: "  rtt p50 %.0f µs p99 %.0f µs p99.9 %.0f µs", p50, p99, p999)
+        }
+        if let alone = row.bulk_alone_mib_per_s { line += String(format: "  (bulk alone %.1f MiB/s)", alone) }
+        print(line)
+    }
+
+    static func mib(_ octets: Int, _ seconds: Double) -> Double { Double(octets) / 1_048_576 / seconds }
+
+    /// `1G`, `512M`, `64K` or a plain count.
+    static func parseSize(_ text: String) -> Int? {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        if let last = text.last?.uppercased().first, let unit = units[last] {
+            return Int(text.dropLast()).map { $0 * unit }
+        }
+        return Int(text)
+    }
+}
+
+/// The `tether bench-server` child process.
+struct BenchProcess {
+    let process: Process
+    let input: Pipe
+    let tetherPort: Int
+    let rawPort: Int
+
+    static func start() throws -> BenchProcess {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+        process.arguments = ["bench-server"]
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        var line = Data()
+        while let byte = try output.fileHandleForReading.read(upToCount: 1), let first = byte.first, first != 0x0A {
+            line.append(first)
+        }
+        let parts = String(decoding: line, as: UTF8.self).split(separator: " ")
+        guard parts.count == 3, parts[0] == "PORTS", let tether = Int(parts[1]), let raw = Int(parts[2]) else {
+            process.terminate()
+            throw ValidationError("bench-server did not report its ports")
+        }
+        return BenchProcess(process: process, input: input, tetherPort: tether, rawPort: raw)
+    }
+
+    func stop() {
+        try? self.input.fileHandleForWriting.close()
+        self.process.waitUntilExit()
+    }
+}

@@ -1,0 +1,106 @@
+import NIOCore
+import NIOPosix
+
+/// The baseline of `tether bench`: the same bytes over one plain TCP connection, no Tether.
+///
+/// The pusher sends an 8-octet length and then that many octets in 64 KiB writes, as fast as the
+/// socket takes them; the sink answers one octet once it has read them all.
+enum RawTCP {
+    static func listen(group: any EventLoopGroup) async throws -> any Channel {
+        try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Sink())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+    }
+
+    /// Pushes `octets` to a sink; succeeds with the seconds from the first write to the answer.
+    static func push(group: any EventLoopGroup, to address: SocketAddress, octets: Int, chunk: ByteBuffer) async throws
+        -> Double
+    {
+        let channel = try await ClientBootstrap(group: group).connect(to: address).get()
+        let result = try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<Double> in
+            let pusher = Pusher(octets: octets, chunk: chunk, promise: channel.eventLoop.makePromise())
+            do {
+                try channel.pipeline.syncOperations.addHandler(pusher)
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+            return pusher.promise.futureResult
+        }.get()
+        try await channel.close()
+        return result
+    }
+
+    private final class Sink: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        private var expected: Int?
+        private var header = ByteBuffer()
+        private var received = 0
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var bytes = self.unwrapInboundIn(data)
+            if self.expected == nil {
+                let need = 8 - self.header.readableBytes
+                var part = bytes.readSlice(length: min(need, bytes.readableBytes))!
+                self.header.writeBuffer(&part)
+                if self.header.readableBytes == 8 { self.expected = Int(self.header.readInteger(as: UInt64.self)!) }
+            }
+            self.received += bytes.readableBytes
+            if let expected = self.expected, self.received >= expected {
+                self.received = 0
+                self.expected = nil
+                context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(bytes: [1])), promise: nil)
+            }
+        }
+    }
+
+    private final class Pusher: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let octets: Int
+        let chunk: ByteBuffer
+        let promise: EventLoopPromise<Double>
+        private var written = 0
+        private var started = NIODeadline.now()
+
+        init(octets: Int, chunk: ByteBuffer, promise: EventLoopPromise<Double>) {
+            self.octets = octets
+            self.chunk = chunk
+            self.promise = promise
+        }
+
+        func handlerAdded(context: ChannelHandlerContext) {
+            self.started = .now()
+            var header = ByteBuffer()
+            header.writeInteger(UInt64(self.octets))
+            context.write(self.wrapOutboundOut(header), promise: nil)
+            self.pump(context: context)
+        }
+
+        func channelWritabilityChanged(context: ChannelHandlerContext) {
+            self.pump(context: context)
+        }
+
+        private func pump(context: ChannelHandlerContext) {
+            while context.channel.isWritable && self.written < self.octets {
+                let length = min(self.chunk.readableBytes, self.octets - self.written)
+                context.write(self.wrapOutboundOut(self.chunk.getSlice(at: self.chunk.readerIndex, length: length)!), promise: nil)
+                self.written += length
+            }
+            context.flush()
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            self.promise.succeed(Double((NIODeadline.now() - self.started).nanoseconds) / 1e9)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            self.promise.fail(ChannelError.ioOnClosedChannel)
+        }
+    }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct TetherCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tether",
+        abstract: "Many logical channels over one outbound connection.",
+        subcommands: [Demo.self, Bench.self, BenchServer.self]
+    )
+}

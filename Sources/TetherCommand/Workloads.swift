@@ -1,0 +1,167 @@
+import NIOCore
+import Tether
+import TetherWire
+
+/// Event-loop workloads over ``TetherStreamHandle``s, the way a relay drives streams: no async
+/// hops per chunk. Shared by `tether demo` and `tether bench`.
+enum Workloads {
+    /// Writes `chunk` repeatedly until `octets` are written (or, when nil, until `stop` says so),
+    /// then half-closes. Succeeds with the octets written.
+    static func push(
+        _ handle: TetherStreamHandle, chunk: ByteBuffer, octets: Int?, endMessage: Bool = false,
+        stop: @escaping () -> Bool = { false }
+    ) -> EventLoopFuture<Int> {
+        let promise = handle.eventLoop.makePromise(of: Int.self)
+        var written = 0
+        func step() {
+            let remaining = octets.map { $0 - written } ?? Int.max
+            guard remaining > 0, !stop() else {
+                handle.finish().assumeIsolated().whenComplete { _ in promise.succeed(written) }
+                return
+            }
+            let piece = remaining >= chunk.readableBytes ? chunk : chunk.getSlice(at: chunk.readerIndex, length: remaining)!
+            handle.write(piece, endMessage: endMessage).assumeIsolated().whenComplete { result in
+                switch result {
+                case .success:
+                    written += piece.readableBytes
+                    step()
+                case .failure(let error):
+                    promise.fail(error)
+                }
+            }
+        }
+        step()
+        return promise.futureResult
+    }
+
+    /// Reads a stream to its FIN, returning credit as it goes; succeeds with the octets read.
+    static func drain(_ handle: TetherStreamHandle, onChunk: @escaping (ByteBuffer) -> Void = { _ in })
+        -> EventLoopFuture<Int>
+    {
+        let promise = handle.eventLoop.makePromise(of: Int.self)
+        var total = 0
+        func step() {
+            while let read = handle.read() {
+                total += read.bytes.readableBytes
+                onChunk(read.bytes)
+                handle.consumed(read.wireOctets)
+            }
+            if let failure = handle.failure { return promise.fail(failure) }
+            if handle.isReadEnded { return promise.succeed(total) }
+            handle.waitForReadable().assumeIsolated().whenComplete { _ in step() }
+        }
+        step()
+        return promise.futureResult
+    }
+
+    /// Reads one whole message (END_MSG), returning credit; nil when the stream ended first.
+    static func readMessage(_ handle: TetherStreamHandle) -> EventLoopFuture<ByteBuffer?> {
+        let promise = handle.eventLoop.makePromise(of: ByteBuffer?.self)
+        var message: ByteBuffer?
+        func step() {
+            while let read = handle.read() {
+                var bytes = read.bytes
+                if message == nil { message = bytes } else { message!.writeBuffer(&bytes) }
+                handle.consumed(read.wireOctets)
+                if read.endsMessage { return promise.succeed(message) }
+            }
+            if let failure = handle.failure { return promise.fail(failure) }
+            if handle.isReadEnded { return promise.succeed(nil) }
+            handle.waitForReadable().assumeIsolated().whenComplete { _ in step() }
+        }
+        step()
+        return promise.futureResult
+    }
+
+    /// Serves the services the demo and the benchmark use, on the event loop:
+    /// - `sink`: reads to FIN, answers with the octet count (8 octets, one message), finishes;
+    /// - `echo`: sends every message back;
+    /// - anything else: refused with `UNKNOWN_SERVICE`.
+    static func serve(_ handle: TetherStreamHandle, onChunk: @escaping (ByteBuffer) -> Void = { _ in }) {
+        switch handle.service {
+        case "sink", "metadata", "logs":
+            self.drain(handle, onChunk: onChunk).assumeIsolated().whenSuccess { total in
+                var answer = ByteBuffer()
+                answer.writeInteger(UInt64(total))
+                handle.write(answer, endMessage: true).assumeIsolated().whenComplete { _ in _ = handle.finish() }
+            }
+        case "echo":
+            self.echo(handle)
+        default:
+            handle.reset(.unknownService)
+        }
+    }
+
+    private static func echo(_ handle: TetherStreamHandle) {
+        self.readMessage(handle).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let message?):
+                handle.write(message, endMessage: true).assumeIsolated().whenComplete { _ in echo(handle) }
+            case .success(nil):
+                _ = handle.finish()
+            case .failure:
+                break
+            }
+        }
+    }
+
+    /// Sends `payload` as a message and waits for it to come back, again and again until
+    /// `deadline`; succeeds with the round-trip times in microseconds.
+    static func pingPong(_ handle: TetherStreamHandle, payload: ByteBuffer, until deadline: NIODeadline)
+        -> EventLoopFuture<Samples>
+    {
+        let promise = handle.eventLoop.makePromise(of: Samples.self)
+        var samples = Samples()
+        func step() {
+            let start = NIODeadline.now()
+            guard start < deadline else {
+                _ = handle.finish()
+                return promise.succeed(samples)
+            }
+            handle.write(payload, endMessage: true).assumeIsolated().flatMap { readMessage(handle) }.whenComplete {
+                result in
+                switch result {
+                case .success(.some):
+                    samples.add(Double((NIODeadline.now() - start).nanoseconds) / 1_000)
+                    step()
+                case .success(nil):
+                    promise.succeed(samples)
+                case .failure(let error):
+                    promise.fail(error)
+                }
+            }
+        }
+        step()
+        return promise.futureResult
+    }
+
+    /// Random octets (xorshift), for payloads that do not compress.
+    static func randomBytes(_ count: Int, seed: UInt64 = 0x7e7e_7e7e) -> ByteBuffer {
+        var state = seed | 1
+        var buffer = ByteBufferAllocator().buffer(capacity: count + 8)
+        for _ in 0..<(count + 7) / 8 {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            buffer.writeInteger(state)
+        }
+        buffer.moveWriterIndex(to: count)
+        return buffer
+    }
+}
+
+/// Latency samples, reported as percentiles.
+struct Samples {
+    private(set) var values: [Double] = []
+
+    mutating func add(_ value: Double) { self.values.append(value) }
+
+    func percentile(_ p: Double) -> Double {
+        guard !self.values.isEmpty else { return .nan }
+        let sorted = self.values.sorted()
+        let index = min(sorted.count - 1, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1)
+        return sorted[max(0, index)]
+    }
+
+    var count: Int { self.values.count }
+}
