@@ -21,6 +21,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds of each latency phase (bulk alone, then bulk with commands).")
     var seconds: Double = 5
 
+    @Option(help: "Idle streams to hold open for the memory row (0 to skip).")
+    var idleStreams: Int = 10_000
+
     @Flag(help: "Print one JSON object per line per scenario instead of a table.")
     var json = false
 
@@ -35,6 +38,8 @@ struct Bench: AsyncParsableCommand {
         var p99_us: Double?
         var p999_us: Double?
         var bulk_alone_mib_per_s: Double?
+        var client_bytes_per_stream: Double?
+        var server_bytes_per_stream: Double?
     }
 
     func run() async throws {
@@ -56,15 +61,23 @@ struct Bench: AsyncParsableCommand {
         let chunk = Workloads.randomBytes(65_536)
         var rows: [Row] = []
 
+        var settings = BenchSettings.tunnel
+        settings.initialStreams = PerClass(16_384)
+
+        // Memory first, while both processes are fresh (freed buffers would hide growth later).
+        if self.idleStreams > 0 {
+            let idle = try await LoopbackTransport.dial(
+                group: group, to: tetherAddress, configuration: .init(role: .dialer, settings: settings))
+            self.emit(try await Self.idleMemory(idle, streams: self.idleStreams))
+            await idle.close()
+        }
+
         // The baseline: one plain TCP connection.
         let rawSeconds = try await RawTCP.push(group: group, to: rawAddress, octets: octets, chunk: chunk)
         let raw = Row(
             scenario: "raw-tcp", streams: 1, bytes: octets, seconds: rawSeconds, mib_per_s: Self.mib(octets, rawSeconds))
         self.emit(raw)
         rows.append(raw)
-
-        var settings = BenchSettings.tunnel
-        settings.initialStreams[.bulk] = 1_024
         let connection = try await LoopbackTransport.dial(
             group: group, to: tetherAddress, configuration: .init(role: .dialer, settings: settings))
 
@@ -80,6 +93,7 @@ struct Bench: AsyncParsableCommand {
         let latency = try await Self.latency(connection, seconds: self.seconds, chunk: chunk)
         self.emit(latency)
         await connection.close()
+
         try await group.shutdownGracefully()
     }
 
@@ -126,6 +140,32 @@ struct Bench: AsyncParsableCommand {
             bulk_alone_mib_per_s: Self.mib(alone.octets, alone.seconds))
     }
 
+    /// Memory growth of both processes while `streams` open streams sit idle on one connection.
+    static func idleMemory(_ connection: TetherConnection, streams: Int) async throws -> Row {
+        func serverResident() async throws -> Int {
+            let handle = try await connection.openStream(service: "rss", class: .command).handle
+            var answer = try await handle.eventLoop.flatSubmit { Workloads.readMessage(handle) }.get()
+            return Int(answer?.readInteger(as: UInt64.self) ?? 0)
+        }
+        let serverBefore = try await serverResident()
+        let clientBefore = ProcessMemory.residentBytes()
+        var held: [TetherStream] = []
+        held.reserveCapacity(streams)
+        let started = NIODeadline.now()
+        for _ in 0..<streams {
+            held.append(try await connection.openStream(service: "idle", class: .metadata))
+        }
+        // A round trip after the last OPEN: the server has processed every stream.
+        let serverAfter = try await serverResident()
+        let clientAfter = ProcessMemory.residentBytes()
+        let seconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        for stream in held { await stream.reset(.cancel) }
+        return Row(
+            scenario: "idle-streams", streams: streams, bytes: 0, seconds: seconds, mib_per_s: 0,
+            client_bytes_per_stream: Double(clientAfter - clientBefore) / Double(streams),
+            server_bytes_per_stream: Double(serverAfter - serverBefore) / Double(streams))
+    }
+
     /// Runs 4 bulk streams for `seconds` while `during` runs; returns the octets the bulk streams wrote.
     static func bulk(
         _ connection: TetherConnection, seconds: Double, chunk: ByteBuffer,
@@ -166,6 +206,12 @@ struct Bench: AsyncParsableCommand {
             line += String(format: "  rtt p50 %.0f µs p99 %.0f µs p99.9 %.0f µs", p50, p99, p999)
         }
         if let alone = row.bulk_alone_mib_per_s { line += String(format: "  (bulk alone %.1f MiB/s)", alone) }
+        if let client = row.client_bytes_per_stream, let server = row.server_bytes_per_stream {
+            line = row.scenario.padding(toLength: 24, withPad: " ", startingAt: 0)
+            line += String(
+                format: "streams %d  RSS growth per idle stream: client %.0f B, server %.0f B (%.1f MiB for all, server side)",
+                row.streams, client, server, server * Double(row.streams) / 1_048_576)
+        }
         print(line)
     }
 

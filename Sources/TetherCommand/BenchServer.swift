@@ -17,7 +17,7 @@ struct BenchServer: AsyncParsableCommand {
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
         var settings = BenchSettings.tunnel
-        settings.initialStreams[.bulk] = 1_024
+        settings.initialStreams = PerClass(16_384)
         let tether = try await LoopbackTransport.listen(
             group: group, configuration: .init(role: .acceptor, settings: settings)
         ) { Workloads.serve($0) }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import Tether
 import TetherWire
@@ -87,6 +88,13 @@ enum Workloads {
             }
         case "echo":
             self.echo(handle)
+        case "rss":
+            // The serving process's resident memory, for `tether bench`'s idle-stream row.
+            var answer = ByteBuffer()
+            answer.writeInteger(UInt64(ProcessMemory.residentBytes()))
+            handle.write(answer, endMessage: true).assumeIsolated().whenComplete { _ in _ = handle.finish() }
+        case "idle":
+            break  // held open, unread, until the peer ends it
         default:
             handle.reset(.unknownService)
         }
@@ -147,6 +155,24 @@ enum Workloads {
         }
         buffer.moveWriterIndex(to: count)
         return buffer
+    }
+}
+
+/// This process's memory, from /proc/self/status.
+enum ProcessMemory {
+    /// VmRSS in octets.
+    static func residentBytes() -> Int { self.field("VmRSS:") }
+
+    /// VmHWM (peak resident) in octets.
+    static func peakResidentBytes() -> Int { self.field("VmHWM:") }
+
+    private static func field(_ name: String) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix(name) {
+            let kib = line.dropFirst(name.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { Int($0) } ?? 0
+            return kib * 1_024
+        }
+        return 0
     }
 }
 
