@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "TetherWire", targets: ["TetherWire"]),
         .library(name: "TetherSession", targets: ["TetherSession"]),
         .library(name: "Tether", targets: ["Tether"]),
+        .library(name: "TetherTLS", targets: ["TetherTLS"]),
         .executable(name: "tether", targets: ["TetherCommand"]),
     ],
     dependencies: [
@@ -42,10 +43,26 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The system's OpenSSL 3 (libssl-dev): a module map and a shim for what OpenSSL offers only as macros.
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        // TLS 1.3 with mutual authentication on OpenSSL, a BIO over ByteBuffers, and a NIO handler.
+        // spec/PROTOCOL.md §2.
+        .target(
+            name: "TetherTLS",
+            dependencies: [
+                "COpenSSL", "TetherWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // Reads spec/vectors/ for the test targets; not a product.
         .target(
             name: "TetherTestSupport",
-            dependencies: ["TetherWire", "TetherSession", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["TetherWire", "TetherSession", "TetherTLS", .product(name: "NIOCore", package: "swift-nio")]
         ),
         // libFuzzer targets (fuzz/README.md). Built normally they are inert executables; `fuzz/run` builds them
         // with -sanitize=fuzzer,address.
@@ -62,6 +79,14 @@ let package = Package(
             name: "TetherTests",
             dependencies: [
                 "Tether", "TetherSession", "TetherWire", "TetherTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "TetherTLSTests",
+            dependencies: [
+                "TetherTLS", "TetherWire", "TetherTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -1,0 +1,263 @@
+import NIOCore
+
+/// A NIO duplex handler that runs TLS on OpenSSL (spec §2.1): ciphertext below, plaintext above.
+///
+/// - Nothing flows up before the handshake has completed and the peer is authenticated; plaintext
+///   written earlier waits. ``handshakeCompleted`` succeeds (on the event loop, before any plaintext
+///   is passed up) with what was verified, so a handler added from its callback sees every byte.
+/// - Writes between flushes are packed into records of up to 16 KiB. A write that does not fit
+///   the current record starts the next one, so a write of whole frames (≤ 16 KiB) never straddles
+///   two records; full records are encrypted at once, so the channel's writability reflects them.
+/// - `close` sends close_notify first; `close(mode: .output)` sends it and keeps reading. A peer's
+///   close_notify closes the channel; a transport that ends without it is reported as
+///   ``TLSError/Code/truncated``. A record that fails to decrypt ends the connection.
+public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    /// The largest plaintext of one TLS record.
+    public static let recordSize = 16_384
+
+    private enum State {
+        case idle
+        case handshaking
+        case active
+        /// We sent close_notify after a half-close; reading continues.
+        case outputClosed
+        case closed
+    }
+
+    private let connection: TLSConnection
+    private let handshakePromise: EventLoopPromise<TLSPeer>
+    private let handshakeTimeout: TimeAmount
+    private var state = State.idle
+    private var timeout: Scheduled<Void>?
+    private var waitingForHandshake = CircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 0)
+    private var record: ByteBuffer
+    private var recordPromises: [EventLoopPromise<Void>] = []
+    private var closeNotifyReceived = false
+
+    /// Succeeds with the verified peer when the handshake completes; fails with a ``TLSError``.
+    public var handshakeCompleted: EventLoopFuture<TLSPeer> { self.handshakePromise.futureResult }
+
+    public init(context: TLSContext, eventLoop: any EventLoop) throws(TLSError) {
+        let allocator = ByteBufferAllocator()
+        self.connection = try context.makeConnection(allocator: allocator)
+        self.handshakePromise = eventLoop.makePromise()
+        self.handshakeTimeout = context.configuration.handshakeTimeout
+        self.record = allocator.buffer(capacity: 0)
+    }
+
+    // MARK: Lifecycle
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.start(context: context) }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.timeout?.cancel()
+        self.failWaiting(ChannelError.ioOnClosedChannel)
+        self.handshakePromise.fail(ChannelError.ioOnClosedChannel)  // ignored when already completed
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        self.start(context: context)
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard case .idle = self.state else { return }
+        self.state = .handshaking
+        self.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: self.handshakeTimeout) {
+            guard case .handshaking = self.state else { return }
+            self.fail(context: context, TLSError(.handshakeTimeout, "no complete handshake within \(self.handshakeTimeout)"))
+        }
+        self.advanceHandshake(context: context)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        self.timeout?.cancel()
+        switch self.state {
+        case .handshaking:
+            self.handshakePromise.fail(TLSError(.handshakeFailed, "the transport closed during the handshake"))
+        case .active, .outputClosed:
+            if !self.closeNotifyReceived {
+                context.fireErrorCaught(TLSError(.truncated, "the transport closed without close_notify"))
+            }
+        case .idle, .closed:
+            break
+        }
+        self.state = .closed
+        self.failWaiting(ChannelError.ioOnClosedChannel)
+        context.fireChannelInactive()
+    }
+
+    // MARK: Reading
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.connection.feed(self.unwrapInboundIn(data))
+        switch self.state {
+        case .handshaking: self.advanceHandshake(context: context)
+        case .active, .outputClosed: self.readPlaintext(context: context)
+        case .idle, .closed: break
+        }
+    }
+
+    private func advanceHandshake(context: ChannelHandlerContext) {
+        switch self.connection.handshake() {
+        case .pending:
+            self.writeCiphertext(context: context, promises: [], flush: true)
+        case .done(let peer):
+            self.state = .active
+            self.timeout?.cancel()
+            self.writeCiphertext(context: context, promises: [], flush: true)
+            while let (bytes, promise) = self.waitingForHandshake.popFirst() {
+                self.pack(bytes, promise: promise, context: context)
+            }
+            self.flushRecord(context: context)
+            // Callbacks run now, before any plaintext goes up: they may add the next handler.
+            self.handshakePromise.succeed(peer)
+            self.readPlaintext(context: context)
+        case .failed(let error):
+            self.fail(context: context, error)
+        }
+    }
+
+    private func readPlaintext(context: ChannelHandlerContext) {
+        while true {
+            var plaintext = context.channel.allocator.buffer(capacity: 0)
+            let outcome = self.connection.read(into: &plaintext, limit: 65_536)
+            if plaintext.readableBytes > 0 { context.fireChannelRead(self.wrapInboundOut(plaintext)) }
+            switch outcome {
+            case .wantMore where plaintext.readableBytes >= 65_536:
+                continue  // stopped at the limit, not for want of records
+            case .wantMore:
+                self.writeCiphertext(context: context, promises: [], flush: true)  // e.g. key updates
+                return
+            case .closed:
+                self.closeNotifyReceived = true
+                self.closeOutput(context: context)
+                context.close(promise: nil)
+                return
+            case .failed(let error):
+                self.fail(context: context, error)
+                return
+            }
+        }
+    }
+
+    // MARK: Writing
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let bytes = self.unwrapOutboundIn(data)
+        switch self.state {
+        case .idle, .handshaking:
+            self.waitingForHandshake.append((bytes, promise))
+        case .active:
+            self.pack(bytes, promise: promise, context: context)
+        case .outputClosed, .closed:
+            promise?.fail(ChannelError.outputClosed)
+        }
+    }
+
+    public func flush(context: ChannelHandlerContext) {
+        guard case .active = self.state else { return }
+        self.flushRecord(context: context)
+    }
+
+    /// Adds a write to the current record; a write that does not fit starts the next record.
+    private func pack(_ bytes: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        if self.record.readableBytes + bytes.readableBytes > Self.recordSize {
+            self.encryptRecord(context: context)
+        }
+        if bytes.readableBytes >= Self.recordSize {
+            // A full record (or more) of its own: encrypt straight from the caller's buffer.
+            if let error = self.connection.write(bytes) { return self.fail(context: context, error) }
+            self.writeCiphertext(context: context, promises: promise.map { [$0] } ?? [], flush: false)
+            return
+        }
+        var bytes = bytes
+        self.record.writeBuffer(&bytes)
+        if let promise { self.recordPromises.append(promise) }
+        if self.record.readableBytes == Self.recordSize { self.encryptRecord(context: context) }
+    }
+
+    private func encryptRecord(context: ChannelHandlerContext) {
+        let promises = self.recordPromises
+        self.recordPromises.removeAll()
+        if self.record.readableBytes > 0 {
+            let error = self.connection.write(self.record)
+            self.record.clear()
+            if let error { return self.fail(context: context, error) }
+        }
+        self.writeCiphertext(context: context, promises: promises, flush: false)
+    }
+
+    private func flushRecord(context: ChannelHandlerContext) {
+        self.encryptRecord(context: context)
+        context.flush()
+    }
+
+    /// Passes what OpenSSL wrote down the pipeline; the promises complete with that write.
+    private func writeCiphertext(context: ChannelHandlerContext, promises: [EventLoopPromise<Void>], flush: Bool) {
+        let promise: EventLoopPromise<Void>?
+        switch promises.count {
+        case 0: promise = nil
+        case 1: promise = promises[0]
+        default:
+            promise = context.eventLoop.makePromise()
+            promise!.futureResult.whenComplete { result in promises.forEach { $0.completeWith(result) } }
+        }
+        if let ciphertext = self.connection.takeCiphertext() {
+            context.write(self.wrapOutboundOut(ciphertext), promise: promise)
+        } else {
+            promise?.succeed()
+        }
+        if flush { context.flush() }
+    }
+
+    // MARK: Closing
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        switch mode {
+        case .output:
+            self.closeOutput(context: context)
+            context.close(mode: .output, promise: promise)
+        case .all:
+            self.closeOutput(context: context)
+            self.state = .closed
+            context.close(mode: .all, promise: promise)
+        case .input:
+            context.close(mode: .input, promise: promise)
+        }
+    }
+
+    /// Sends what is packed, then close_notify.
+    private func closeOutput(context: ChannelHandlerContext) {
+        guard case .active = self.state else { return }
+        self.encryptRecord(context: context)
+        self.connection.shutdown()
+        self.state = .outputClosed
+        self.writeCiphertext(context: context, promises: [], flush: true)
+    }
+
+    private func fail(context: ChannelHandlerContext, _ error: TLSError) {
+        guard self.state != .closed else { return }
+        self.state = .closed
+        self.timeout?.cancel()
+        self.writeCiphertext(context: context, promises: [], flush: true)  // OpenSSL's alert, if any
+        self.handshakePromise.fail(error)
+        self.failWaiting(error)
+        context.fireErrorCaught(error)
+        context.close(promise: nil)
+    }
+
+    private func failWaiting(_ error: any Error) {
+        while let (_, promise) = self.waitingForHandshake.popFirst() { promise?.fail(error) }
+        let promises = self.recordPromises
+        self.recordPromises.removeAll()
+        promises.forEach { $0.fail(error) }
+    }
+}
