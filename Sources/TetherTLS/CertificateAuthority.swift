@@ -23,13 +23,16 @@ public final class CertificateAuthority: @unchecked Sendable {
         /// SHA-256 of the certificate's DER encoding, hex (as ``TLSPeer/certificateSHA256``).
         public var certificateSHA256: String {
             get throws(TLSError) {
-                let bio = BIO_new_mem_buf(self.certificatePEM, -1)!
-                defer { BIO_free(bio) }
-                guard let certificate = PEM_read_bio_X509(bio, nil, nil, nil) else {
-                    throw TLSError(.configuration, "not a PEM certificate")
+                // The BIO reads the string in place: it must live while the BIO does.
+                let digest = self.certificatePEM.withCString { pem -> String? in
+                    let bio = BIO_new_mem_buf(pem, -1)!
+                    defer { BIO_free(bio) }
+                    guard let certificate = PEM_read_bio_X509(bio, nil, nil, nil) else { return nil }
+                    defer { X509_free(certificate) }
+                    return CertificateInspector.sha256(of: certificate)
                 }
-                defer { X509_free(certificate) }
-                return CertificateInspector.sha256(of: certificate)
+                guard let digest else { throw TLSError(.configuration, "not a PEM certificate") }
+                return digest
             }
         }
 
@@ -76,26 +79,28 @@ public final class CertificateAuthority: @unchecked Sendable {
 
     /// A new self-signed CA.
     public init(commonName: String, validDays: Int = 3_650) throws(TLSError) {
-        self.key = try Self.generateKey()
+        let key = try Self.generateKey()
         var request = Request(commonName: commonName)
         request.notAfter = validDays * 86_400
         do {
-            self.certificate = try Self.build(request, publicKey: self.key, isCA: true, issuer: nil, signingKey: self.key)
+            self.certificate = try Self.build(request, publicKey: key, isCA: true, issuer: nil, signingKey: key)
         } catch {
-            EVP_PKEY_free(self.key)
+            EVP_PKEY_free(key)
             throw error
         }
+        self.key = key
     }
 
     /// An existing CA from its PEM files (to issue more certificates later).
     public init(certificateFile: String, keyFile: String) throws(TLSError) {
-        self.certificate = try PEMFile.readCertificate(certificateFile)
+        let certificate = try PEMFile.readCertificate(certificateFile)
         do {
             self.key = try PEMFile.readPrivateKey(keyFile)
         } catch {
-            X509_free(self.certificate)
+            X509_free(certificate)
             throw error
         }
+        self.certificate = certificate
     }
 
     deinit {

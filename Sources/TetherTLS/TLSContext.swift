@@ -29,13 +29,8 @@ public final class TLSContext: @unchecked Sendable {
         let alpnCount = wire.count
         self.alpnWire = .allocate(capacity: 2 + alpnCount)
         _ = self.alpnWire.initialize(from: [UInt8(alpnCount >> 8), UInt8(alpnCount & 0xFF)] + wire)
-        do {
-            try self.configure(alpnCount: alpnCount)
-        } catch {
-            SSL_CTX_free(context)
-            self.alpnWire.deallocate()
-            throw error
-        }
+        // Every property is set: if this throws, deinit frees the context and the list.
+        try self.configure(alpnCount: alpnCount)
     }
 
     deinit {
