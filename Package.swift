@@ -32,11 +32,20 @@ let package = Package(
             name: "Tether",
             dependencies: ["TetherSession", "TetherWire", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // Relays and their plumbing: transports (TLS then Tether), later the edge and hub services.
+        .target(
+            name: "TetherRelay",
+            dependencies: [
+                "Tether", "TetherTLS", "TetherSession", "TetherWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // The `tether` executable: demo, bench (and later edge, hub, certs, check-config).
         .executableTarget(
             name: "TetherCommand",
             dependencies: [
-                "Tether", "TetherSession", "TetherWire",
+                "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -78,7 +87,7 @@ let package = Package(
         .testTarget(
             name: "TetherTests",
             dependencies: [
-                "Tether", "TetherSession", "TetherWire", "TetherTestSupport",
+                "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire", "TetherTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -6,6 +6,10 @@ import TetherWire
 /// streams the peer opens, drain and close. Works over any NIO `Channel` carrying bytes.
 public struct TetherConnection: Sendable {
     public let channel: any Channel
+
+    /// The peer's verified identity (spec §2.2): set on the acceptor when TLS authenticated the
+    /// dialer's certificate; nil otherwise. Nothing the peer sends in-band changes it.
+    public let peerIdentity: TetherIdentity?
     let handler: NIOLoopBound<TetherConnectionHandler>
 
     public var eventLoop: any EventLoop { self.channel.eventLoop }
@@ -22,7 +26,9 @@ public struct TetherConnection: Sendable {
         let handler = TetherConnectionHandler(
             configuration: configuration, eventLoop: channel.eventLoop, inboundStreamHandler: inboundStreamHandler)
         try channel.pipeline.syncOperations.addHandler(handler)
-        return TetherConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+        return TetherConnection(
+            channel: channel, peerIdentity: configuration.peerIdentity,
+            handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
     }
 
     /// Runs `body` with the handler, on the event loop.
@@ -65,6 +71,11 @@ public struct TetherConnection: Sendable {
     /// Closes the transport at once; streams fail with ``TetherError/Code/connectionClosed``.
     public func close() async {
         try? await self.channel.close()
+    }
+
+    /// Waits for the peer's GOAWAY (spec §10.2); throws if the connection closes without one.
+    public func goAwayReceived() async throws -> GoAwayFrame {
+        try await self.withHandler { $0.goAwayReceived }.get()
     }
 
     /// Waits until the connection has closed; returns the GOAWAY code that ended it, if any.

@@ -13,6 +13,13 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
     public struct Configuration: Sendable {
         public var session: SessionConfiguration
+        /// Set when TLS runs below: frames are written whole, packed into writes of at most this many
+        /// octets, each one TLS record, so no frame straddles two records (spec §2.1). Nil for plain
+        /// transports, where large payloads are written without a copy.
+        public var recordSize: Int?
+        /// The peer's verified identity (spec §2.2), from the TLS handshake; nil on the dialer and
+        /// on plain transports.
+        public var peerIdentity: TetherIdentity?
 
         public init(role: Role, settings: Settings = Settings()) {
             self.session = SessionConfiguration(role: role, settings: settings)
@@ -23,7 +30,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
     /// Called on the event loop for every stream the peer opens, instead of queueing it for
     /// ``TetherConnection/inboundStreams``. The callee accepts or refuses it at once (relays).
-    public typealias InboundStreamHandler = (TetherStreamHandle) -> Void
+    public typealias InboundStreamHandler = @Sendable (TetherStreamHandle) -> Void
 
     var session: Session
     private var decoder: FrameDecoder
@@ -45,6 +52,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     private var openWaiters: [PendingOpen] = []
     private let readyPromise: EventLoopPromise<Settings>
     private let closedPromise: EventLoopPromise<ErrorCode?>
+    private let goAwayPromise: EventLoopPromise<GoAwayFrame>
     /// Why the connection ended, once it has.
     private var closedError: TetherError?
 
@@ -65,6 +73,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         self.inboundStreamHandler = inboundStreamHandler
         self.readyPromise = eventLoop.makePromise(of: Settings.self)
         self.closedPromise = eventLoop.makePromise(of: ErrorCode?.self)
+        self.goAwayPromise = eventLoop.makePromise(of: GoAwayFrame.self)
     }
 
     /// Succeeds with the peer's settings once its preface arrived (spec §3.1).
@@ -72,6 +81,10 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
     /// Succeeds when the connection has closed, with the GOAWAY code that ended it, if any.
     public var closed: EventLoopFuture<ErrorCode?> { self.closedPromise.futureResult }
+
+    /// Succeeds when the peer sent GOAWAY (spec §10.2): time to open new streams elsewhere. Fails
+    /// if the connection closes without one.
+    public var goAwayReceived: EventLoopFuture<GoAwayFrame> { self.goAwayPromise.futureResult }
 
     // MARK: Channel events
 
@@ -159,8 +172,9 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
                 }
             case .reset(let id, let code):
                 self.streams.removeValue(forKey: id)?.fail(TetherError.reset(code))
-            case .goAway:
+            case .goAway(let frame):
                 self.retryOpens()  // waiting opens now fail with `draining`
+                self.goAwayPromise.succeed(frame)
             case .streamCredit:
                 self.retryOpens()
             case .connectionError(let code, let reason):
@@ -217,11 +231,20 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     /// nothing more to send.
     private func writeProduced(context: ChannelHandlerContext) -> Bool {
         let now = NIODeadline.now()
-        var pending = context.channel.allocator.buffer(capacity: 4_096)
+        let recordSize = self.configuration.recordSize
+        var pending = context.channel.allocator.buffer(capacity: recordSize ?? 4_096)
         var wrote = false
         var exhausted = false
         while context.channel.isWritable {
-            guard let produced = self.session.produce(into: &pending, now: now) else {
+            let room = recordSize.map { $0 - pending.readableBytes } ?? .max
+            guard let produced = self.session.produce(into: &pending, now: now, room: room) else {
+                if recordSize != nil && pending.readableBytes > 0 {
+                    // Maybe the next frame did not fit: send this record and ask again with a whole one.
+                    context.write(self.wrapOutboundOut(pending), promise: nil)
+                    pending = context.channel.allocator.buffer(capacity: recordSize!)
+                    wrote = true
+                    continue
+                }
                 exhausted = true
                 break
             }
@@ -229,7 +252,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
                 context.write(self.wrapOutboundOut(pending), promise: nil)
                 pending = context.channel.allocator.buffer(capacity: 4_096)
                 context.write(self.wrapOutboundOut(payload), promise: nil)
-            } else if pending.readableBytes >= 16_384 {
+            } else if recordSize == nil && pending.readableBytes >= 16_384 {
                 context.write(self.wrapOutboundOut(pending), promise: nil)
                 pending = context.channel.allocator.buffer(capacity: 4_096)
             }
@@ -287,6 +310,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         self.openWaiters.removeAll()
         for open in opens { open.promise.fail(error) }
         self.readyPromise.fail(error)  // ignored when the preface already arrived
+        self.goAwayPromise.fail(error)  // ignored when a GOAWAY arrived
         self.closedPromise.succeed(error.errorCode)
     }
 }

@@ -18,20 +18,43 @@ extension Session {
     /// ``Produced/payload`` so the transport can gather them without a copy.
     static let copyPayloadsUpTo = 1_024
 
+    /// The largest control frame: a GOAWAY with the longest debug text (spec §5.7).
+    static let largestControlFrame = FrameHeader.size + 8 + GoAwayFrame.maxDebugLength
+
+    /// DATA frames are not cut smaller than this to fit a record; the next record gets them.
+    static let smallestCutFrame = 512
+
     /// Writes the next frame into `buffer`, or returns nil when there is nothing to send now
     /// (spec §8.2): control frames first, then one frame of the stream the scheduler picks.
     ///
+    /// - Parameter room: with the default (unlimited), large DATA payloads are returned in
+    ///   ``Produced/payload`` instead of being copied. With a finite room — the space left in a TLS
+    ///   record — the whole frame is written into `buffer` and is at most `room` octets, DATA frames
+    ///   being cut to fit (spec §2.1: frames never straddle records); nil then may also mean
+    ///   "nothing fits": the caller sends what it has and asks again with a whole record's room.
+    ///
     /// Call it only while the transport can take more (spec §8.2 shallow queues).
-    public mutating func produce(into buffer: inout ByteBuffer, now: NIODeadline) -> Produced? {
-        while let item = self.control.popFirst() {
-            if self.writeControl(item, into: &buffer) { return Produced() }
+    public mutating func produce(into buffer: inout ByteBuffer, now: NIODeadline, room: Int = .max) -> Produced? {
+        if !self.control.isEmpty {
+            guard room >= Self.largestControlFrame else { return nil }
+            while let item = self.control.popFirst() {
+                if self.writeControl(item, into: &buffer) { return Produced() }
+            }
         }
-        guard self.isActive else { return nil }
+        guard self.isActive, room >= FrameHeader.size else { return nil }
         while let (id, streamClass) = self.scheduler.next() {
             guard let index = self.streams.index(forKey: id) else { continue }  // reset while queued
             self.streams.values[index].isQueued = false
-            if let produced = self.produceFrame(at: index, id: id, streamClass: streamClass, into: &buffer, now: now) {
+            switch self.produceFrame(at: index, id: id, streamClass: streamClass, into: &buffer, now: now, room: room) {
+            case .produced(let produced):
                 return produced
+            case .blocked:
+                continue
+            case .doesNotFit:
+                // Its turn comes again after the caller has sent the current record.
+                self.streams.values[index].isQueued = true
+                self.scheduler.enqueue(id, streamClass)
+                return nil
             }
         }
         return nil
@@ -61,6 +84,13 @@ extension Session {
         case data(ByteBuffer, DataFrame.Flags, becameWritable: Bool)
         case blockedOnStream
         case blockedOnConnection
+        case doesNotFit
+    }
+
+    private enum FrameOutcome {
+        case produced(Produced)
+        case blocked
+        case doesNotFit
     }
 
     /// One frame from one stream: its OPEN, then DATA within both credits, with FIN on the last.
@@ -69,16 +99,22 @@ extension Session {
         id: StreamID,
         streamClass: StreamClass,
         into buffer: inout ByteBuffer,
-        now: NIODeadline
-    ) -> Produced? {
+        now: NIODeadline,
+        room: Int
+    ) -> FrameOutcome {
         let maxPayload = Int(self.peerSettings!.maxFramePayload)
         let connectionAvailable = self.connectionSend.available
         let sendBufferLimit = self.configuration.sendBufferLimit
+        if self.streams.values[index].outbound.openPending,
+            let open = self.pendingOpens[id], FrameHeader.size + open.payloadSize > room
+        {
+            return .doesNotFit
+        }
 
         // Mutate the stream in place: a copy would duplicate its queue's storage.
         let output: StreamOutput = Self.takeFrame(
             &self.streams.values[index], maxPayload: maxPayload, connectionAvailable: connectionAvailable,
-            sendBufferLimit: sendBufferLimit)
+            sendBufferLimit: sendBufferLimit, room: room)
 
         switch output {
         case .open:
@@ -86,20 +122,22 @@ extension Session {
             let written = buffer.writeFrame(.open(open))
             self.scheduler.charge(streamClass, octets: written)
             self.scheduleIfReady(id)
-            return Produced()
+            return .produced(Produced())
         case .blockedOnStream:
-            return nil  // CREDIT for the stream schedules it again
+            return .blocked  // CREDIT for the stream schedules it again
         case .blockedOnConnection:
             self.streams.values[index].isQueued = true
             self.connectionBlocked.append(id)
-            return nil
+            return .blocked
+        case .doesNotFit:
+            return .doesNotFit
         case .data(let payload, let flags, let becameWritable):
             let octets = payload.readableBytes
             self.connectionSend.spend(octets)
             self.counters.dataOctetsSent += octets
             self.scheduler.charge(streamClass, octets: FrameHeader.size + octets)
             var produced = Produced(writable: becameWritable ? id : nil)
-            if octets <= Self.copyPayloadsUpTo {
+            if octets <= Self.copyPayloadsUpTo || room != .max {
                 buffer.writeFrame(.data(DataFrame(streamID: id, flags: flags, payload: payload)))
             } else {
                 buffer.writeFrameHeader(FrameHeader(length: octets, type: .data, flags: flags.rawValue, streamID: id))
@@ -111,12 +149,12 @@ extension Session {
             } else {
                 self.scheduleIfReady(id)
             }
-            return produced
+            return .produced(produced)
         }
     }
 
     private static func takeFrame(
-        _ stream: inout StreamState, maxPayload: Int, connectionAvailable: UInt64, sendBufferLimit: Int
+        _ stream: inout StreamState, maxPayload: Int, connectionAvailable: UInt64, sendBufferLimit: Int, room: Int
     ) -> StreamOutput {
         if stream.outbound.openPending {
             stream.outbound.openPending = false
@@ -126,9 +164,17 @@ extension Session {
         var payload = ByteBuffer()
         var becameWritable = false
         if stream.outbound.hasData {
-            let limit = min(UInt64(maxPayload), stream.send.available, connectionAvailable)
+            var limit = min(UInt64(maxPayload), stream.send.available, connectionAvailable)
             guard limit > 0 else {
                 return stream.send.available == 0 ? .blockedOnStream : .blockedOnConnection
+            }
+            let fits = UInt64(max(0, room - FrameHeader.size))
+            if fits < limit {
+                // Cut to the record's room, unless that leaves a sliver: then the next record.
+                guard fits >= Self.smallestCutFrame || UInt64(stream.outbound.bufferedBytes) <= fits else {
+                    return .doesNotFit
+                }
+                limit = fits
             }
             let before = stream.outbound.bufferedBytes
             let (taken, endsMessage) = stream.outbound.take(upTo: Int(limit))

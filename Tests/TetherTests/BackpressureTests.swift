@@ -7,11 +7,12 @@ import Testing
 
 /// spec §7: a reader that stops holds at most its window; everyone else keeps flowing.
 @Suite struct BackpressureTests {
-    @Test func stalledReaderHoldsAtMostItsWindowWhileOthersFinish() async throws {
+    @Test(arguments: Transport.allCases)
+    func stalledReaderHoldsAtMostItsWindowWhileOthersFinish(_ transport: Transport) async throws {
         var settings = Settings()
         settings.initialStreams[.bulk] = 1_024
         let window = Int(settings.initialStreamCredit)
-        let loopback = try await Loopback.start(acceptor: .init(role: .acceptor, settings: settings))
+        let loopback = try await Loopback.start(transport, acceptor: .init(role: .acceptor, settings: settings))
         let stalledPayload = randomPayload(count: 4 << 20, seed: 99)
 
         // The acceptor echoes checksums, except that it parks the "stalled" stream unread.

@@ -1,46 +1,54 @@
 import NIOCore
 import NIOPosix
 import Tether
+import TetherRelay
 import TetherSession
+import TetherTLS
+import TetherTestSupport
 import TetherWire
+import Testing
 
-/// A dialer and an acceptor connected over real TCP on 127.0.0.1.
+/// How the two ends of a loopback test are connected.
+enum Transport: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case tcp
+    case tls
+
+    var testDescription: String { self.rawValue }
+}
+
+/// A dialer and an acceptor connected over real TCP on 127.0.0.1, with mutual TLS or without.
 struct Loopback {
     let group: MultiThreadedEventLoopGroup
     let dialer: TetherConnection
     let acceptor: TetherConnection
     let listener: any Channel
 
+    static let fixtures = try! TLSFixtures()
+
     static func start(
+        _ transport: Transport = .tcp,
         dialer dialerConfiguration: TetherConnectionHandler.Configuration = .init(role: .dialer),
         acceptor acceptorConfiguration: TetherConnectionHandler.Configuration = .init(role: .acceptor),
         group: MultiThreadedEventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 2)
     ) async throws -> Loopback {
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: "127.0.0.1", port: 0) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try TetherConnection.configure(channel: channel, configuration: acceptorConfiguration)
-                }
-            }
-        let dialer = try await ClientBootstrap(group: group)
-            .connect(to: server.channel.localAddress!) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try TetherConnection.configure(channel: channel, configuration: dialerConfiguration)
-                }
-            }
-        let acceptor = try await server.executeThenClose { inbound in
-            var iterator = inbound.makeAsyncIterator()
-            return try await iterator.next()!
-        }
-        _ = try await dialer.ready()
+        let (connections, accepted) = AsyncStream<TetherConnection>.makeStream()
+        let serverTLS = transport == .tls ? try TLSContextStore(configuration: Self.fixtures.hub()) : nil
+        let clientTLS = transport == .tls ? try TLSContext(configuration: Self.fixtures.edge()) : nil
+        let listener = try await TetherTransport.listen(
+            group: group, host: "127.0.0.1", port: 0, tls: serverTLS, configuration: acceptorConfiguration,
+            onConnection: { accepted.yield($0) })
+        let dialer = try await TetherTransport.dial(
+            group: group, to: listener.localAddress!, tls: clientTLS, configuration: dialerConfiguration)
+        var iterator = connections.makeAsyncIterator()
+        let acceptor = await iterator.next()!
         _ = try await acceptor.ready()
-        return Loopback(group: group, dialer: dialer, acceptor: acceptor, listener: server.channel)
+        return Loopback(group: group, dialer: dialer, acceptor: acceptor, listener: listener)
     }
 
     func stop() async throws {
         await self.dialer.close()
         await self.acceptor.close()
+        try await self.listener.close()
         try await self.group.shutdownGracefully()
     }
 }

@@ -28,8 +28,9 @@ import Testing
         }
     }
 
-    @Test func oneStreamRoundTrip() async throws {
-        let loopback = try await Loopback.start()
+    @Test(arguments: Transport.allCases)
+    func oneStreamRoundTrip(_ transport: Transport) async throws {
+        let loopback = try await Loopback.start(transport)
         let server = Task { try await Self.serveChecksums(loopback.acceptor) }
         let stream = try await loopback.dialer.openStream(service: "echo", class: .bulk)
         let payload = randomPayload(count: 1 << 20, seed: 1)
@@ -47,10 +48,11 @@ import Testing
     }
 
     /// 1,000 concurrent streams, each a checksummed random payload, all arrive intact.
-    @Test func thousandConcurrentStreamsArriveIntact() async throws {
+    @Test(arguments: Transport.allCases)
+    func thousandConcurrentStreamsArriveIntact(_ transport: Transport) async throws {
         var settings = Settings()
         settings.initialStreams[.bulk] = 1_024
-        let loopback = try await Loopback.start(acceptor: .init(role: .acceptor, settings: settings))
+        let loopback = try await Loopback.start(transport, acceptor: .init(role: .acceptor, settings: settings))
         let server = Task { try await Self.serveChecksums(loopback.acceptor) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<1_000 {

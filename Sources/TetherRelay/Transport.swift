@@ -1,0 +1,117 @@
+import NIOCore
+import NIOPosix
+import Tether
+import TetherTLS
+import TetherWire
+
+/// Listening and dialing with Tether over TCP — over mutual TLS in production (spec §2), plain
+/// only for tests and benchmarks. TLS comes first; the Tether handler is added once the
+/// handshake has authenticated the peer, with the verified identity, so nothing Tether does
+/// (compression included) happens before authentication.
+public enum TetherTransport {
+    /// Called for each connection that completed its handshake, on its event loop.
+    public typealias ConnectionHandler = @Sendable (TetherConnection) -> Void
+    /// Called for each connection whose TLS handshake failed.
+    public typealias HandshakeFailureHandler = @Sendable (any Error) -> Void
+
+    /// Sets up an accepted or dialed channel: TLS (if `tls` is given), then Tether. The future
+    /// succeeds with the connection once it is authenticated. Call on the channel's event loop.
+    public static func configure(
+        channel: any Channel,
+        tls: TLSContext?,
+        configuration: TetherConnectionHandler.Configuration,
+        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil
+    ) -> EventLoopFuture<TetherConnection> {
+        channel.eventLoop.preconditionInEventLoop()
+        guard let tls else {
+            return channel.eventLoop.makeCompletedFuture {
+                try TetherConnection.configure(
+                    channel: channel, configuration: configuration, inboundStreamHandler: inboundStreamHandler)
+            }
+        }
+        let handler: TLSHandler
+        do {
+            handler = try TLSHandler(context: tls, eventLoop: channel.eventLoop)
+            try channel.pipeline.syncOperations.addHandler(handler)
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        // Runs inside the handshake's completion, before any plaintext goes up (TLSHandler).
+        return handler.handshakeCompleted.assumeIsolated().flatMapThrowing { peer in
+            var configuration = configuration
+            configuration.recordSize = TLSHandler.recordSize
+            configuration.peerIdentity = peer.identity
+            return try TetherConnection.configure(
+                channel: channel, configuration: configuration, inboundStreamHandler: inboundStreamHandler)
+        }.nonisolated()
+    }
+
+    /// Listens on `host:port`; every accepted connection runs TLS (a fresh context from `tls` per
+    /// connection, so reloaded certificates apply to new connections) and Tether as the acceptor.
+    public static func listen(
+        group: any EventLoopGroup,
+        host: String,
+        port: Int,
+        tls: TLSContextStore?,
+        configuration: TetherConnectionHandler.Configuration,
+        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
+        onConnection: @escaping ConnectionHandler = { _ in },
+        onHandshakeFailure: @escaping HandshakeFailureHandler = { _ in }
+    ) async throws -> any Channel {
+        try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    self.configure(
+                        channel: channel, tls: tls?.current, configuration: configuration,
+                        inboundStreamHandler: inboundStreamHandler
+                    ).whenComplete { result in
+                        switch result {
+                        case .success(let connection): onConnection(connection)
+                        case .failure(let error): onHandshakeFailure(error)
+                        }
+                    }
+                }
+            }
+            .bind(host: host, port: port).get()
+    }
+
+    /// Dials `address` and runs TLS (if given) and Tether as the dialer; returns once the peer's
+    /// preface has arrived.
+    public static func dial(
+        group: any EventLoopGroup,
+        to address: SocketAddress,
+        tls: TLSContext?,
+        configuration: TetherConnectionHandler.Configuration,
+        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil
+    ) async throws -> TetherConnection {
+        // The handlers go in before the connection is up, so not an octet is read without them.
+        let configured = group.any().makePromise(of: TetherConnection.self)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        self.configure(
+                            channel: channel, tls: tls, configuration: configuration,
+                            inboundStreamHandler: inboundStreamHandler
+                        ).cascade(to: configured)
+                    }
+                }
+                .connect(to: address).get()
+        } catch {
+            configured.fail(error)
+            throw error
+        }
+        do {
+            let connection = try await configured.futureResult.get()
+            _ = try await connection.ready()
+            return connection
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+}
