@@ -4,6 +4,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Tether
+import TetherRelay
+import TetherTLS
 import TetherWire
 
 /// `tether bench`: throughput and latency between two processes on loopback, with a plain TCP
@@ -21,6 +23,14 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds of each latency phase (bulk alone, then bulk with commands).")
     var seconds: Double = 5
 
+    enum TransportOption: String, ExpressibleByArgument, CaseIterable {
+        case tls
+        case tcp
+    }
+
+    @Option(help: "Transport under the tunnel: tls (mutual TLS 1.3, throw-away certificates) or tcp.")
+    var transport: TransportOption = .tls
+
     @Option(help: "Idle streams to hold open for the memory row (0 to skip).")
     var idleStreams: Int = 10_000
 
@@ -33,7 +43,8 @@ struct Bench: AsyncParsableCommand {
         var bytes: Int
         var seconds: Double
         var mib_per_s: Double
-        var ratio_to_raw_tcp: Double?
+        var baseline: String?
+        var ratio_to_baseline: Double?
         var p50_us: Double?
         var p99_us: Double?
         var p999_us: Double?
@@ -53,48 +64,54 @@ struct Bench: AsyncParsableCommand {
             return count
         }
 
-        let server = try BenchProcess.start()
+        let certificates = self.transport == .tls ? try ThrowAwayCertificates() : nil
+        defer { certificates?.remove() }
+        let server = try BenchProcess.start(certificates: certificates?.directory)
         defer { server.stop() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let tls = try certificates.map { try TLSContext(configuration: $0.edge) }
         let tetherAddress = try SocketAddress(ipAddress: "127.0.0.1", port: server.tetherPort)
-        let rawAddress = try SocketAddress(ipAddress: "127.0.0.1", port: server.rawPort)
         let chunk = Workloads.randomBytes(65_536)
-        var rows: [Row] = []
-
-        var settings = BenchSettings.tunnel
-        settings.initialStreams = PerClass(16_384)
+        let configuration = TetherConnectionHandler.Configuration(role: .dialer, settings: BenchSettings.tunnel)
 
         // Memory first, while both processes are fresh (freed buffers would hide growth later).
         if self.idleStreams > 0 {
-            let idle = try await LoopbackTransport.dial(
-                group: group, to: tetherAddress, configuration: .init(role: .dialer, settings: settings))
+            let idle = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration)
             self.emit(try await Self.idleMemory(idle, streams: self.idleStreams))
             await idle.close()
         }
 
-        // The baseline: one plain TCP connection.
-        let rawSeconds = try await RawTCP.push(group: group, to: rawAddress, octets: octets, chunk: chunk)
-        let raw = Row(
-            scenario: "raw-tcp", streams: 1, bytes: octets, seconds: rawSeconds, mib_per_s: Self.mib(octets, rawSeconds))
-        self.emit(raw)
-        rows.append(raw)
-        let connection = try await LoopbackTransport.dial(
-            group: group, to: tetherAddress, configuration: .init(role: .dialer, settings: settings))
-
-        for count in counts {
-            let seconds = try await Self.throughput(connection, streams: count, octets: octets, chunk: chunk)
-            let row = Row(
-                scenario: "tunnel-bulk", streams: count, bytes: octets, seconds: seconds,
-                mib_per_s: Self.mib(octets, seconds), ratio_to_raw_tcp: raw.seconds / seconds)
-            self.emit(row)
-            rows.append(row)
+        // Baselines, in this run: one plain TCP connection, and one through our TLS handler.
+        var baseline = try await self.raw("raw-tcp", port: server.rawPort, octets: octets, chunk: chunk, tls: nil)
+        if let tls {
+            baseline = try await self.raw("raw-tls", port: server.rawTLSPort, octets: octets, chunk: chunk, tls: tls)
         }
 
-        let latency = try await Self.latency(connection, seconds: self.seconds, chunk: chunk)
+        let connection = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration)
+        let scenario = "tunnel-\(self.transport.rawValue)"
+        for count in counts {
+            let seconds = try await Self.throughput(connection, streams: count, octets: octets, chunk: chunk)
+            self.emit(
+                Row(
+                    scenario: scenario, streams: count, bytes: octets, seconds: seconds, mib_per_s: Self.mib(octets, seconds),
+                    baseline: baseline.scenario, ratio_to_baseline: baseline.seconds / seconds))
+        }
+
+        var latency = try await Self.latency(connection, seconds: self.seconds, chunk: chunk)
+        latency.scenario += "-\(self.transport.rawValue)"
         self.emit(latency)
         await connection.close()
-
         try await group.shutdownGracefully()
+    }
+
+    private func raw(_ scenario: String, port: Int, octets: Int, chunk: ByteBuffer, tls: TLSContext?) async throws -> Row {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let address = try SocketAddress(ipAddress: "127.0.0.1", port: port)
+        let seconds = try await RawTCP.push(group: group, to: address, octets: octets, chunk: chunk, tls: tls)
+        try await group.shutdownGracefully()
+        let row = Row(scenario: scenario, streams: 1, bytes: octets, seconds: seconds, mib_per_s: Self.mib(octets, seconds))
+        self.emit(row)
+        return row
     }
 
     /// `streams` BULK streams to the sink share `octets`; the clock stops when every stream's
@@ -199,15 +216,17 @@ struct Bench: AsyncParsableCommand {
             print(String(decoding: try! encoder.encode(row), as: UTF8.self))
             return
         }
-        var line = row.scenario.padding(toLength: 24, withPad: " ", startingAt: 0)
+        var line = row.scenario.padding(toLength: 28, withPad: " ", startingAt: 0)
         line += String(format: "streams %3d  %8.1f MiB/s", row.streams, row.mib_per_s)
-        if let ratio = row.ratio_to_raw_tcp { line += String(format: "  %.2f× raw TCP", ratio) }
+        if let ratio = row.ratio_to_baseline, let baseline = row.baseline {
+            line += String(format: "  %.2f× %@", ratio, baseline)
+        }
         if let p50 = row.p50_us, let p99 = row.p99_us, let p999 = row.p999_us {
             line += String(format: "  rtt p50 %.0f µs p99 %.0f µs p99.9 %.0f µs", p50, p99, p999)
         }
         if let alone = row.bulk_alone_mib_per_s { line += String(format: "  (bulk alone %.1f MiB/s)", alone) }
         if let client = row.client_bytes_per_stream, let server = row.server_bytes_per_stream {
-            line = row.scenario.padding(toLength: 24, withPad: " ", startingAt: 0)
+            line = row.scenario.padding(toLength: 28, withPad: " ", startingAt: 0)
             line += String(
                 format: "streams %d  RSS growth per idle stream: client %.0f B, server %.0f B (%.1f MiB for all, server side)",
                 row.streams, client, server, server * Double(row.streams) / 1_048_576)
@@ -233,11 +252,12 @@ struct BenchProcess {
     let input: Pipe
     let tetherPort: Int
     let rawPort: Int
+    let rawTLSPort: Int
 
-    static func start() throws -> BenchProcess {
+    static func start(certificates: String?) throws -> BenchProcess {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-        process.arguments = ["bench-server"]
+        process.arguments = ["bench-server"] + (certificates.map { ["--certificates", $0] } ?? [])
         let input = Pipe()
         let output = Pipe()
         process.standardInput = input
@@ -248,11 +268,13 @@ struct BenchProcess {
             line.append(first)
         }
         let parts = String(decoding: line, as: UTF8.self).split(separator: " ")
-        guard parts.count == 3, parts[0] == "PORTS", let tether = Int(parts[1]), let raw = Int(parts[2]) else {
+        guard parts.count == 4, parts[0] == "PORTS", let tether = Int(parts[1]), let raw = Int(parts[2]),
+            let rawTLS = Int(parts[3])
+        else {
             process.terminate()
             throw ValidationError("bench-server did not report its ports")
         }
-        return BenchProcess(process: process, input: input, tetherPort: tether, rawPort: raw)
+        return BenchProcess(process: process, input: input, tetherPort: tether, rawPort: raw, rawTLSPort: rawTLS)
     }
 
     func stop() {

@@ -3,10 +3,12 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Tether
+import TetherRelay
+import TetherTLS
 import TetherWire
 
 /// `tether bench-server`: the far end of `tether bench`, in its own process. Prints
-/// `PORTS <tether> <raw>` on stdout and serves until its stdin closes.
+/// `PORTS <tether> <raw TCP> <raw TLS or 0>` on stdout and serves until its stdin closes.
 struct BenchServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-server", abstract: "The far end of `tether bench` (started by it).", shouldDisplay: false)
@@ -14,27 +16,35 @@ struct BenchServer: AsyncParsableCommand {
     @Option(help: "Event-loop threads.")
     var threads: Int = 1
 
+    @Option(help: "Directory with hub.pem, hub.key and ca.pem: serve over mutual TLS.")
+    var certificates: String?
+
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
-        var settings = BenchSettings.tunnel
-        settings.initialStreams = PerClass(16_384)
-        let tether = try await LoopbackTransport.listen(
-            group: group, configuration: .init(role: .acceptor, settings: settings)
-        ) { Workloads.serve($0) }
-        let raw = try await RawTCP.listen(group: group)
-        print("PORTS \(tether.localAddress!.port!) \(raw.localAddress!.port!)")
+        let tls = try self.certificates.map { try TLSContextStore(configuration: ThrowAwayCertificates(directory: $0).hub) }
+        let tether = try await TetherTransport.listen(
+            group: group, host: "127.0.0.1", port: 0, tls: tls,
+            configuration: .init(role: .acceptor, settings: BenchSettings.tunnel),
+            inboundStreamHandler: { Workloads.serve($0) })
+        let raw = try await RawTCP.listen(group: group, tls: nil)
+        var rawTLS: (any Channel)? = nil
+        if let tls { rawTLS = try await RawTCP.listen(group: group, tls: tls) }
+        print("PORTS \(tether.localAddress!.port!) \(raw.localAddress!.port!) \(rawTLS?.localAddress!.port! ?? 0)")
         fflush(nil)
         // Serve until the parent goes away.
         while let _ = readLine() {}
         try await tether.close()
         try await raw.close()
+        try await rawTLS?.close()
         try await group.shutdownGracefully()
     }
 }
 
-/// Settings both ends of the benchmark use.
+/// Settings both ends of the benchmark use: the defaults, with room for the idle-stream row.
 enum BenchSettings {
     static var tunnel: Settings {
-        Settings()
+        var settings = Settings()
+        settings.initialStreams = PerClass(16_384)
+        return settings
     }
 }

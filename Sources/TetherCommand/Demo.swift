@@ -3,7 +3,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Tether
+import TetherRelay
 import TetherSession
+import TetherTLS
 import TetherWire
 
 /// `tether demo`: a hub and an edge in one process on loopback, streams of every class at once,
@@ -16,24 +18,32 @@ struct Demo: AsyncParsableCommand {
     var seconds: Double = 5
 
     func run() async throws {
+        let certificates = try ThrowAwayCertificates()
+        defer { certificates.remove() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let received = NIOLockedValueBox([StreamClass: Int]())
         let (hubConnections, hubConnection) = AsyncStream<TetherConnection>.makeStream()
-        // The hub serves what edges open: sinks that count octets per class.
-        let hub = try await LoopbackTransport.listen(
-            group: group, configuration: .init(role: .acceptor), onConnection: { hubConnection.yield($0) }
-        ) { handle in
-            let streamClass = handle.streamClass
-            Workloads.serve(handle) { chunk in
-                received.withLockedValue { $0[streamClass, default: 0] += chunk.readableBytes }
-            }
-        }
-        // The edge dials the hub and serves `echo` for the hub's commands.
-        let edge = try await LoopbackTransport.dial(
-            group: group, to: hub.localAddress!, configuration: .init(role: .dialer), serve: { Workloads.serve($0) })
+        // The hub: mutual TLS, then it serves what edges open (sinks that count octets per class).
+        let hub = try await TetherTransport.listen(
+            group: group, host: "127.0.0.1", port: 0, tls: try TLSContextStore(configuration: certificates.hub),
+            configuration: .init(role: .acceptor),
+            inboundStreamHandler: { handle in
+                let streamClass = handle.streamClass
+                Workloads.serve(handle) { chunk in
+                    received.withLockedValue { $0[streamClass, default: 0] += chunk.readableBytes }
+                }
+            },
+            onConnection: { hubConnection.yield($0) })
+        // The edge dials the hub, verifies its certificate for 127.0.0.1, and serves `echo` for the
+        // hub's commands.
+        let edge = try await TetherTransport.dial(
+            group: group, to: hub.localAddress!, tls: try TLSContext(configuration: certificates.edge),
+            configuration: .init(role: .dialer), inboundStreamHandler: { Workloads.serve($0) })
         var connections = hubConnections.makeAsyncIterator()
         guard let plane = await connections.next() else { throw ValidationError("the hub saw no connection") }
-        print("hub on \(hub.localAddress!), edge connected; \(self.seconds) s of traffic in every class …")
+        print("hub on \(hub.localAddress!) (mutual TLS 1.3, ALPN tether/1)")
+        print("edge connected; the hub verified its identity from the certificate: \(plane.peerIdentity.map { "\($0)" } ?? "none")")
+        print("\(self.seconds) s of traffic in every class …")
 
         let stop = NIOLockedValueBox(false)
         let shouldStop: @Sendable () -> Bool = { stop.withLockedValue { $0 } }
@@ -79,7 +89,6 @@ struct Demo: AsyncParsableCommand {
         print(
             "command round trip, 64 B each way, \(latencies.count) samples while every class was busy: "
                 + "p50 \(Int(latencies.percentile(50))) µs, p99 \(Int(latencies.percentile(99))) µs")
-        print("transport: plain TCP on 127.0.0.1 (mutual TLS arrives with issue 4)")
         await edge.close()
         try await hub.close()
         try await group.shutdownGracefully()

@@ -1,16 +1,21 @@
 import NIOCore
 import NIOPosix
+import TetherTLS
 
-/// The baseline of `tether bench`: the same bytes over one plain TCP connection, no Tether.
+/// The baselines of `tether bench`: the same bytes over one TCP connection, plain or through our
+/// TLS handler, no Tether.
 ///
 /// The pusher sends an 8-octet length and then that many octets in 64 KiB writes, as fast as the
-/// socket takes them; the sink answers one octet once it has read them all.
+/// connection takes them; the sink answers one octet once it has read them all.
 enum RawTCP {
-    static func listen(group: any EventLoopGroup) async throws -> any Channel {
+    static func listen(group: any EventLoopGroup, tls: TLSContextStore?) async throws -> any Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls.current, eventLoop: channel.eventLoop))
+                    }
                     try channel.pipeline.syncOperations.addHandler(Sink())
                 }
             }
@@ -18,10 +23,22 @@ enum RawTCP {
     }
 
     /// Pushes `octets` to a sink; succeeds with the seconds from the first write to the answer.
-    static func push(group: any EventLoopGroup, to address: SocketAddress, octets: Int, chunk: ByteBuffer) async throws
-        -> Double
-    {
-        let channel = try await ClientBootstrap(group: group).connect(to: address).get()
+    static func push(
+        group: any EventLoopGroup, to address: SocketAddress, octets: Int, chunk: ByteBuffer, tls: TLSContext?
+    ) async throws -> Double {
+        let handshake = group.any().makePromise(of: Void.self)
+        let channel = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let tls else { return handshake.succeed() }
+                    let handler = try TLSHandler(context: tls, eventLoop: channel.eventLoop)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    handler.handshakeCompleted.map { _ in () }.cascade(to: handshake)
+                }
+            }
+            .connect(to: address).get()
+        // The clock starts after the handshake: this row measures the record layer.
+        try await handshake.futureResult.get()
         let result = try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<Double> in
             let pusher = Pusher(octets: octets, chunk: chunk, promise: channel.eventLoop.makePromise())
             do {
