@@ -276,13 +276,14 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
     // MARK: Timers
 
+    /// Keeps one timer armed at or before the session's next deadline. Deadlines mostly move later
+    /// (every frame received pushes keepalive out), so a timer that would fire early is kept: it
+    /// ticks harmlessly and arms the next. Only an earlier deadline replaces it.
     private func rearmTimer() {
-        guard let context = self.context else { return }
-        let deadline = self.session.nextDeadline
-        if deadline == self.timerDeadline { return }
+        guard let context = self.context, let deadline = self.session.nextDeadline else { return }
+        if let armed = self.timerDeadline, armed <= deadline { return }
         self.timer?.cancel()
         self.timerDeadline = deadline
-        guard let deadline else { return }
         self.timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
             self.timerDeadline = nil
             self.dispatch(self.session.tick(now: .now()))
@@ -419,7 +420,7 @@ extension TetherConnectionHandler {
     }
 
     func streamConsumed(_ id: StreamID, octets: Int) {
-        self.session.consume(id, octets: octets)
+        self.session.consume(id, octets: octets, now: .now())
         self.scheduleFlush()
     }
 }

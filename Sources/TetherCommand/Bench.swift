@@ -31,6 +31,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Transport under the tunnel: tls (mutual TLS 1.3, throw-away certificates) or tcp.")
     var transport: TransportOption = .tls
 
+    @Option(help: "Which rows to run, comma-separated: idle, raw, tunnel, latency.")
+    var only: String = "idle,raw,tunnel,latency"
+
     @Option(help: "Idle streams to hold open for the memory row (0 to skip).")
     var idleStreams: Int = 10_000
 
@@ -51,6 +54,8 @@ struct Bench: AsyncParsableCommand {
         var bulk_alone_mib_per_s: Double?
         var client_bytes_per_stream: Double?
         var server_bytes_per_stream: Double?
+        /// CPU nanoseconds per octet moved, both processes together (steal-time proof cost).
+        var cpu_ns_per_byte: Double?
     }
 
     func run() async throws {
@@ -72,44 +77,61 @@ struct Bench: AsyncParsableCommand {
         let tls = try certificates.map { try TLSContext(configuration: $0.edge) }
         let tetherAddress = try SocketAddress(ipAddress: "127.0.0.1", port: server.tetherPort)
         let chunk = Workloads.randomBytes(65_536)
-        let configuration = TetherConnectionHandler.Configuration(role: .dialer, settings: BenchSettings.tunnel)
+        let configuration = BenchSettings.configuration(.dialer)
 
+        let rows = Set(self.only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         // Memory first, while both processes are fresh (freed buffers would hide growth later).
-        if self.idleStreams > 0 {
+        if rows.contains("idle") && self.idleStreams > 0 {
             let idle = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration)
             self.emit(try await Self.idleMemory(idle, streams: self.idleStreams))
             await idle.close()
         }
 
         // Baselines, in this run: one plain TCP connection, and one through our TLS handler.
-        var baseline = try await self.raw("raw-tcp", port: server.rawPort, octets: octets, chunk: chunk, tls: nil)
-        if let tls {
-            baseline = try await self.raw("raw-tls", port: server.rawTLSPort, octets: octets, chunk: chunk, tls: tls)
+        let connection = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration)
+        let cpu = CPUMeter(connection: connection)
+        var baseline: Row? = nil
+        if rows.contains("raw") {
+            baseline = try await self.raw("raw-tcp", port: server.rawPort, octets: octets, chunk: chunk, tls: nil, cpu: cpu)
+            if let tls {
+                baseline = try await self.raw(
+                    "raw-tls", port: server.rawTLSPort, octets: octets, chunk: chunk, tls: tls, cpu: cpu)
+            }
         }
 
-        let connection = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration)
         let scenario = "tunnel-\(self.transport.rawValue)"
-        for count in counts {
+        for count in counts where rows.contains("tunnel") {
+            let before = try await cpu.total()
             let seconds = try await Self.throughput(connection, streams: count, octets: octets, chunk: chunk)
+            let spent = try await cpu.total() - before
             self.emit(
                 Row(
                     scenario: scenario, streams: count, bytes: octets, seconds: seconds, mib_per_s: Self.mib(octets, seconds),
-                    baseline: baseline.scenario, ratio_to_baseline: baseline.seconds / seconds))
+                    baseline: baseline?.scenario, ratio_to_baseline: baseline.map { $0.seconds / seconds },
+                    cpu_ns_per_byte: Double(spent) / Double(octets)))
         }
 
-        var latency = try await Self.latency(connection, seconds: self.seconds, chunk: chunk)
-        latency.scenario += "-\(self.transport.rawValue)"
-        self.emit(latency)
+        if rows.contains("latency") {
+            var latency = try await Self.latency(connection, seconds: self.seconds, chunk: chunk)
+            latency.scenario += "-\(self.transport.rawValue)"
+            self.emit(latency)
+        }
         await connection.close()
         try await group.shutdownGracefully()
     }
 
-    private func raw(_ scenario: String, port: Int, octets: Int, chunk: ByteBuffer, tls: TLSContext?) async throws -> Row {
+    private func raw(
+        _ scenario: String, port: Int, octets: Int, chunk: ByteBuffer, tls: TLSContext?, cpu: CPUMeter
+    ) async throws -> Row {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let address = try SocketAddress(ipAddress: "127.0.0.1", port: port)
+        let before = try await cpu.total()
         let seconds = try await RawTCP.push(group: group, to: address, octets: octets, chunk: chunk, tls: tls)
+        let spent = try await cpu.total() - before
         try await group.shutdownGracefully()
-        let row = Row(scenario: scenario, streams: 1, bytes: octets, seconds: seconds, mib_per_s: Self.mib(octets, seconds))
+        let row = Row(
+            scenario: scenario, streams: 1, bytes: octets, seconds: seconds, mib_per_s: Self.mib(octets, seconds),
+            cpu_ns_per_byte: Double(spent) / Double(octets))
         self.emit(row)
         return row
     }
@@ -224,6 +246,7 @@ struct Bench: AsyncParsableCommand {
         if let p50 = row.p50_us, let p99 = row.p99_us, let p999 = row.p999_us {
             line += String(format: "  rtt p50 %.0f µs p99 %.0f µs p99.9 %.0f µs", p50, p99, p999)
         }
+        if let cpu = row.cpu_ns_per_byte { line += String(format: "  %.2f CPU ns/B", cpu) }
         if let alone = row.bulk_alone_mib_per_s { line += String(format: "  (bulk alone %.1f MiB/s)", alone) }
         if let client = row.client_bytes_per_stream, let server = row.server_bytes_per_stream {
             line = row.scenario.padding(toLength: 28, withPad: " ", startingAt: 0)
@@ -243,6 +266,17 @@ struct Bench: AsyncParsableCommand {
             return Int(text.dropLast()).map { $0 * unit }
         }
         return Int(text)
+    }
+}
+
+/// CPU time of both processes: this one, and the bench server's (asked over the tunnel).
+struct CPUMeter {
+    let connection: TetherConnection
+
+    func total() async throws -> Int {
+        let handle = try await self.connection.openStream(service: "cpu", class: .command).handle
+        var answer = try await handle.eventLoop.flatSubmit { Workloads.readMessage(handle) }.get()
+        return Int(answer?.readInteger(as: UInt64.self) ?? 0) + ProcessMemory.cpuNanoseconds()
     }
 }
 

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import Tether
 import TetherRelay
+import TetherSession
 import TetherTLS
 import TetherWire
 
@@ -24,7 +25,7 @@ struct BenchServer: AsyncParsableCommand {
         let tls = try self.certificates.map { try TLSContextStore(configuration: ThrowAwayCertificates(directory: $0).hub) }
         let tether = try await TetherTransport.listen(
             group: group, host: "127.0.0.1", port: 0, tls: tls,
-            configuration: .init(role: .acceptor, settings: BenchSettings.tunnel),
+            configuration: BenchSettings.configuration(.acceptor),
             inboundStreamHandler: { Workloads.serve($0) })
         let raw = try await RawTCP.listen(group: group, tls: nil)
         var rawTLS: (any Channel)? = nil
@@ -42,9 +43,23 @@ struct BenchServer: AsyncParsableCommand {
 
 /// Settings both ends of the benchmark use: the defaults, with room for the idle-stream row.
 enum BenchSettings {
+    static var configuration: (Role) -> TetherConnectionHandler.Configuration {
+        { role in
+            var configuration = TetherConnectionHandler.Configuration(role: role, settings: Self.tunnel)
+            if ProcessInfo.processInfo.environment["TETHER_BENCH_NO_TUNING"] != nil {
+                configuration.session.windowTuning = .disabled
+            }
+            return configuration
+        }
+    }
+
     static var tunnel: Settings {
         var settings = Settings()
         settings.initialStreams = PerClass(16_384)
+        if let credit = ProcessInfo.processInfo.environment["TETHER_BENCH_STREAM_CREDIT"].flatMap(UInt32.init) {
+            settings.initialStreamCredit = credit
+            settings.initialConnectionCredit = max(settings.initialConnectionCredit, credit * 4)
+        }
         return settings
     }
 }

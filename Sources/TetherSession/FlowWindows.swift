@@ -56,8 +56,11 @@ struct ReceiveWindow: Hashable, Sendable {
     mutating func consume(_ count: Int) -> Bool {
         let count = min(UInt64(count), self.unconsumed)
         self.consumed += count
-        guard count > 0, self.advertised - self.consumed <= self.window / 2 else { return false }
-        self.advertised = self.consumed + self.window
-        return true
+        return count > 0 && self.advertised - self.consumed <= self.window / 2
+    }
+
+    /// Moves the limit to a window ahead of what was taken. Limits only grow (spec §7.1).
+    mutating func advertise() {
+        self.advertised = max(self.advertised, self.consumed + self.window)
     }
 }

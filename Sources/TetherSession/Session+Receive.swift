@@ -85,7 +85,7 @@ extension Session {
             case nil:
                 self.counters.glitches += 1  // forgotten stream (spec §6.3)
             }
-            self.consumeConnection(octets)
+            self.consumeConnection(octets, now: nil)
             return .none
         }
 
@@ -151,7 +151,8 @@ extension Session {
             accepted: false,
             lastActivity: now,
             send: SendWindow(limit: UInt64(self.peerSettings!.initialStreamCredit)),
-            receive: ReceiveWindow(window: UInt64(settings.initialStreamCredit))
+            receive: ReceiveWindow(window: UInt64(settings.initialStreamCredit)),
+            epoch: WindowEpoch(start: now, consumedAtStart: 0)
         )
         if self.localGoAway != nil {
             self.resetStream(id, .refusedStream)  // spec §10.2 step 3
@@ -238,7 +239,10 @@ extension Session {
             self.counters.glitches += 1
             return .none
         }
-        self.lastRTT = now - sent
+        let rtt = now - sent
+        self.lastRTT = rtt
+        self.minimumRTT.add(rtt, at: now, keeping: self.configuration.windowTuning.rttWindow)
+        if self.rttPing == ping.opaque { self.rttPing = nil }
         return .none
     }
 

@@ -46,7 +46,8 @@ extension Session {
             accepted: true,
             lastActivity: now,
             send: SendWindow(limit: UInt64(peer.initialStreamCredit)),
-            receive: ReceiveWindow(window: UInt64(self.localSettings.initialStreamCredit))
+            receive: ReceiveWindow(window: UInt64(self.localSettings.initialStreamCredit)),
+            epoch: WindowEpoch(start: now, consumedAtStart: 0)
         )
         stream.outbound.openPending = true
         self.pendingOpens[id] = open
@@ -107,7 +108,7 @@ extension Session {
         if self.streams[id] != nil {
             self.resetStream(id, code)
         } else if let octets = self.lingering.removeValue(forKey: id) {
-            self.consumeConnection(Int(octets))
+            self.consumeConnection(Int(octets), now: nil)
         }
     }
 
@@ -124,19 +125,17 @@ extension Session {
     }
 
     /// The application took `octets` delivered on a stream — read them, or a relay's backend write
-    /// completed. Only now is credit returned (spec §7.2).
-    public mutating func consume(_ id: StreamID, octets: Int) {
+    /// completed. Only now is credit returned (spec §7.2), and windows tuned (spec §7.4).
+    public mutating func consume(_ id: StreamID, octets: Int, now: NIODeadline) {
         guard octets > 0 else { return }
         if let index = self.streams.index(forKey: id) {
-            let due = self.streams.values[index].receive.consume(octets)
+            self.streams.values[index].lastActivity = now
             // No credit after the peer's FIN: it sends nothing more.
-            if due && self.streams.values[index].phase != .halfClosedRemote && !self.streams.values[index].creditQueued
-                && !self.hasFailed
-            {
-                self.streams.values[index].creditQueued = true
-                self.control.append(.streamCredit(id))
+            if self.streams.values[index].receive.consume(octets) && self.streams.values[index].phase != .halfClosedRemote {
+                self.advertiseStreamWindow(at: index, id: id, now: now)
             }
-            self.consumeConnection(octets)
+            self.refreshRTTIfDue(now: now)
+            self.consumeConnection(octets, now: now)
         } else if let lingering = self.lingering[id] {
             let taken = min(UInt64(octets), lingering)
             if taken == lingering {
@@ -144,7 +143,26 @@ extension Session {
             } else {
                 self.lingering[id] = lingering - taken
             }
-            self.consumeConnection(Int(taken))
+            self.consumeConnection(Int(taken), now: nil)
+        }
+    }
+
+    /// Ends the stream window's epoch (maybe growing it) and queues its CREDIT (spec §7.2, §7.4).
+    private mutating func advertiseStreamWindow(
+        at index: Dictionary<StreamID, StreamState>.Index, id: StreamID, now: NIODeadline
+    ) {
+        let initial = UInt64(self.localSettings.initialStreamCredit)
+        let maximum = self.configuration.windowTuning.maxStreamWindow
+        var window = self.streams.values[index].receive
+        var epoch = self.streams.values[index].epoch
+        self.tune(&window, epoch: &epoch, initial: initial, maximum: maximum, now: now)
+        window.advertise()
+        self.streams.values[index].receive = window
+        self.streams.values[index].epoch = epoch
+        if epoch.granted > 0 { self.grownStreams.insert(id) }
+        if !self.streams.values[index].creditQueued && !self.hasFailed {
+            self.streams.values[index].creditQueued = true
+            self.control.append(.streamCredit(id))
         }
     }
 

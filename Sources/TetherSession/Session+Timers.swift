@@ -33,6 +33,7 @@ extension Session {
                 events.append(.reset(id, .timeout))
             }
         }
+        self.shrinkIdleWindows(now: now)
         if let deadline = self.drainDeadline, deadline <= now {
             self.drainDeadline = nil
             for id in self.streams.keys.sorted() {
@@ -58,14 +59,37 @@ extension Session {
         return nil
     }
 
-    /// Queues a PING whose ACK gives an RTT sample (spec §5.6, §7.4).
-    mutating func sendPing(now: NIODeadline) {
+    /// Queues a PING whose ACK gives an RTT sample (spec §5.6, §7.4). Returns its payload.
+    @discardableResult
+    mutating func sendPing(now: NIODeadline) -> UInt64 {
         let opaque = self.nextPingPayload
         self.nextPingPayload &+= 1
         // Only the latest few are kept: a peer that never answers cannot grow this.
         if self.outstandingPings.count >= 8 { self.outstandingPings.removeAll() }
         self.outstandingPings[opaque] = now
         self.control.append(.frame(.ping(PingFrame(ack: false, opaque: opaque))))
+        return opaque
+    }
+
+    /// spec §7.4 step 5: a stream that took nothing for a while returns to its initial window, and
+    /// its growth goes back to the budgets once no credit beyond the initial window is outstanding.
+    private mutating func shrinkIdleWindows(now: NIODeadline) {
+        let tuning = self.configuration.windowTuning
+        let initial = UInt64(self.localSettings.initialStreamCredit)
+        for id in self.grownStreams {
+            guard let index = self.streams.index(forKey: id),
+                self.streams.values[index].lastActivity + tuning.idleShrink <= now
+            else { continue }
+            self.streams.values[index].receive.window = initial
+            let outstanding = self.streams.values[index].receive.advertised - self.streams.values[index].receive.received
+            if outstanding <= initial {
+                var epoch = self.streams.values[index].epoch
+                self.releaseGrowth(&epoch)
+                self.streams.values[index].epoch = epoch
+                self.grownStreams.remove(id)
+            }
+        }
+        self.minimumRTT.expire(now: now, window: tuning.rttWindow)
     }
 
     mutating func armHalfCloseTimeout(_ id: StreamID, now: NIODeadline) {
@@ -89,7 +113,7 @@ extension Session {
         consider(self.acceptDeadlines.first?.1)
         consider(self.halfCloseDeadlines.first?.1)
         consider(self.drainDeadline)
-        if self.configuration.idleTimeout != nil && !self.streams.isEmpty {
+        if (self.configuration.idleTimeout != nil && !self.streams.isEmpty) || !self.grownStreams.isEmpty {
             consider(self.lastReceived + .seconds(1))
         }
         return next

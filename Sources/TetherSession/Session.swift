@@ -53,6 +53,14 @@ public struct Session: Sendable {
     var connectionSend = SendWindow(limit: 0)
     var connectionReceive: ReceiveWindow
     var connectionCreditQueued = false
+    var connectionEpoch: WindowEpoch
+    /// Window growth this connection holds from its budget (spec §7.4).
+    var budgetUsed: UInt64 = 0
+    /// Streams whose window grew beyond the initial size, for the idle shrink (spec §7.4).
+    var grownStreams = Set<StreamID>()
+    var minimumRTT = MinimumRTT()
+    /// The PING taken for an RTT sample, while it is outstanding.
+    var rttPing: UInt64?
     /// Streams with data waiting only for connection credit.
     var connectionBlocked: [StreamID] = []
 
@@ -87,6 +95,7 @@ public struct Session: Sendable {
         self.grantedToPeer = configuration.settings.initialStreams
         self.connectionReceive = ReceiveWindow(window: UInt64(configuration.settings.initialConnectionCredit))
         self.lastReceived = now
+        self.connectionEpoch = WindowEpoch(start: now, consumedAtStart: 0)
         self.control.append(.frame(.settings(.values(configuration.settings.entries))))
     }
 
@@ -150,14 +159,16 @@ public struct Session: Sendable {
     /// - Parameter keepUnconsumed: a normal close keeps octets the application has not taken
     ///   charged to the connection until it takes them; a reset drops them (spec §6.5, §7.2).
     mutating func removeStream(_ id: StreamID, ending: ClosedStreams.Ending, keepUnconsumed: Bool) {
-        guard let stream = self.streams.removeValue(forKey: id) else { return }
+        guard var stream = self.streams.removeValue(forKey: id) else { return }
         self.closedStreams.remember(id, ending)
+        self.releaseGrowth(&stream.epoch)
+        self.grownStreams.remove(id)
         let unconsumed = stream.receive.unconsumed
         if unconsumed > 0 {
             if keepUnconsumed {
                 self.lingering[id] = unconsumed
             } else {
-                self.consumeConnection(Int(unconsumed))
+                self.consumeConnection(Int(unconsumed), now: nil)
             }
         }
         if stream.openedByPeer {
@@ -178,9 +189,22 @@ public struct Session: Sendable {
         self.removeStream(id, ending: .resetByUs, keepUnconsumed: false)
     }
 
-    /// Connection-level octets taken (or discarded); queues a connection CREDIT when due (spec §7.2).
-    mutating func consumeConnection(_ octets: Int) {
-        if self.connectionReceive.consume(octets) && !self.connectionCreditQueued && !self.hasFailed {
+    /// Connection-level octets taken (or discarded); queues a connection CREDIT when due (spec §7.2),
+    /// growing the connection window when it limited the sender (spec §7.4). Discarded octets
+    /// (`now` nil) return credit without counting toward tuning.
+    mutating func consumeConnection(_ octets: Int, now: NIODeadline?) {
+        guard self.connectionReceive.consume(octets) else { return }
+        if let now {
+            let initial = UInt64(self.localSettings.initialConnectionCredit)
+            let maximum = self.configuration.windowTuning.maxConnectionWindow
+            var window = self.connectionReceive
+            var epoch = self.connectionEpoch
+            self.tune(&window, epoch: &epoch, initial: initial, maximum: maximum, now: now)
+            self.connectionReceive = window
+            self.connectionEpoch = epoch
+        }
+        self.connectionReceive.advertise()
+        if !self.connectionCreditQueued && !self.hasFailed {
             self.connectionCreditQueued = true
             self.control.append(.connectionCredit)
         }

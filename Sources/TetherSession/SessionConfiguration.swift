@@ -36,6 +36,8 @@ public struct SessionConfiguration: Sendable {
     public var keepaliveTimeout: TimeAmount = .seconds(20)
     /// How long a drain may take before remaining streams are cancelled (spec §10.2).
     public var goAwayGrace: TimeAmount = .seconds(30)
+    /// How receive windows grow toward the bandwidth-delay product (spec §7.4).
+    public var windowTuning = WindowTuning()
     /// How many closed streams are remembered to tell a late frame from a protocol error (spec §6.3).
     public var rememberedClosedStreams: Int = 1_024
 

@@ -30,6 +30,8 @@ struct StreamState: Sendable {
     var isQueued = false
 
     var receive: ReceiveWindow
+    /// The receive window's tuning epoch (spec §7.4).
+    var epoch: WindowEpoch
     /// Whether a stream CREDIT is queued in the control queue.
     var creditQueued = false
 

@@ -54,6 +54,10 @@ final class ByteBufferBIO {
     }
 
     fileprivate func write(_ source: UnsafePointer<CChar>, count: Int) {
+        if self.outbound.writableBytes < count {
+            // Room for a few full records at once, rather than growing (and copying) by doubling.
+            self.outbound.reserveCapacity(minimumWritableBytes: max(count, 4 * 16_640))
+        }
         self.outbound.writeBytes(UnsafeRawBufferPointer(start: source, count: count))
     }
 

@@ -125,13 +125,17 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Plaintext is passed up in buffers of about this size.
+    private static let readBatch = 65_536
+
     private func readPlaintext(context: ChannelHandlerContext) {
         while true {
-            var plaintext = context.channel.allocator.buffer(capacity: 0)
-            let outcome = self.connection.read(into: &plaintext, limit: 65_536)
+            // Sized for a batch plus one record, so decrypting never grows (copies) the buffer.
+            var plaintext = context.channel.allocator.buffer(capacity: Self.readBatch + Self.recordSize + 256)
+            let outcome = self.connection.read(into: &plaintext, limit: Self.readBatch)
             if plaintext.readableBytes > 0 { context.fireChannelRead(self.wrapInboundOut(plaintext)) }
             switch outcome {
-            case .wantMore where plaintext.readableBytes >= 65_536:
+            case .wantMore where plaintext.readableBytes >= Self.readBatch:
                 continue  // stopped at the limit, not for want of records
             case .wantMore:
                 self.writeCiphertext(context: context, promises: [], flush: true)  // e.g. key updates

@@ -25,7 +25,10 @@ public struct SessionScript: @unchecked Sendable {
         let role: Role = try self.fields.string("role") == "dialer" ? .dialer : .acceptor
         let local = try VectorFrame.settings(self.fields["local_settings"] as? [String: Any])
         let peer = try VectorFrame.settings(self.fields["peer_settings"] as? [String: Any])
-        var harness = Harness(session: Session(configuration: SessionConfiguration(role: role, settings: local), now: .uptimeNanoseconds(0)))
+        // Window tuning is receiver-local (spec §7.4); the scripts pin windows to their initial size.
+        var configuration = SessionConfiguration(role: role, settings: local)
+        configuration.windowTuning = .disabled
+        var harness = Harness(session: Session(configuration: configuration, now: .uptimeNanoseconds(0)))
         var failures: [String] = []
 
         let preface = harness.drain()
@@ -103,7 +106,7 @@ public struct SessionScript: @unchecked Sendable {
         case "accept":
             session.accept(stream)
         case "consume":
-            session.consume(stream, octets: try step.int("bytes"))
+            session.consume(stream, octets: try step.int("bytes"), now: now)
         case "goaway":
             session.goAway(now: now)
         default:

@@ -95,7 +95,7 @@ struct SessionPair {
                 case .data(let id, let payload, let flags):
                     #expect(!finSeen.contains(id), "DATA after FIN on \(id)")
                     received[id, default: ByteBuffer()].writeImmutableBuffer(payload)
-                    pair.acceptor.consume(id, octets: payload.readableBytes)
+                    pair.acceptor.consume(id, octets: payload.readableBytes, now: pair.now)
                     if flags.contains(.fin) { finSeen.insert(id) }
                     took = true
                 case .connectionError(let code, let reason):

@@ -76,21 +76,20 @@ struct TLSClient: Sendable {
 
     static func connect(group: any EventLoopGroup, port: Int, configuration: TLSConfiguration) async throws -> TLSClient {
         let context = try TLSContext(configuration: configuration)
+        // Taken while the handlers are added: a failed handshake may remove them before connect returns.
+        let parts = group.any().makePromise(of: (EventLoopFuture<TLSPeer>, Collector).self)
         let channel = try await ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let tls = try TLSHandler(context: context, eventLoop: channel.eventLoop)
+                    let collector = Collector(eventLoop: channel.eventLoop)
                     try channel.pipeline.syncOperations.addHandler(tls)
-                    try channel.pipeline.syncOperations.addHandler(Collector(eventLoop: channel.eventLoop))
+                    try channel.pipeline.syncOperations.addHandler(collector)
+                    parts.succeed((tls.handshakeCompleted, collector))
                 }
             }
             .connect(host: "127.0.0.1", port: port).get()
-        let (handshake, collector) = try await channel.eventLoop.submit {
-            (
-                try channel.pipeline.syncOperations.handler(type: TLSHandler.self).handshakeCompleted,
-                try channel.pipeline.syncOperations.handler(type: Collector.self)
-            )
-        }.get()
+        let (handshake, collector) = try await parts.futureResult.get()
         return TLSClient(channel: channel, handshake: handshake, collector: collector)
     }
 
