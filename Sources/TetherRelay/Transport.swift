@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOPosix
 import Tether
@@ -9,6 +12,17 @@ import TetherWire
 /// handshake has authenticated the peer, with the verified identity, so nothing Tether does
 /// (compression included) happens before authentication.
 public enum TetherTransport {
+    /// Socket options for shallow queues (spec §8.2): explicit NIO write-buffer watermarks, and
+    /// `TCP_NOTSENT_LOWAT`, so little waits in user space or the kernel ahead of a new command.
+    public struct QueueLimits: Sendable {
+        /// The channel stops taking frames above `high` pending octets and resumes below `low`.
+        public var writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 << 10, high: 64 << 10)
+        /// Unsent octets the kernel may hold; nil leaves the system default (off on Linux).
+        public var notSentLowWaterMark: Int? = 128 << 10
+
+        public init() {}
+    }
+
     /// Called for each connection that completed its handshake, on its event loop.
     public typealias ConnectionHandler = @Sendable (TetherConnection) -> Void
     /// Called for each connection whose TLS handshake failed.
@@ -55,14 +69,17 @@ public enum TetherTransport {
         tls: TLSContextStore?,
         configuration: TetherConnectionHandler.Configuration,
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
+        queueLimits: QueueLimits = QueueLimits(),
         onConnection: @escaping ConnectionHandler = { _ in },
         onHandshakeFailure: @escaping HandshakeFailureHandler = { _ in }
     ) async throws -> any Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: queueLimits.writeBufferWaterMark)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try self.applyNotSentLowWaterMark(queueLimits, to: channel)
                     self.configure(
                         channel: channel, tls: tls?.current, configuration: configuration,
                         inboundStreamHandler: inboundStreamHandler
@@ -77,6 +94,13 @@ public enum TetherTransport {
             .bind(host: host, port: port).get()
     }
 
+    private static func applyNotSentLowWaterMark(_ limits: QueueLimits, to channel: any Channel) throws {
+        guard let octets = limits.notSentLowWaterMark else { return }
+        let option = ChannelOptions.Types.SocketOption(
+            level: NIOBSDSocket.OptionLevel.tcp, name: NIOBSDSocket.Option(rawValue: TCP_NOTSENT_LOWAT))
+        try channel.syncOptions?.setOption(option, value: SocketOptionValue(octets))
+    }
+
     /// Dials `address` and runs TLS (if given) and Tether as the dialer; returns once the peer's
     /// preface has arrived.
     public static func dial(
@@ -84,7 +108,8 @@ public enum TetherTransport {
         to address: SocketAddress,
         tls: TLSContext?,
         configuration: TetherConnectionHandler.Configuration,
-        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil
+        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
+        queueLimits: QueueLimits = QueueLimits()
     ) async throws -> TetherConnection {
         // The handlers go in before the connection is up, so not an octet is read without them.
         let configured = group.any().makePromise(of: TetherConnection.self)
@@ -92,8 +117,10 @@ public enum TetherTransport {
         do {
             channel = try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.writeBufferWaterMark, value: queueLimits.writeBufferWaterMark)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        try self.applyNotSentLowWaterMark(queueLimits, to: channel)
                         self.configure(
                             channel: channel, tls: tls, configuration: configuration,
                             inboundStreamHandler: inboundStreamHandler

@@ -88,6 +88,8 @@ struct WindowEpoch: Hashable, Sendable {
     var consumedAtStart: UInt64
     /// Growth this window holds from the budgets, to give back.
     var granted: UInt64 = 0
+    /// The delivery rate (octets per second) measured when the window last grew; 0 before.
+    var rateAtLastGrowth: Double = 0
 }
 
 extension Session {
@@ -96,14 +98,21 @@ extension Session {
     mutating func tune(
         _ window: inout ReceiveWindow, epoch: inout WindowEpoch, initial: UInt64, maximum: UInt64, now: NIODeadline
     ) {
-        defer { epoch = WindowEpoch(start: now, consumedAtStart: window.consumed, granted: epoch.granted) }
+        defer {
+            epoch = WindowEpoch(
+                start: now, consumedAtStart: window.consumed, granted: epoch.granted,
+                rateAtLastGrowth: epoch.rateAtLastGrowth)
+        }
         let tuning = self.configuration.windowTuning
         guard tuning.enabled, let minRTT = self.minimumRTT.value, minRTT.nanoseconds > 0 else { return }
         let elapsed = now - epoch.start
         guard elapsed < minRTT * 2 else { return }  // the window did not limit the sender
         let taken = window.consumed - epoch.consumedAtStart
-        // rate × minRTT, with the rate measured over the epoch (at least 1 ns long).
-        let bdp = UInt64(Double(taken) * Double(minRTT.nanoseconds) / Double(max(elapsed.nanoseconds, 1)))
+        let rate = Double(taken) * 1e9 / Double(max(elapsed.nanoseconds, 1))
+        // A doubling that did not raise the delivery rate by a quarter shows the window is not
+        // what limits the sender (the CPU or the path is): larger windows would only queue.
+        guard epoch.rateAtLastGrowth == 0 || rate >= epoch.rateAtLastGrowth * 1.25 else { return }
+        let bdp = UInt64(rate * Double(minRTT.nanoseconds) / 1e9)
         let cap = min(maximum, max(initial, 2 * bdp))
         let target = min(window.window * 2, cap)
         guard target > window.window else { return }
@@ -113,11 +122,13 @@ extension Session {
         guard granted > 0 else { return }
         self.budgetUsed += granted
         epoch.granted += granted
+        epoch.rateAtLastGrowth = rate
         window.window += granted
     }
 
     /// Gives a window's growth back to the budgets (spec §7.4 step 5).
     mutating func releaseGrowth(_ epoch: inout WindowEpoch) {
+        epoch.rateAtLastGrowth = 0
         guard epoch.granted > 0 else { return }
         self.configuration.windowTuning.pool.give(epoch.granted)
         self.budgetUsed -= min(epoch.granted, self.budgetUsed)
