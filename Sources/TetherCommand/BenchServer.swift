@@ -56,9 +56,12 @@ enum BenchSettings {
     static var tunnel: Settings {
         var settings = Settings()
         settings.initialStreams = PerClass(16_384)
-        if let credit = ProcessInfo.processInfo.environment["TETHER_BENCH_STREAM_CREDIT"].flatMap(UInt32.init) {
+        let environment = ProcessInfo.processInfo.environment
+        if let credit = environment["TETHER_BENCH_STREAM_CREDIT"].flatMap(UInt32.init) {
             settings.initialStreamCredit = credit
-            settings.initialConnectionCredit = max(settings.initialConnectionCredit, credit * 4)
+        }
+        if let credit = environment["TETHER_BENCH_CONNECTION_CREDIT"].flatMap(UInt32.init) {
+            settings.initialConnectionCredit = credit
         }
         return settings
     }

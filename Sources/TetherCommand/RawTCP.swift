@@ -65,7 +65,14 @@ enum RawTCP {
                 let need = 8 - self.header.readableBytes
                 var part = bytes.readSlice(length: min(need, bytes.readableBytes))!
                 self.header.writeBuffer(&part)
-                if self.header.readableBytes == 8 { self.expected = Int(self.header.readInteger(as: UInt64.self)!) }
+                if self.header.readableBytes == 8 {
+                    // A length this process could not hold is not from our pusher: hang up.
+                    guard let length = self.header.readInteger(as: UInt64.self), length < 1 << 48 else {
+                        context.close(promise: nil)
+                        return
+                    }
+                    self.expected = Int(length)
+                }
             }
             self.received += bytes.readableBytes
             if let expected = self.expected, self.received >= expected {

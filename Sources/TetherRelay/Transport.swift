@@ -19,6 +19,8 @@ public enum TetherTransport {
         public var writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 << 10, high: 64 << 10)
         /// Unsent octets the kernel may hold; nil leaves the system default (off on Linux).
         public var notSentLowWaterMark: Int? = 128 << 10
+        /// Socket reads per wakeup before the frames read are acted on and answers flushed.
+        public var readsPerWakeup: UInt = 4
 
         public init() {}
     }
@@ -77,6 +79,7 @@ public enum TetherTransport {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: queueLimits.writeBufferWaterMark)
+            .childChannelOption(.maxMessagesPerRead, value: queueLimits.readsPerWakeup)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try self.applyNotSentLowWaterMark(queueLimits, to: channel)
@@ -118,6 +121,7 @@ public enum TetherTransport {
             channel = try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(.writeBufferWaterMark, value: queueLimits.writeBufferWaterMark)
+                .channelOption(.maxMessagesPerRead, value: queueLimits.readsPerWakeup)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try self.applyNotSentLowWaterMark(queueLimits, to: channel)
