@@ -29,6 +29,17 @@ let package = Package(
             ],
             path: "Benchmarks/WireCodec",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
-        )
+        ),
+        .executableTarget(
+            name: "Session",
+            dependencies: [
+                .product(name: "TetherSession", package: tetherIdentity),
+                .product(name: "TetherWire", package: tetherIdentity),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Benchmark", package: "package-benchmark"),
+            ],
+            path: "Benchmarks/Session",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
     ]
 )

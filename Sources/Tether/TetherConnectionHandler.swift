@@ -48,6 +48,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
     private let inboundStreamHandler: InboundStreamHandler?
     private var pendingInbound = CircularBuffer<TetherStreamHandle>(initialCapacity: 0)
+    /// Streams that received data during this read batch; woken together at its end.
+    private var readersToWake: [TetherStreamHandle] = []
     private var inboundWaiters = CircularBuffer<EventLoopPromise<TetherStreamHandle?>>(initialCapacity: 0)
     private var openWaiters: [PendingOpen] = []
     private let readyPromise: EventLoopPromise<Settings>
@@ -124,6 +126,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
+        self.wakeReaders()
         self.flushOutput()
         context.fireChannelReadComplete()
     }
@@ -141,6 +144,14 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.shutDown(TetherError.closed(nil, "transport error: \(error)"))
         context.close(promise: nil)
+    }
+
+    /// Wakes every reader that got data in this read batch (once each, however many frames).
+    private func wakeReaders() {
+        guard !self.readersToWake.isEmpty else { return }
+        let readers = self.readersToWake
+        self.readersToWake.removeAll(keepingCapacity: true)
+        for reader in readers { reader.wakeReader() }
     }
 
     // MARK: Session events
@@ -167,6 +178,10 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
             case .data(let id, let payload, let flags):
                 guard let handle = self.streams[id] else { continue }
                 handle.deliver(payload, flags: flags)
+                if !handle.wakeScheduled {
+                    handle.wakeScheduled = true
+                    self.readersToWake.append(handle)
+                }
                 if flags.contains(.fin) && !self.session.isLive(id) {
                     self.streams.removeValue(forKey: id)?.detach()
                 }

@@ -84,6 +84,23 @@ public final class TetherStreamHandle: @unchecked Sendable {
         (self.receiveEnded && self.inbound.isEmpty) || self.failure != nil
     }
 
+    /// Called on the event loop each time data arrives, the peer finishes or the stream fails —
+    /// an allocation-free alternative to ``waitForReadable()`` for relays that read as long as the
+    /// stream lives. Set it before data is expected; it is called once per read batch.
+    public var onReadable: (() -> Void)? {
+        get {
+            self.eventLoop.preconditionInEventLoop()
+            return self._onReadable
+        }
+        set {
+            self.eventLoop.preconditionInEventLoop()
+            self._onReadable = newValue
+        }
+    }
+    private var _onReadable: (() -> Void)?
+    /// Whether the connection already listed this stream to be woken at the end of the read batch.
+    var wakeScheduled = false
+
     /// Completes when a chunk is buffered, the peer finished, or the stream failed.
     public func waitForReadable() -> EventLoopFuture<Void> {
         self.eventLoop.preconditionInEventLoop()
@@ -169,6 +186,8 @@ public final class TetherStreamHandle: @unchecked Sendable {
 
     // MARK: Events from the connection
 
+    /// Buffers what arrived. The reader is woken by ``wakeReader()`` once the whole read batch is
+    /// delivered, so it takes several frames per wakeup.
     func deliver(_ payload: ByteBuffer, flags: DataFrame.Flags) {
         if payload.readableBytes > 0 || flags.contains(.endMessage) {
             self.inbound.append(
@@ -176,7 +195,6 @@ public final class TetherStreamHandle: @unchecked Sendable {
                     bytes: payload, endsMessage: flags.contains(.endMessage), wireOctets: payload.readableBytes))
         }
         if flags.contains(.fin) { self.receiveEnded = true }
-        self.wakeReader()
     }
 
     func becameWritable() {
@@ -191,6 +209,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
         self.inbound.removeAll()
         self.owner = nil
         self.wakeReader()
+        self._onReadable = nil  // it may hold the handle: break the cycle
         while let pending = self.writeWaiters.popFirst() { pending.promise.fail(error) }
     }
 
@@ -202,10 +221,12 @@ public final class TetherStreamHandle: @unchecked Sendable {
         }
     }
 
-    private func wakeReader() {
+    func wakeReader() {
+        self.wakeScheduled = false
         if let waiter = self.readWaiter {
             self.readWaiter = nil
             waiter.succeed()
         }
+        self._onReadable?()
     }
 }

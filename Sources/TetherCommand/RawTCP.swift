@@ -48,7 +48,7 @@ enum RawTCP {
             }
             return pusher.promise.futureResult
         }.get()
-        try await channel.close()
+        try? await channel.close()  // the peer may already have hung up after acknowledging
         return result
     }
 

@@ -41,16 +41,28 @@ enum Workloads {
     {
         let promise = handle.eventLoop.makePromise(of: Int.self)
         var total = 0
+        var done = false
         func step() {
+            guard !done else { return }
+            var taken = 0
             while let read = handle.read() {
                 total += read.bytes.readableBytes
+                taken += read.wireOctets
                 onChunk(read.bytes)
-                handle.consumed(read.wireOctets)
             }
-            if let failure = handle.failure { return promise.fail(failure) }
-            if handle.isReadEnded { return promise.succeed(total) }
-            handle.waitForReadable().assumeIsolated().whenComplete { _ in step() }
+            if taken > 0 { handle.consumed(taken) }
+            if let failure = handle.failure {
+                done = true
+                handle.onReadable = nil
+                return promise.fail(failure)
+            }
+            if handle.isReadEnded {
+                done = true
+                handle.onReadable = nil
+                return promise.succeed(total)
+            }
         }
+        handle.onReadable = step
         step()
         return promise.futureResult
     }

@@ -62,6 +62,8 @@ extension Session {
         self.connectionSend = SendWindow(limit: UInt64(peer.initialConnectionCredit))
         self.peerStreamLimit = peer.initialStreams
         self.control.append(.frame(.settings(.ack)))
+        // spec §7.4: the clean RTT sample, taken before any data can queue ahead of it.
+        self.refreshRTTIfDue(now: self.lastReceived)
         return SessionEvents(.ready(peer: peer))
     }
 
@@ -241,7 +243,7 @@ extension Session {
         }
         let rtt = now - sent
         self.lastRTT = rtt
-        self.minimumRTT.add(rtt, at: now, keeping: self.configuration.windowTuning.rttWindow)
+        self.minimumRTT.add(rtt, at: now)
         if self.rttPing == ping.opaque { self.rttPing = nil }
         return .none
     }

@@ -89,7 +89,6 @@ extension Session {
                 self.grownStreams.remove(id)
             }
         }
-        self.minimumRTT.expire(now: now, window: tuning.rttWindow)
     }
 
     mutating func armHalfCloseTimeout(_ id: StreamID, now: NIODeadline) {

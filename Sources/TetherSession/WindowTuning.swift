@@ -16,8 +16,6 @@ public struct WindowTuning: Sendable {
     public var pool: WindowPool = .shared
     /// A stream that takes nothing for this long falls back to its initial window (spec §7.4).
     public var idleShrink: TimeAmount = .seconds(5)
-    /// RTT samples older than this no longer count toward the minimum (spec §7.4: 10 s).
-    public var rttWindow: TimeAmount = .seconds(10)
     /// While data flows, a new RTT sample is taken when the newest is older than this.
     public var rttRefresh: TimeAmount = .seconds(1)
 
@@ -59,27 +57,18 @@ public final class WindowPool: Sendable {
     public var used: UInt64 { self.state.withLockedValue { $0.used } }
 }
 
-/// The minimum RTT over a recent interval (spec §7.4), from PING round trips. A queue-inflated
-/// sample cannot raise it.
+/// The RTT the tuning trusts (spec §7.4): the smallest PING round trip seen on the connection,
+/// including the one taken as it opens, before any data queues up. A queue-inflated sample cannot
+/// raise it — and while a sender is saturated every sample is queue-inflated, because the PING ACK
+/// waits behind the data the window itself let into buffers.
 struct MinimumRTT: Sendable {
-    private var samples = CircularBuffer<(at: NIODeadline, rtt: TimeAmount)>(initialCapacity: 4)
+    private(set) var value: TimeAmount?
     private(set) var newest: NIODeadline?
 
-    mutating func add(_ rtt: TimeAmount, at now: NIODeadline, keeping window: TimeAmount) {
-        // A sample larger than a later one can never be the minimum again: keep a monotone queue.
-        while let last = self.samples.last, last.rtt >= rtt { self.samples.removeLast() }
-        self.samples.append((now, rtt))
+    mutating func add(_ rtt: TimeAmount, at now: NIODeadline) {
+        self.value = self.value.map { min($0, rtt) } ?? rtt
         self.newest = now
-        self.expire(now: now, window: window)
     }
-
-    mutating func expire(now: NIODeadline, window: TimeAmount) {
-        while let first = self.samples.first, first.at + window < now, self.samples.count > 1 {
-            self.samples.removeFirst()
-        }
-    }
-
-    var value: TimeAmount? { self.samples.first?.rtt }
 }
 
 /// The epoch of one receive window: when it started and what had been taken then (spec §7.4).
