@@ -212,14 +212,15 @@ public struct Session: Sendable {
 
     /// Puts a stream in the scheduler if it has something it can send now.
     mutating func scheduleIfReady(_ id: StreamID) {
-        guard let index = self.streams.index(forKey: id) else { return }
-        let stream = self.streams.values[index]
-        guard !stream.isQueued, self.isActive else { return }
-        let canSendData = stream.outbound.hasData && stream.send.available > 0
-        guard stream.outbound.hasCreditFreeWork || canSendData else { return }
+        guard self.isActive, let index = self.streams.index(forKey: id) else { return }
+        // Read in place: copying the stream state would retain everything it holds.
+        guard !self.streams.values[index].isQueued else { return }
+        let creditFree = self.streams.values[index].outbound.hasCreditFreeWork
+        let canSendData = self.streams.values[index].outbound.hasData && self.streams.values[index].send.available > 0
+        guard creditFree || canSendData else { return }
         self.streams.values[index].isQueued = true
-        if stream.outbound.hasCreditFreeWork || self.connectionSend.available > 0 {
-            self.scheduler.enqueue(id, stream.streamClass)
+        if creditFree || self.connectionSend.available > 0 {
+            self.scheduler.enqueue(id, self.streams.values[index].streamClass)
         } else {
             self.connectionBlocked.append(id)
         }

@@ -43,7 +43,8 @@ public struct PerClass<Value> {
     @inlinable
     public subscript(streamClass: StreamClass) -> Value {
         get { self.values[streamClass.index] }
-        set { self.values[streamClass.index] = newValue }
+        // In place: a get-then-set would copy a stored collection on every change.
+        _modify { yield &self.values[streamClass.index] }
     }
 }
 
