@@ -77,12 +77,13 @@ extension Session {
         let tuning = self.configuration.windowTuning
         let initial = UInt64(self.localSettings.initialStreamCredit)
         for id in self.grownStreams {
-            guard let index = self.streams.index(forKey: id),
-                self.streams.values[index].lastActivity + tuning.idleShrink <= now
-            else { continue }
-            self.streams.values[index].receive.window = initial
+            guard let index = self.streams.index(forKey: id) else { continue }
+            if self.streams.values[index].lastActivity + tuning.idleShrink <= now {
+                self.streams.values[index].receive.window = initial
+            }
+            // The growth goes back once the window is initial again and no more credit than that is out.
             let outstanding = self.streams.values[index].receive.advertised - self.streams.values[index].receive.received
-            if outstanding <= initial {
+            if self.streams.values[index].receive.window == initial && outstanding <= initial {
                 var epoch = self.streams.values[index].epoch
                 self.releaseGrowth(&epoch)
                 self.streams.values[index].epoch = epoch

@@ -1,0 +1,172 @@
+import NIOCore
+import TetherWire
+import Testing
+
+@testable import TetherSession
+
+/// spec §7.4 with a manual clock: windows grow only while they limit the sender, within budgets,
+/// and shrink back when idle.
+@Suite struct WindowTuningTests {
+    /// An acceptor with one inbound stream and a measured minRTT.
+    struct Harness {
+        var session: Session
+        var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let stream = StreamID(1)
+        var sent = 0
+
+        init(rtt: TimeAmount, tuning: WindowTuning = WindowTuning()) {
+            var configuration = SessionConfiguration(role: .acceptor, settings: Settings())
+            configuration.windowTuning = tuning
+            configuration.openTimeout = nil
+            self.session = Session(configuration: configuration, now: self.now)
+            _ = self.session.receive(.settings(.values(Settings().entries)), now: self.now)
+            // The clean RTT sample taken as the peer's SETTINGS arrive (spec §7.4 step 1).
+            let ping = self.frames().compactMap { frame -> PingFrame? in
+                if case .ping(let ping) = frame, !ping.ack { return ping }
+                return nil
+            }.first!
+            self.now = self.now + rtt
+            _ = self.session.receive(.ping(PingFrame(ack: true, opaque: ping.opaque)), now: self.now)
+            _ = self.session.receive(
+                .open(OpenFrame(streamID: self.stream, streamClass: .bulk, service: "sink")), now: self.now)
+        }
+
+        mutating func frames() -> [Frame] {
+            var bytes = ByteBuffer()
+            while let produced = self.session.produce(into: &bytes, now: self.now) {
+                if var payload = produced.payload { bytes.writeBuffer(&payload) }
+            }
+            var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF))
+            decoder.append(bytes)
+            var frames: [Frame] = []
+            while let frame = try! decoder.nextFrame() { frames.append(frame) }
+            return frames
+        }
+
+        /// The peer sends `octets` (in 16 KiB frames) and the application takes them `after` later.
+        /// Returns the stream limit advertised in response, if any.
+        mutating func epoch(_ octets: Int, after: TimeAmount) -> UInt64? {
+            var left = octets
+            while left > 0 {
+                let size = min(left, 16_375)
+                _ = self.session.receive(
+                    .data(DataFrame(streamID: self.stream, payload: ByteBuffer(repeating: 0, count: size))), now: self.now)
+                left -= size
+            }
+            self.sent += octets
+            self.now = self.now + after
+            self.session.consume(self.stream, octets: octets, now: self.now)
+            return self.frames().compactMap { frame -> UInt64? in
+                if case .credit(.stream(self.stream, let limit)) = frame { return limit }
+                return nil
+            }.last
+        }
+
+        var window: UInt64 { self.session.streams[self.stream]!.receive.window }
+    }
+
+    static let initial = UInt64(Settings().initialStreamCredit)
+
+    @Test func aWindowThatLimitsTheSenderDoublesTowardTheBandwidthDelayProduct() {
+        let pool = WindowPool(capacity: 1 << 30)
+        var tuning = WindowTuning()
+        tuning.pool = pool
+        var harness = Harness(rtt: .milliseconds(50), tuning: tuning)
+        // On a 50 ms path each half window is taken within 10 ms, at a rate that doubles each time.
+        var window = Self.initial
+        for _ in 0..<4 {
+            let limit = harness.epoch(Int(window / 2), after: .milliseconds(10))
+            #expect(harness.window == window * 2)
+            #expect(limit == UInt64(harness.sent) + window * 2)
+            window *= 2
+        }
+        #expect(pool.used == window - Self.initial)
+    }
+
+    @Test func aSlowReaderDoesNotGrowItsWindow() {
+        var harness = Harness(rtt: .milliseconds(50))
+        for _ in 0..<5 {
+            let limit = harness.epoch(Int(Self.initial / 2), after: .milliseconds(150))  // ≥ 2 × minRTT
+            #expect(limit == UInt64(harness.sent) + Self.initial)
+        }
+        #expect(harness.window == Self.initial)
+    }
+
+    @Test func growthStopsWhenDoublingNoLongerRaisesTheRate() {
+        var harness = Harness(rtt: .milliseconds(50))
+        _ = harness.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        #expect(harness.window == 2 * Self.initial)
+        // The next half window takes twice as long: same rate, so the window stays.
+        _ = harness.epoch(Int(Self.initial), after: .milliseconds(20))
+        #expect(harness.window == 2 * Self.initial)
+    }
+
+    @Test func aQueueInflatedSampleDoesNotRaiseMinRTT() {
+        var harness = Harness(rtt: .milliseconds(1))
+        // A later sample taken behind a queue: 80 ms.
+        harness.session.refreshRTTIfDue(now: harness.now + .seconds(2))
+        let ping = harness.frames().compactMap { frame -> PingFrame? in
+            if case .ping(let ping) = frame, !ping.ack { return ping }
+            return nil
+        }.first!
+        harness.now = harness.now + .seconds(2) + .milliseconds(80)
+        _ = harness.session.receive(.ping(PingFrame(ack: true, opaque: ping.opaque)), now: harness.now)
+        #expect(harness.session.minimumRTT.value == .milliseconds(1))
+        #expect(harness.session.lastRTT == .milliseconds(80))
+        // So a half window taken in 10 ms is not window-limited: no growth.
+        _ = harness.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        #expect(harness.window == Self.initial)
+    }
+
+    @Test func growthIsBoundedByTheConnectionBudgetAndTheProcessPool() {
+        var tuning = WindowTuning()
+        tuning.connectionBudget = 300 << 10
+        tuning.pool = WindowPool(capacity: 1 << 30)
+        var harness = Harness(rtt: .milliseconds(50), tuning: tuning)
+        _ = harness.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        _ = harness.epoch(Int(Self.initial), after: .milliseconds(10))
+        #expect(harness.window == Self.initial + (300 << 10))
+
+        let pool = WindowPool(capacity: 100 << 10)
+        tuning.connectionBudget = 32 << 20
+        tuning.pool = pool
+        var small = Harness(rtt: .milliseconds(50), tuning: tuning)
+        _ = small.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        #expect(small.window == Self.initial + (100 << 10))
+        #expect(pool.used == 100 << 10)
+    }
+
+    @Test func anIdleWindowShrinksAndGivesItsGrowthBack() {
+        let pool = WindowPool(capacity: 1 << 30)
+        var tuning = WindowTuning()
+        tuning.pool = pool
+        var harness = Harness(rtt: .milliseconds(50), tuning: tuning)
+        _ = harness.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        #expect(harness.window == 2 * Self.initial)
+        #expect(pool.used == Self.initial)
+        // The stream goes quiet: the window returns to its initial size at once, but the growth
+        // stays reserved while the peer still holds credit beyond the initial window.
+        harness.now = harness.now + .seconds(5)
+        _ = harness.session.tick(now: harness.now)
+        #expect(harness.window == Self.initial)
+        #expect(pool.used == Self.initial)
+        // The peer spends that credit; the application takes it (slowly: no growth); now it goes back.
+        let outstanding = Int(harness.session.streams[harness.stream]!.receive.advertised) - harness.sent
+        #expect(outstanding == Int(2 * Self.initial))
+        let limit = harness.epoch(outstanding, after: .seconds(1))
+        #expect(limit == UInt64(harness.sent) + Self.initial)
+        _ = harness.session.tick(now: harness.now)
+        #expect(pool.used == 0)
+    }
+
+    @Test func closingAStreamGivesItsGrowthBack() {
+        let pool = WindowPool(capacity: 1 << 30)
+        var tuning = WindowTuning()
+        tuning.pool = pool
+        var harness = Harness(rtt: .milliseconds(50), tuning: tuning)
+        _ = harness.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        #expect(pool.used > 0)
+        harness.session.reset(harness.stream, code: .cancel)
+        #expect(pool.used == 0)
+    }
+}
