@@ -37,6 +37,12 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Idle streams to hold open for the memory row (0 to skip).")
     var idleStreams: Int = 10_000
 
+    @Option(help: "Emulate a WAN between the ends: round-trip time such as 50ms (with --link-rate).")
+    var linkRTT: String?
+
+    @Option(help: "Emulate a WAN between the ends: link rate such as 500mbit (with --link-rtt).")
+    var linkRate: String?
+
     @Flag(help: "Print one JSON object per line per scenario instead of a table.")
     var json = false
 
@@ -56,6 +62,9 @@ struct Bench: AsyncParsableCommand {
         var server_bytes_per_stream: Double?
         /// CPU nanoseconds per octet moved, both processes together (steal-time proof cost).
         var cpu_ns_per_byte: Double?
+        /// WAN rows: seconds until the sender's rate first reached 90 % of the plain TCP flow's.
+        var seconds_to_90_percent_of_tcp: Double?
+        var link: String?
     }
 
     func run() async throws {
@@ -80,6 +89,11 @@ struct Bench: AsyncParsableCommand {
         let configuration = BenchSettings.configuration(.dialer)
 
         let rows = Set(self.only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        if let link = try self.link() {
+            try await self.wan(link: link, server: server, tls: tls, chunk: chunk, group: group)
+            try await group.shutdownGracefully()
+            return
+        }
         // Memory first, while both processes are fresh (freed buffers would hide growth later).
         if rows.contains("idle") && self.idleStreams > 0 {
             let idle = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration)
@@ -118,6 +132,115 @@ struct Bench: AsyncParsableCommand {
         }
         await connection.close()
         try await group.shutdownGracefully()
+    }
+
+    /// The WAN rows (spec §7.4): one plain TCP flow, one tunnel stream with auto-tuned windows and
+    /// one with windows pinned at their initial size, each through the same emulated link.
+    private func wan(
+        link: LinkProfile, server: BenchProcess, tls: TLSContext?, chunk: ByteBuffer, group: any EventLoopGroup
+    ) async throws {
+        let linkGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let label = "\(self.linkRTT!) \(self.linkRate!)"
+        let rawPort = tls == nil ? server.rawPort : server.rawTLSPort
+        let rawLine = try await DelayLine.start(
+            group: linkGroup, target: try SocketAddress(ipAddress: "127.0.0.1", port: rawPort), link: link)
+        let tunedLine = try await DelayLine.start(
+            group: linkGroup, target: try SocketAddress(ipAddress: "127.0.0.1", port: server.tetherPort), link: link)
+        let fixedLine = try await DelayLine.start(
+            group: linkGroup, target: try SocketAddress(ipAddress: "127.0.0.1", port: server.fixedWindowPort), link: link)
+        let octets = Int(link.rate * 8)  // about 8 s at the link's rate
+
+        let rawSeconds = try await RawTCP.push(
+            group: group, to: rawLine.localAddress!, octets: octets, chunk: chunk, tls: tls)
+        let raw = Row(
+            scenario: "wan-raw-\(self.transport.rawValue)", streams: 1, bytes: octets, seconds: rawSeconds,
+            mib_per_s: Self.mib(octets, rawSeconds), link: label)
+        self.emit(raw)
+
+        let configuration = BenchSettings.configuration(.dialer)
+        let tuned = try await TetherTransport.dial(group: group, to: tunedLine.localAddress!, tls: tls, configuration: configuration)
+        let progress = NIOLockedValueBox([(NIODeadline, Int)]())
+        let started = NIODeadline.now()
+        let handle = try await tuned.openStream(service: "sink", class: .bulk).handle
+        let answer = try await handle.eventLoop.flatSubmit {
+            Workloads.push(
+                handle, chunk: chunk, octets: octets,
+                progress: { written in progress.withLockedValue { $0.append((.now(), written)) } }
+            ).flatMap { _ in Workloads.readMessage(handle) }
+        }.get()
+        let tunedSeconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        if ProcessInfo.processInfo.environment["TETHER_BENCH_TRACE"] != nil {
+            var last = (started, 0)
+            for sample in progress.withLockedValue({ $0 }) where sample.0 - last.0 >= .milliseconds(250) {
+                let rate = Double(sample.1 - last.1) / (Double((sample.0 - last.0).nanoseconds) / 1e9) / 1_048_576
+                print(String(format: "  t=%.2f s  %.1f MiB/s", Double((sample.0 - started).nanoseconds) / 1e9, rate))
+                last = sample
+            }
+        }
+        guard answer != nil else { throw ValidationError("the receiver did not acknowledge") }
+        self.emit(
+            Row(
+                scenario: "wan-tunnel-autotuned", streams: 1, bytes: octets, seconds: tunedSeconds,
+                mib_per_s: Self.mib(octets, tunedSeconds), baseline: raw.scenario, ratio_to_baseline: rawSeconds / tunedSeconds,
+                seconds_to_90_percent_of_tcp: Self.timeTo(0.9 * Double(octets) / rawSeconds, progress.withLockedValue { $0 }, from: started),
+                link: label))
+        await tuned.close()
+
+        let fixed = try await TetherTransport.dial(group: group, to: fixedLine.localAddress!, tls: tls, configuration: configuration)
+        let (fixedOctets, fixedSeconds) = try await Self.bulk(fixed, seconds: 5, chunk: chunk, streams: 1) { _ in nil }
+        self.emit(
+            Row(
+                scenario: "wan-tunnel-fixed-256KiB", streams: 1, bytes: fixedOctets, seconds: fixedSeconds,
+                mib_per_s: Self.mib(fixedOctets, fixedSeconds), baseline: raw.scenario,
+                ratio_to_baseline: Self.mib(fixedOctets, fixedSeconds) / raw.mib_per_s, link: label))
+        await fixed.close()
+        try await rawLine.close()
+        try await tunedLine.close()
+        try await fixedLine.close()
+        try await linkGroup.shutdownGracefully()
+    }
+
+    /// The first time the sender's rate over the preceding half second reached `rate` octets/s.
+    static func timeTo(_ rate: Double, _ samples: [(NIODeadline, Int)], from start: NIODeadline) -> Double? {
+        var windowStart = 0
+        for (index, sample) in samples.enumerated() {
+            while samples[windowStart].0 + .milliseconds(500) < sample.0 { windowStart += 1 }
+            let span = Double((sample.0 - samples[windowStart].0).nanoseconds) / 1e9
+            guard span >= 0.25 else { continue }
+            if Double(sample.1 - samples[windowStart].1) / span >= rate {
+                return Double((sample.0 - start).nanoseconds) / 1e9
+            }
+            _ = index
+        }
+        return nil
+    }
+
+    /// `--link-rtt` and `--link-rate`, when both are given.
+    private func link() throws -> LinkProfile? {
+        guard self.linkRTT != nil || self.linkRate != nil else { return nil }
+        guard let rttText = self.linkRTT, let rateText = self.linkRate,
+            let rtt = Self.parseDuration(rttText), let rate = Self.parseRate(rateText)
+        else {
+            throw ValidationError("--link-rtt and --link-rate go together, such as --link-rtt 50ms --link-rate 500mbit")
+        }
+        return LinkProfile(rtt: rtt, bitsPerSecond: rate)
+    }
+
+    /// `50ms`, `2s`, `800us`.
+    static func parseDuration(_ text: String) -> TimeAmount? {
+        for (suffix, nanoseconds) in [("ms", 1e6), ("us", 1e3), ("s", 1e9)] where text.hasSuffix(suffix) {
+            return Double(text.dropLast(suffix.count)).map { .nanoseconds(Int64($0 * nanoseconds)) }
+        }
+        return nil
+    }
+
+    /// `500mbit`, `1gbit`, `100kbit`, in bits per second.
+    static func parseRate(_ text: String) -> Double? {
+        let lower = text.lowercased()
+        for (suffix, scale) in [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)] where lower.hasSuffix(suffix) {
+            return Double(lower.dropLast(suffix.count)).map { $0 * scale }
+        }
+        return nil
     }
 
     private func raw(
@@ -207,12 +330,12 @@ struct Bench: AsyncParsableCommand {
 
     /// Runs 4 bulk streams for `seconds` while `during` runs; returns the octets the bulk streams wrote.
     static func bulk(
-        _ connection: TetherConnection, seconds: Double, chunk: ByteBuffer,
+        _ connection: TetherConnection, seconds: Double, chunk: ByteBuffer, streams: Int = 4,
         during: (NIODeadline) async throws -> Samples?
     ) async throws -> (octets: Int, seconds: Double) {
         let stop = NIOLockedValueBox(false)
         var pushes: [EventLoopFuture<Int>] = []
-        for _ in 0..<4 {
+        for _ in 0..<streams {
             let handle = try await connection.openStream(service: "sink", class: .bulk).handle
             pushes.append(
                 handle.eventLoop.flatSubmit {
@@ -247,6 +370,13 @@ struct Bench: AsyncParsableCommand {
             line += String(format: "  rtt p50 %.0f µs p99 %.0f µs p99.9 %.0f µs", p50, p99, p999)
         }
         if let cpu = row.cpu_ns_per_byte { line += String(format: "  %.2f CPU ns/B", cpu) }
+        if let link = row.link {
+            line += "  [\(link)]"
+            if row.scenario == "wan-tunnel-autotuned" {
+                line += row.seconds_to_90_percent_of_tcp.map { String(format: "  90 %% of TCP after %.2f s", $0) }
+                    ?? "  never reached 90 % of TCP"
+            }
+        }
         if let alone = row.bulk_alone_mib_per_s { line += String(format: "  (bulk alone %.1f MiB/s)", alone) }
         if let client = row.client_bytes_per_stream, let server = row.server_bytes_per_stream {
             line = row.scenario.padding(toLength: 28, withPad: " ", startingAt: 0)
@@ -287,6 +417,7 @@ struct BenchProcess {
     let tetherPort: Int
     let rawPort: Int
     let rawTLSPort: Int
+    let fixedWindowPort: Int
 
     static func start(certificates: String?) throws -> BenchProcess {
         let process = Process()
@@ -306,13 +437,14 @@ struct BenchProcess {
             line.append(first)
         }
         let parts = String(decoding: line, as: UTF8.self).split(separator: " ")
-        guard parts.count == 4, parts[0] == "PORTS", let tether = Int(parts[1]), let raw = Int(parts[2]),
-            let rawTLS = Int(parts[3])
+        guard parts.count == 5, parts[0] == "PORTS", let tether = Int(parts[1]), let raw = Int(parts[2]),
+            let rawTLS = Int(parts[3]), let fixed = Int(parts[4])
         else {
             process.terminate()
             throw ValidationError("bench-server did not report its ports")
         }
-        return BenchProcess(process: process, input: input, tetherPort: tether, rawPort: raw, rawTLSPort: rawTLS)
+        return BenchProcess(
+            process: process, input: input, tetherPort: tether, rawPort: raw, rawTLSPort: rawTLS, fixedWindowPort: fixed)
     }
 
     func stop() {

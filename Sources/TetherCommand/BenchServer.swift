@@ -9,7 +9,7 @@ import TetherTLS
 import TetherWire
 
 /// `tether bench-server`: the far end of `tether bench`, in its own process. Prints
-/// `PORTS <tether> <raw TCP> <raw TLS or 0>` on stdout and serves until its stdin closes.
+/// `PORTS <tether> <raw TCP> <raw TLS or 0> <tether with fixed windows>` on stdout and serves until its stdin closes.
 struct BenchServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-server", abstract: "The far end of `tether bench` (started by it).", shouldDisplay: false)
@@ -30,13 +30,22 @@ struct BenchServer: AsyncParsableCommand {
         let raw = try await RawTCP.listen(group: group, tls: nil)
         var rawTLS: (any Channel)? = nil
         if let tls { rawTLS = try await RawTCP.listen(group: group, tls: tls) }
-        print("PORTS \(tether.localAddress!.port!) \(raw.localAddress!.port!) \(rawTLS?.localAddress!.port! ?? 0)")
+        // The same service with windows pinned to their initial size (spec §7.4 off), for the WAN rows.
+        var fixedConfiguration = BenchSettings.configuration(.acceptor)
+        fixedConfiguration.session.windowTuning = .disabled
+        let fixed = try await TetherTransport.listen(
+            group: group, host: "127.0.0.1", port: 0, tls: tls, configuration: fixedConfiguration,
+            inboundStreamHandler: { Workloads.serve($0) })
+        print(
+            "PORTS \(tether.localAddress!.port!) \(raw.localAddress!.port!) \(rawTLS?.localAddress!.port! ?? 0) "
+                + "\(fixed.localAddress!.port!)")
         fflush(nil)
         // Serve until the parent goes away.
         while let _ = readLine() {}
         try await tether.close()
         try await raw.close()
         try await rawTLS?.close()
+        try await fixed.close()
         try await group.shutdownGracefully()
     }
 }

@@ -10,7 +10,7 @@ enum Workloads {
     /// then half-closes. Succeeds with the octets written.
     static func push(
         _ handle: TetherStreamHandle, chunk: ByteBuffer, octets: Int?, endMessage: Bool = false,
-        stop: @escaping () -> Bool = { false }
+        stop: @escaping () -> Bool = { false }, progress: @escaping (Int) -> Void = { _ in }
     ) -> EventLoopFuture<Int> {
         let promise = handle.eventLoop.makePromise(of: Int.self)
         var written = 0
@@ -25,6 +25,7 @@ enum Workloads {
                 switch result {
                 case .success:
                     written += piece.readableBytes
+                    progress(written)
                     step()
                 case .failure(let error):
                     promise.fail(error)

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// The sending side of one credit limit, stream or connection (spec §7.1): octets sent against the
 /// absolute limit the peer granted.
 struct SendWindow: Hashable, Sendable {
@@ -35,6 +37,10 @@ struct ReceiveWindow: Hashable, Sendable {
     private(set) var advertised: UInt64
     private(set) var received: UInt64 = 0
     private(set) var consumed: UInt64 = 0
+    /// When the last octets arrived, and whether arrivals paused during the current epoch: a
+    /// sender held back by the window sends in bursts, one per round trip (spec §7.4).
+    var lastArrival: NIODeadline?
+    var sawPause = false
 
     init(window: UInt64) {
         self.window = window

@@ -75,6 +75,7 @@ extension Session {
         guard self.connectionReceive.receive(octets) else {
             return self.fail(.flowControlError, "DATA on stream \(id) exceeds connection credit")
         }
+        self.noteArrival(&self.connectionReceive, now: now)
         guard let index = self.streams.index(forKey: id) else {
             if self.isIdle(id) {
                 return self.fail(.protocolError, "DATA on stream \(id), which was never opened")
@@ -98,6 +99,7 @@ extension Session {
         guard stream.receive.receive(octets) else {
             return self.fail(.flowControlError, "DATA on stream \(id) exceeds stream credit")
         }
+        self.noteArrival(&stream.receive, now: now)
         stream.lastActivity = now
         self.streams.values[index] = stream
 
@@ -154,7 +156,7 @@ extension Session {
             lastActivity: now,
             send: SendWindow(limit: UInt64(self.peerSettings!.initialStreamCredit)),
             receive: ReceiveWindow(window: UInt64(settings.initialStreamCredit)),
-            epoch: WindowEpoch(start: now, consumedAtStart: 0)
+            epoch: WindowEpoch(opened: now)
         )
         if self.localGoAway != nil {
             self.resetStream(id, .refusedStream)  // spec §10.2 step 3

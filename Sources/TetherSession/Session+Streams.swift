@@ -47,7 +47,7 @@ extension Session {
             lastActivity: now,
             send: SendWindow(limit: UInt64(peer.initialStreamCredit)),
             receive: ReceiveWindow(window: UInt64(self.localSettings.initialStreamCredit)),
-            epoch: WindowEpoch(start: now, consumedAtStart: 0)
+            epoch: WindowEpoch(opened: now)
         )
         stream.outbound.openPending = true
         self.pendingOpens[id] = open

@@ -95,7 +95,7 @@ public struct Session: Sendable {
         self.grantedToPeer = configuration.settings.initialStreams
         self.connectionReceive = ReceiveWindow(window: UInt64(configuration.settings.initialConnectionCredit))
         self.lastReceived = now
-        self.connectionEpoch = WindowEpoch(start: now, consumedAtStart: 0)
+        self.connectionEpoch = WindowEpoch(opened: now)
         self.control.append(.frame(.settings(.values(configuration.settings.entries))))
     }
 

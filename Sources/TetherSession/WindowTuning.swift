@@ -71,38 +71,51 @@ struct MinimumRTT: Sendable {
     }
 }
 
-/// The epoch of one receive window: when it started and what had been taken then (spec §7.4).
-struct WindowEpoch: Hashable, Sendable {
-    var start: NIODeadline
-    var consumedAtStart: UInt64
+/// The tuning state of one receive window (spec §7.4).
+struct WindowEpoch: Sendable {
     /// Growth this window holds from the budgets, to give back.
     var granted: UInt64 = 0
-    /// The delivery rate (octets per second) measured when the window last grew; 0 before.
-    var rateAtLastGrowth: Double = 0
+    /// When the current epoch started.
+    var start: NIODeadline
+    /// The ends of the last few epochs, to measure the rate over at least one minRTT.
+    var history: CircularBuffer<(at: NIODeadline, consumed: UInt64)>
+
+    init(opened: NIODeadline) {
+        self.start = opened
+        self.history = CircularBuffer(initialCapacity: 0)
+        self.history.append((opened, 0))
+    }
 }
 
+
 extension Session {
-    /// Ends a window's epoch after an update was advertised; grows the window if it limited the
-    /// sender (spec §7.4 steps 2–4). Returns the new window.
+    /// Ends a window's epoch after an update was advertised; grows the window if it held the
+    /// sender back (spec §7.4 steps 2–4).
     mutating func tune(
         _ window: inout ReceiveWindow, epoch: inout WindowEpoch, initial: UInt64, maximum: UInt64, now: NIODeadline
     ) {
+        let paused = window.sawPause
+        window.sawPause = false
+        let elapsed = now - epoch.start
         defer {
-            epoch = WindowEpoch(
-                start: now, consumedAtStart: window.consumed, granted: epoch.granted,
-                rateAtLastGrowth: epoch.rateAtLastGrowth)
+            epoch.start = now
+            epoch.history.append((now, window.consumed))
+            if epoch.history.count > 8 { epoch.history.removeFirst() }
         }
         let tuning = self.configuration.windowTuning
         guard tuning.enabled, let minRTT = self.minimumRTT.value, minRTT.nanoseconds > 0 else { return }
-        let elapsed = now - epoch.start
-        guard elapsed < minRTT * 2 else { return }  // the window did not limit the sender
-        let taken = window.consumed - epoch.consumedAtStart
-        let rate = Double(taken) * 1e9 / Double(max(elapsed.nanoseconds, 1))
-        // A doubling that did not raise the delivery rate by a quarter shows the window is not
-        // what limits the sender (the CPU or the path is): larger windows would only queue.
-        guard epoch.rateAtLastGrowth == 0 || rate >= epoch.rateAtLastGrowth * 1.25 else { return }
-        let bdp = UInt64(rate * Double(minRTT.nanoseconds) / 1e9)
-        let cap = min(maximum, max(initial, 2 * bdp))
+        // Held back by the window: half of it was taken within two round trips, and the data came
+        // in bursts with pauses between them (a sender limited by the path sends without pause).
+        guard paused, elapsed < minRTT * 2 else { return }
+        // The rate over the last minRTT or more: a window-limited sender delivers in bursts, one per
+        // round trip, so a shorter span would see only the burst or only the gap.
+        let reference = epoch.history.last(where: { $0.at + minRTT <= now }) ?? epoch.history.first ?? (now, 0)
+        let span = max((now - reference.at).nanoseconds, minRTT.nanoseconds)
+        let rate = Double(window.consumed - reference.consumed) * 1e9 / Double(span)
+        // Credit is renewed when half the window was taken, so a sender held back by the window
+        // delivers about half a window per round trip: 4 × rate × minRTT is twice the window
+        // then, and twice the bandwidth-delay product once the path, not the window, is the limit.
+        let cap = min(maximum, max(initial, UInt64(4 * rate * Double(minRTT.nanoseconds) / 1e9)))
         let target = min(window.window * 2, cap)
         guard target > window.window else { return }
         let wanted = target - window.window
@@ -111,17 +124,25 @@ extension Session {
         guard granted > 0 else { return }
         self.budgetUsed += granted
         epoch.granted += granted
-        epoch.rateAtLastGrowth = rate
         window.window += granted
     }
 
     /// Gives a window's growth back to the budgets (spec §7.4 step 5).
     mutating func releaseGrowth(_ epoch: inout WindowEpoch) {
-        epoch.rateAtLastGrowth = 0
         guard epoch.granted > 0 else { return }
         self.configuration.windowTuning.pool.give(epoch.granted)
         self.budgetUsed -= min(epoch.granted, self.budgetUsed)
         epoch.granted = 0
+    }
+
+    /// Notes an arrival on a receive window: a pause of a quarter minRTT or more marks a burst.
+    func noteArrival(_ window: inout ReceiveWindow, now: NIODeadline) {
+        if let last = window.lastArrival, let minRTT = self.minimumRTT.value,
+            now - last >= .nanoseconds(minRTT.nanoseconds / 4)
+        {
+            window.sawPause = true
+        }
+        window.lastArrival = now
     }
 
     /// Whether to take a fresh RTT sample now (spec §7.4 step 1).

@@ -29,6 +29,10 @@ import Testing
             _ = self.session.receive(.ping(PingFrame(ack: true, opaque: ping.opaque)), now: self.now)
             _ = self.session.receive(
                 .open(OpenFrame(streamID: self.stream, streamClass: .bulk, service: "sink")), now: self.now)
+            // A first burst: nothing arrived before it, so it cannot show a pause; no growth yet.
+            let window = self.window
+            _ = self.burst(Int(window / 2), after: .zero)
+            precondition(self.window == window)
         }
 
         mutating func frames() -> [Frame] {
@@ -43,9 +47,10 @@ import Testing
             return frames
         }
 
-        /// The peer sends `octets` (in 16 KiB frames) and the application takes them `after` later.
-        /// Returns the stream limit advertised in response, if any.
-        mutating func epoch(_ octets: Int, after: TimeAmount) -> UInt64? {
+        /// After `gap` of silence a burst of `octets` arrives (in 16 KiB frames) and the application
+        /// takes it at once. Returns the stream limit advertised in response, if any.
+        mutating func burst(_ octets: Int, after gap: TimeAmount) -> UInt64? {
+            self.now = self.now + gap
             var left = octets
             while left > 0 {
                 let size = min(left, 16_375)
@@ -54,7 +59,6 @@ import Testing
                 left -= size
             }
             self.sent += octets
-            self.now = self.now + after
             self.session.consume(self.stream, octets: octets, now: self.now)
             return self.frames().compactMap { frame -> UInt64? in
                 if case .credit(.stream(self.stream, let limit)) = frame { return limit }
@@ -72,10 +76,10 @@ import Testing
         var tuning = WindowTuning()
         tuning.pool = pool
         var harness = Harness(rtt: .milliseconds(50), tuning: tuning)
-        // On a 50 ms path each half window is taken within 10 ms, at a rate that doubles each time.
+        // A sender held back by the window: half a window arrives in a burst once per round trip.
         var window = Self.initial
         for _ in 0..<4 {
-            let limit = harness.epoch(Int(window / 2), after: .milliseconds(10))
+            let limit = harness.burst(Int(window / 2), after: .milliseconds(50))
             #expect(harness.window == window * 2)
             #expect(limit == UInt64(harness.sent) + window * 2)
             window *= 2
@@ -86,19 +90,42 @@ import Testing
     @Test func aSlowReaderDoesNotGrowItsWindow() {
         var harness = Harness(rtt: .milliseconds(50))
         for _ in 0..<5 {
-            let limit = harness.epoch(Int(Self.initial / 2), after: .milliseconds(150))  // ≥ 2 × minRTT
+            let limit = harness.burst(Int(Self.initial / 2), after: .milliseconds(150))  // ≥ 2 × minRTT
             #expect(limit == UInt64(harness.sent) + Self.initial)
         }
         #expect(harness.window == Self.initial)
     }
 
-    @Test func growthStopsWhenDoublingNoLongerRaisesTheRate() {
+    @Test func dataWithoutPausesIsNotWindowLimited() {
+        // A sender limited by the path delivers steadily: 16 KiB every 2 ms, fast enough to take
+        // half a window within two round trips, but never in bursts.
         var harness = Harness(rtt: .milliseconds(50))
-        _ = harness.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        for _ in 0..<200 {
+            _ = harness.burst(16_384, after: .milliseconds(2))
+        }
+        #expect(harness.window == Self.initial)
+    }
+
+    @Test func growthSettlesWhenThePathIsTheLimit() {
+        var harness = Harness(rtt: .milliseconds(50))
+        // The path carries 128 KiB per round trip. Once the window passes four times that
+        // product (half a window per round trip is the product, twice over), epochs outlast
+        // two round trips and growth stops.
+        for _ in 0..<20 {
+            _ = harness.burst(128 << 10, after: .milliseconds(50))
+        }
         #expect(harness.window == 2 * Self.initial)
-        // The next half window takes twice as long: same rate, so the window stays.
-        _ = harness.epoch(Int(Self.initial), after: .milliseconds(20))
-        #expect(harness.window == 2 * Self.initial)
+    }
+
+    @Test func aTinyRTTKeepsTheWindowNearItsInitialSize() {
+        // Loopback: 100 µs, and 1 GB/s (128 KiB every 131 µs). The cap, 4 × rate × minRTT, is
+        // about 400 KB; past it half a window takes longer than two round trips.
+        var harness = Harness(rtt: .microseconds(100))
+        for _ in 0..<50 {
+            _ = harness.burst(128 << 10, after: .microseconds(131))
+        }
+        #expect(harness.window < 2 * Self.initial)
+        #expect(harness.window <= 410_000)
     }
 
     @Test func aQueueInflatedSampleDoesNotRaiseMinRTT() {
@@ -113,8 +140,10 @@ import Testing
         _ = harness.session.receive(.ping(PingFrame(ack: true, opaque: ping.opaque)), now: harness.now)
         #expect(harness.session.minimumRTT.value == .milliseconds(1))
         #expect(harness.session.lastRTT == .milliseconds(80))
-        // So a half window taken in 10 ms is not window-limited: no growth.
-        _ = harness.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        // So half a window per 10 ms is far slower than the window allows: no growth.
+        for _ in 0..<5 {
+            _ = harness.burst(Int(Self.initial / 2), after: .milliseconds(10))
+        }
         #expect(harness.window == Self.initial)
     }
 
@@ -123,15 +152,15 @@ import Testing
         tuning.connectionBudget = 300 << 10
         tuning.pool = WindowPool(capacity: 1 << 30)
         var harness = Harness(rtt: .milliseconds(50), tuning: tuning)
-        _ = harness.epoch(Int(Self.initial / 2), after: .milliseconds(10))
-        _ = harness.epoch(Int(Self.initial), after: .milliseconds(10))
+        _ = harness.burst(Int(Self.initial / 2), after: .milliseconds(50))
+        _ = harness.burst(Int(Self.initial), after: .milliseconds(50))
         #expect(harness.window == Self.initial + (300 << 10))
 
         let pool = WindowPool(capacity: 100 << 10)
         tuning.connectionBudget = 32 << 20
         tuning.pool = pool
         var small = Harness(rtt: .milliseconds(50), tuning: tuning)
-        _ = small.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        _ = small.burst(Int(Self.initial / 2), after: .milliseconds(50))
         #expect(small.window == Self.initial + (100 << 10))
         #expect(pool.used == 100 << 10)
     }
@@ -141,7 +170,7 @@ import Testing
         var tuning = WindowTuning()
         tuning.pool = pool
         var harness = Harness(rtt: .milliseconds(50), tuning: tuning)
-        _ = harness.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        _ = harness.burst(Int(Self.initial / 2), after: .milliseconds(50))
         #expect(harness.window == 2 * Self.initial)
         #expect(pool.used == Self.initial)
         // The stream goes quiet: the window returns to its initial size at once, but the growth
@@ -153,7 +182,7 @@ import Testing
         // The peer spends that credit; the application takes it (slowly: no growth); now it goes back.
         let outstanding = Int(harness.session.streams[harness.stream]!.receive.advertised) - harness.sent
         #expect(outstanding == Int(2 * Self.initial))
-        let limit = harness.epoch(outstanding, after: .seconds(1))
+        let limit = harness.burst(outstanding, after: .seconds(1))
         #expect(limit == UInt64(harness.sent) + Self.initial)
         _ = harness.session.tick(now: harness.now)
         #expect(pool.used == 0)
@@ -164,7 +193,7 @@ import Testing
         var tuning = WindowTuning()
         tuning.pool = pool
         var harness = Harness(rtt: .milliseconds(50), tuning: tuning)
-        _ = harness.epoch(Int(Self.initial / 2), after: .milliseconds(10))
+        _ = harness.burst(Int(Self.initial / 2), after: .milliseconds(50))
         #expect(pool.used > 0)
         harness.session.reset(harness.stream, code: .cancel)
         #expect(pool.used == 0)

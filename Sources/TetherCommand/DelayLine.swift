@@ -1,0 +1,145 @@
+import NIOCore
+import NIOPosix
+
+/// A userspace WAN between two loopback endpoints, for `tether bench --link-rtt --link-rate`
+/// (this kernel has no netem): a TCP proxy that, in each direction, serialises bytes at the link
+/// rate and delivers them half an RTT later, with a queue of at most `buffer` octets in flight
+/// (beyond it the proxy stops reading, so the sender's TCP backs off).
+///
+/// The model per direction is a FIFO link: a chunk arriving at `t` starts transmitting when the
+/// previous one finished (or at `t`), takes `size / rate`, and arrives `rtt / 2` after that.
+struct LinkProfile: Sendable {
+    var rtt: TimeAmount
+    /// Octets per second.
+    var rate: Double
+    /// Octets in flight plus queued, per direction.
+    var buffer: Int
+
+    init(rtt: TimeAmount, bitsPerSecond: Double) {
+        self.rtt = rtt
+        self.rate = bitsPerSecond / 8
+        // At least the bandwidth-delay product, twice over, and never less than 1 MiB.
+        self.buffer = max(1 << 20, Int(2 * self.rate * Double(rtt.nanoseconds) / 1e9))
+    }
+}
+
+enum DelayLine {
+    /// Listens on 127.0.0.1 (any port); each accepted connection is joined to a new connection to
+    /// `target` through the link.
+    static func start(group: any EventLoopGroup, target: SocketAddress, link: LinkProfile) async throws -> any Channel {
+        try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.autoRead, value: false)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { inbound in
+                ClientBootstrap(group: inbound.eventLoop)
+                    .channelOption(.autoRead, value: false)
+                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .connect(to: target)
+                    .flatMapThrowing { outbound in
+                        let up = Direction(link: link)
+                        let down = Direction(link: link)
+                        try inbound.pipeline.syncOperations.addHandler(Pipe(sending: up, receiving: down, peer: outbound))
+                        try outbound.pipeline.syncOperations.addHandler(Pipe(sending: down, receiving: up, peer: inbound))
+                    }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+    }
+
+    /// One direction of the link: its queue and clock.
+    final class Direction {
+        let link: LinkProfile
+        /// Chunks in flight, with the time each arrives at the far end.
+        var inFlight = CircularBuffer<(due: NIODeadline, bytes: ByteBuffer)>()
+        var queued = 0
+        /// When the link finishes transmitting what it has.
+        var busyUntil = NIODeadline.uptimeNanoseconds(0)
+        var timer: Scheduled<Void>?
+        /// The channel that reads into this direction, paused while the queue is full.
+        weak var source: (any Channel)?
+        var sourcePaused = false
+
+        init(link: LinkProfile) {
+            self.link = link
+        }
+
+        func enqueue(_ bytes: ByteBuffer, now: NIODeadline) {
+            let start = max(now, self.busyUntil)
+            self.busyUntil = start + .nanoseconds(Int64(Double(bytes.readableBytes) / self.link.rate * 1e9))
+            self.inFlight.append((self.busyUntil + .nanoseconds(self.link.rtt.nanoseconds / 2), bytes))
+            self.queued += bytes.readableBytes
+        }
+    }
+
+    /// Reads from one end into a direction and delivers the other direction to it.
+    final class Pipe: ChannelDuplexHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+
+        let sending: Direction
+        let receiving: Direction
+        let peer: any Channel
+
+        init(sending: Direction, receiving: Direction, peer: any Channel) {
+            self.sending = sending
+            self.receiving = receiving
+            self.peer = peer
+        }
+
+        func handlerAdded(context: ChannelHandlerContext) {
+            self.sending.source = context.channel
+            if context.channel.isActive { context.read() }
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            context.read()
+            context.fireChannelActive()
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            self.sending.enqueue(self.unwrapInboundIn(data), now: .now())
+            self.schedule(self.sending, to: self.peer)
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) {
+            // Keep reading only while the link has room (the queue is the link's buffer).
+            if self.sending.queued < self.sending.link.buffer {
+                context.read()
+            } else {
+                self.sending.sourcePaused = true
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            self.peer.close(promise: nil)
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            context.close(promise: nil)
+        }
+
+        /// Delivers what is due on `direction` to `destination`, then waits for the next chunk.
+        private func schedule(_ direction: Direction, to destination: any Channel) {
+            guard direction.timer == nil, let next = direction.inFlight.first else { return }
+            let eventLoop = destination.eventLoop
+            direction.timer = eventLoop.assumeIsolated().scheduleTask(deadline: next.due) {
+                direction.timer = nil
+                let now = NIODeadline.now()
+                var delivered = false
+                while let first = direction.inFlight.first, first.due <= now {
+                    direction.inFlight.removeFirst()
+                    direction.queued -= first.bytes.readableBytes
+                    destination.write(first.bytes, promise: nil)
+                    delivered = true
+                }
+                if delivered { destination.flush() }
+                if direction.sourcePaused && direction.queued < direction.link.buffer {
+                    direction.sourcePaused = false
+                    direction.source?.read()
+                }
+                self.schedule(direction, to: destination)
+            }
+        }
+    }
+}
