@@ -96,13 +96,13 @@ struct Bench: AsyncParsableCommand {
         }
         // Memory first, while both processes are fresh (freed buffers would hide growth later).
         if rows.contains("idle") && self.idleStreams > 0 {
-            let idle = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration)
+            let idle = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
             self.emit(try await Self.idleMemory(idle, streams: self.idleStreams))
             await idle.close()
         }
 
         // Baselines, in this run: one plain TCP connection, and one through our TLS handler.
-        let connection = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration)
+        let connection = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
         let cpu = CPUMeter(connection: connection)
         var baseline: Row? = nil
         if rows.contains("raw") {
@@ -158,7 +158,7 @@ struct Bench: AsyncParsableCommand {
         self.emit(raw)
 
         let configuration = BenchSettings.configuration(.dialer)
-        let tuned = try await TetherTransport.dial(group: group, to: tunedLine.localAddress!, tls: tls, configuration: configuration)
+        let tuned = try await TetherTransport.dial(group: group, to: tunedLine.localAddress!, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
         let progress = NIOLockedValueBox([(NIODeadline, Int)]())
         let started = NIODeadline.now()
         let handle = try await tuned.openStream(service: "sink", class: .bulk).handle
@@ -186,7 +186,7 @@ struct Bench: AsyncParsableCommand {
                 link: label))
         await tuned.close()
 
-        let fixed = try await TetherTransport.dial(group: group, to: fixedLine.localAddress!, tls: tls, configuration: configuration)
+        let fixed = try await TetherTransport.dial(group: group, to: fixedLine.localAddress!, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
         let (fixedOctets, fixedSeconds) = try await Self.bulk(fixed, seconds: 5, chunk: chunk, streams: 1) { _ in nil }
         self.emit(
             Row(

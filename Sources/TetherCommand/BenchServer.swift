@@ -26,7 +26,7 @@ struct BenchServer: AsyncParsableCommand {
         let tether = try await TetherTransport.listen(
             group: group, host: "127.0.0.1", port: 0, tls: tls,
             configuration: BenchSettings.configuration(.acceptor),
-            inboundStreamHandler: { Workloads.serve($0) })
+            inboundStreamHandler: { Workloads.serve($0) }, queueLimits: BenchSettings.queueLimits)
         let raw = try await RawTCP.listen(group: group, tls: nil)
         var rawTLS: (any Channel)? = nil
         if let tls { rawTLS = try await RawTCP.listen(group: group, tls: tls) }
@@ -35,7 +35,7 @@ struct BenchServer: AsyncParsableCommand {
         fixedConfiguration.session.windowTuning = .disabled
         let fixed = try await TetherTransport.listen(
             group: group, host: "127.0.0.1", port: 0, tls: tls, configuration: fixedConfiguration,
-            inboundStreamHandler: { Workloads.serve($0) })
+            inboundStreamHandler: { Workloads.serve($0) }, queueLimits: BenchSettings.queueLimits)
         print(
             "PORTS \(tether.localAddress!.port!) \(raw.localAddress!.port!) \(rawTLS?.localAddress!.port! ?? 0) "
                 + "\(fixed.localAddress!.port!)")
@@ -52,6 +52,19 @@ struct BenchServer: AsyncParsableCommand {
 
 /// Settings both ends of the benchmark use: the defaults, with room for the idle-stream row.
 enum BenchSettings {
+    /// The default queue limits; `TETHER_BENCH_NOTSENT` and `TETHER_BENCH_WATERMARK` (high, in
+    /// octets) override them for experiments.
+    static var queueLimits: TetherTransport.QueueLimits {
+        var limits = TetherTransport.QueueLimits()
+        let environment = ProcessInfo.processInfo.environment
+        if let notSent = environment["TETHER_BENCH_NOTSENT"].flatMap(Int.init) { limits.notSentLowWaterMark = notSent }
+        if let reads = environment["TETHER_BENCH_READS"].flatMap(UInt.init) { limits.readsPerWakeup = reads }
+        if let high = environment["TETHER_BENCH_WATERMARK"].flatMap(Int.init) {
+            limits.writeBufferWaterMark = .init(low: high / 2, high: high)
+        }
+        return limits
+    }
+
     static var configuration: (Role) -> TetherConnectionHandler.Configuration {
         { role in
             var configuration = TetherConnectionHandler.Configuration(role: role, settings: Self.tunnel)
