@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "TetherSession", targets: ["TetherSession"]),
         .library(name: "Tether", targets: ["Tether"]),
         .library(name: "TetherTLS", targets: ["TetherTLS"]),
+        .library(name: "TetherCompression", targets: ["TetherCompression"]),
         .executable(name: "tether", targets: ["TetherCommand"]),
     ],
     dependencies: [
@@ -30,7 +31,11 @@ let package = Package(
         // and the async API over both. NIOCore only: callers pick the runtime.
         .target(
             name: "Tether",
-            dependencies: ["TetherSession", "TetherWire", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "TetherSession", "TetherWire", "TetherCompression",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         // Relays and their plumbing: transports (TLS then Tether), later the edge and hub services.
         .target(
@@ -68,6 +73,17 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // The system's zlib (zlib1g-dev): a module map and a shim for its init macros.
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+        // Per-stream raw DEFLATE with context takeover and bomb limits. spec/PROTOCOL.md §9.
+        .target(
+            name: "TetherCompression",
+            dependencies: ["CZlib", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         // Reads spec/vectors/ for the test targets; not a product.
         .target(
             name: "TetherTestSupport",
@@ -99,6 +115,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
+        ),
+        .testTarget(
+            name: "TetherCompressionTests",
+            dependencies: ["TetherCompression", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "TetherSessionTests",

@@ -45,12 +45,13 @@ public struct TetherConnection: Sendable {
     }
 
     /// Opens a stream toward `service` (spec §6.2). Waits for the peer's preface and for
-    /// stream-count credit of the class (spec §7.3).
+    /// stream-count credit of the class (spec §7.3). `compression` nil picks the class default:
+    /// deflate for LOGS when the peer can inflate it (spec §8.1, §9.2).
     public func openStream(
         service: String,
         class streamClass: StreamClass,
         metadata: OpenMetadata = OpenMetadata(),
-        compression: CompressionAlgorithm = .none
+        compression: CompressionAlgorithm? = nil
     ) async throws -> TetherStream {
         let handle = try await self.withHandler {
             $0.openStream(streamClass, service: service, metadata: metadata, compression: compression)

@@ -21,10 +21,11 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         /// on plain transports.
         public var peerIdentity: TetherIdentity?
 
+        /// How streams compress (spec §9): contexts, batching, bomb limits.
+        public var codec = StreamCodec.Configuration()
+
         public init(role: Role, settings: Settings = Settings()) {
             self.session = SessionConfiguration(role: role, settings: settings)
-            // Compression (spec §9) is not implemented yet: announce none, so no peer sends it.
-            self.session.settings.compression = .empty
         }
     }
 
@@ -45,6 +46,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     private var isShutDown = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
+    /// Frees idle compression contexts (spec §9.3) while any stream has a codec.
+    private var codecSweep: Scheduled<Void>?
 
     private let inboundStreamHandler: InboundStreamHandler?
     private var pendingInbound = CircularBuffer<TetherStreamHandle>(initialCapacity: 0)
@@ -62,7 +65,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         var streamClass: StreamClass
         var service: String
         var metadata: OpenMetadata
-        var compression: CompressionAlgorithm
+        var compression: CompressionAlgorithm?
         var promise: EventLoopPromise<TetherStreamHandle>
     }
 
@@ -202,11 +205,14 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         id: StreamID, streamClass: StreamClass, service: String, metadata: OpenMetadata,
         compression: CompressionAlgorithm
     ) -> TetherStreamHandle {
+        let codec = compression == .none ? nil : StreamCodec(configuration: self.configuration.codec)
         let handle = TetherStreamHandle(
             id: id, streamClass: streamClass, service: service, metadata: metadata, compression: compression,
             owner: self, eventLoop: self.context!.eventLoop,
-            sendBufferLimit: self.configuration.session.sendBufferLimit)
+            sendBufferLimit: self.configuration.session.sendBufferLimit, codec: codec,
+            compressesOutbound: self.session.mayCompress(id), maxCompressedUnit: self.session.maxCompressedUnit(id))
         self.streams[id] = handle
+        if codec != nil { self.startCodecSweep() }
         return handle
     }
 
@@ -306,6 +312,21 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         }
     }
 
+    /// Every 10 s while streams with codecs are live.
+    private func startCodecSweep() {
+        guard self.codecSweep == nil, let context = self.context else { return }
+        self.codecSweep = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(10)) {
+            self.codecSweep = nil
+            let now = NIODeadline.now()
+            var any = false
+            for handle in self.streams.values where handle.codec != nil {
+                handle.codec!.freeIdle(now: now)
+                any = true
+            }
+            if any { self.startCodecSweep() }
+        }
+    }
+
     // MARK: Teardown
 
     /// Fails every stream and waiter; runs once, when the transport closes or the handler goes.
@@ -316,6 +337,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         self.closedError = error
         self.timer?.cancel()
         self.timer = nil
+        self.codecSweep?.cancel()
+        self.codecSweep = nil
         let streams = self.streams
         self.streams.removeAll()
         for handle in streams.values { handle.fail(error) }
@@ -335,9 +358,13 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
 extension TetherConnectionHandler {
     /// Opens a stream (spec §6.2). Waits for the peer's preface and for stream-count credit.
+    /// Opens a stream (spec §6.2). Waits for the peer's preface and for stream-count credit.
+    ///
+    /// - Parameter compression: nil picks the class's default (spec §8.1): deflate for LOGS when the
+    ///   peer can inflate it, none otherwise.
     public func openStream(
         _ streamClass: StreamClass, service: String, metadata: OpenMetadata = OpenMetadata(),
-        compression: CompressionAlgorithm = .none
+        compression: CompressionAlgorithm? = nil
     ) -> EventLoopFuture<TetherStreamHandle> {
         let eventLoop = self.readyPromise.futureResult.eventLoop
         eventLoop.preconditionInEventLoop()
@@ -354,14 +381,16 @@ extension TetherConnectionHandler {
 
     /// Tries an open now; false when it has to wait for the preface or for credit.
     private func attemptOpen(_ open: PendingOpen) -> Bool {
+        guard let peer = self.session.peerSettings else { return false }
+        let compression =
+            open.compression ?? (open.streamClass == .logs && peer.compression.contains(.deflate) ? .deflate : .none)
         switch self.session.openStream(
-            open.streamClass, service: open.service, metadata: open.metadata, compression: open.compression,
-            now: .now())
+            open.streamClass, service: open.service, metadata: open.metadata, compression: compression, now: .now())
         {
         case .success(let id):
             let handle = self.makeHandle(
                 id: id, streamClass: open.streamClass, service: open.service, metadata: open.metadata,
-                compression: open.compression)
+                compression: compression)
             self.scheduleFlush()
             open.promise.succeed(handle)
         case .failure(.notReady), .failure(.noCredit):
@@ -416,9 +445,14 @@ extension TetherConnectionHandler {
         self.session.bufferedOctets(id)
     }
 
-    func streamWrite(_ id: StreamID, _ bytes: ByteBuffer, endMessage: Bool) throws {
-        if case .failure = self.session.write(id, bytes, endMessage: endMessage, now: .now()) {
-            throw TetherError(.streamClosed, "stream \(id) is closed for writing")
+    func streamWrite(_ id: StreamID, _ bytes: ByteBuffer, endMessage: Bool, compression: DataFrame.Flags) throws {
+        let result =
+            compression.isEmpty
+            ? self.session.write(id, bytes, endMessage: endMessage, now: .now())
+            : self.session.writeCompressed(
+                id, bytes, endMessage: endMessage, resetContext: compression.contains(.resetContext), now: .now())
+        if case .failure(let error) = result {
+            throw TetherError(.streamClosed, "stream \(id) refused the write: \(error)")
         }
         self.scheduleFlush()
     }

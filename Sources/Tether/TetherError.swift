@@ -19,6 +19,9 @@ public struct TetherError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let messageTooLarge = Code(name: "messageTooLarge")
         /// The stream ended in the middle of a message.
         public static let truncatedMessage = Code(name: "truncatedMessage")
+        /// Compressed data was invalid or tripped a decompression limit; the stream was reset with
+        /// COMPRESSION_ERROR (spec §9.4).
+        public static let compression = Code(name: "compression")
     }
 
     public let code: Code

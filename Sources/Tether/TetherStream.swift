@@ -31,8 +31,57 @@ public struct TetherStream: Sendable {
 
     /// Writes `bytes`, waiting while the stream's send buffer is full (spec §7.2). `endMessage`
     /// marks the last octet as the end of a message (END_MSG).
+    ///
+    /// On a compressed stream (spec §9) small writes are batched: they are compressed, here and
+    /// not on the event loop, once 16 KiB have gathered, at a message end, on ``flush()``, or
+    /// 10 ms after the first of them.
     public func write(_ bytes: ByteBuffer, endMessage: Bool = false) async throws {
-        try await self.onLoop { $0.write(bytes, endMessage: endMessage) }.get()
+        guard let codec = self.handle.codec, self.handle.compressesOutbound else {
+            try await self.onLoop { $0.write(bytes, endMessage: endMessage) }.get()
+            return
+        }
+        try await self.compress(bytes, endMessage: endMessage, codec: codec)
+        if codec.needsFlushTimer() {
+            let stream = self
+            Task {
+                try? await Task.sleep(for: .nanoseconds(codec.configuration.flushDelay.nanoseconds))
+                try? await stream.flush()
+            }
+        }
+    }
+
+    /// Sends what a compressed stream has batched (spec §9.3). Nothing to do on other streams.
+    public func flush() async throws {
+        guard let codec = self.handle.codec, self.handle.compressesOutbound else { return }
+        try await self.compress(nil, endMessage: false, codec: codec)
+    }
+
+    /// Compresses (here, not on the event loop) and queues the units on the stream in order; a
+    /// compression failure resets the stream (spec §9.4).
+    private func compress(_ bytes: ByteBuffer?, endMessage: Bool, codec: StreamCodec) async throws {
+        let handle = self.handle
+        let written: EventLoopFuture<Void>
+        do {
+            written = try codec.write(bytes, endMessage: endMessage, maxUnit: handle.maxCompressedUnit, now: .now()) {
+                units in
+                // Submitted with the codec's lock held: units reach the stream in context order.
+                handle.eventLoop.flatSubmit {
+                    var last = handle.eventLoop.makeSucceededVoidFuture()
+                    for unit in units {
+                        last =
+                            unit.compressed
+                            ? handle.writeCompressedUnit(
+                                unit.bytes, endMessage: unit.endsMessage, resetContext: unit.resetContext)
+                            : handle.write(unit.bytes, endMessage: unit.endsMessage)
+                    }
+                    return last
+                }
+            }
+        } catch {
+            handle.eventLoop.execute { handle.reset(.compressionError) }
+            throw TetherError(.compression, errorCode: .compressionError, "\(error)")
+        }
+        try await written.get()
     }
 
     /// Writes one whole message (END_MSG on its last octet).
@@ -42,6 +91,7 @@ public struct TetherStream: Sendable {
 
     /// Half-closes: FIN after everything written (spec §6.4). Reading continues.
     public func finish() async throws {
+        try await self.flush()
         try await self.onLoop { $0.finish() }.get()
     }
 
@@ -60,8 +110,27 @@ public struct TetherStream: Sendable {
     public func messages(maxSize: Int = 1 << 20) -> Messages { Messages(stream: self, maxSize: maxSize) }
 
     /// Takes everything buffered (up to 1 MiB), waiting for something; credit goes back for what
-    /// was taken. Empty means the peer finished.
+    /// was taken. Compressed frames are inflated here, in the reader's task (spec §9.4), and a
+    /// frame that breaks a limit resets the stream with COMPRESSION_ERROR. Empty means the peer
+    /// finished.
     fileprivate func readBatch() async throws -> [TetherStreamHandle.StreamRead] {
+        var batch = try await self.takeBatch()
+        guard let codec = self.handle.codec else { return batch }
+        let now = NIODeadline.now()
+        for index in batch.indices where batch[index].compression.contains(.compressed) {
+            do {
+                batch[index].bytes = try codec.inflate(
+                    batch[index].bytes, resetContext: batch[index].compression.contains(.resetContext), now: now)
+                batch[index].compression = []
+            } catch {
+                await self.reset(.compressionError)
+                throw TetherError(.compression, errorCode: .compressionError, "\(error)")
+            }
+        }
+        return batch
+    }
+
+    private func takeBatch() async throws -> [TetherStreamHandle.StreamRead] {
         try await self.onLoop { handle in
             handle.waitForReadable().flatMapThrowing {
                 if let failure = handle.failure { throw failure }

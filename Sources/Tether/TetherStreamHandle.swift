@@ -1,4 +1,5 @@
 import NIOCore
+import TetherCompression
 import TetherSession
 import TetherWire
 
@@ -20,6 +21,11 @@ public final class TetherStreamHandle: @unchecked Sendable {
     public let metadata: OpenMetadata
     public let compression: CompressionAlgorithm
     public let eventLoop: any EventLoop
+    /// The stream's compression state, when it has an algorithm (spec §9).
+    public let codec: StreamCodec?
+    /// Whether this side sends compressed units on the stream (spec §9.2), and how large one may be.
+    public let compressesOutbound: Bool
+    public let maxCompressedUnit: Int
 
     /// The handler that runs the session; nil once the stream can no longer reach it.
     var owner: TetherConnectionHandler?
@@ -42,18 +48,22 @@ public final class TetherStreamHandle: @unchecked Sendable {
         public var endsMessage: Bool
         /// Octets this took on the wire: what to pass to ``TetherStreamHandle/consumed(_:)``.
         public var wireOctets: Int
+        /// COMPRESSED and RESET_CONTEXT as they arrived: `bytes` is then still compressed (spec §9.3).
+        public var compression: DataFrame.Flags
     }
 
     private struct PendingWrite {
         var bytes: ByteBuffer
         var endMessage: Bool
+        /// Non-empty for a compressed unit, which goes whole.
+        var compression: DataFrame.Flags
         var promise: EventLoopPromise<Void>
     }
 
     init(
         id: StreamID, streamClass: StreamClass, service: String, metadata: OpenMetadata,
         compression: CompressionAlgorithm, owner: TetherConnectionHandler, eventLoop: any EventLoop,
-        sendBufferLimit: Int
+        sendBufferLimit: Int, codec: StreamCodec?, compressesOutbound: Bool, maxCompressedUnit: Int
     ) {
         self.id = id
         self.streamClass = streamClass
@@ -63,6 +73,9 @@ public final class TetherStreamHandle: @unchecked Sendable {
         self.owner = owner
         self.eventLoop = eventLoop
         self.sendBufferLimit = sendBufferLimit
+        self.codec = codec
+        self.compressesOutbound = compressesOutbound
+        self.maxCompressedUnit = maxCompressedUnit
     }
 
     // MARK: Reading
@@ -134,7 +147,21 @@ public final class TetherStreamHandle: @unchecked Sendable {
         if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
         if self.sendClosed { return self.eventLoop.makeFailedFuture(TetherError(.streamClosed, "stream already finished")) }
         let promise = self.eventLoop.makePromise(of: Void.self)
-        self.writeWaiters.append(PendingWrite(bytes: bytes, endMessage: endMessage, promise: promise))
+        self.writeWaiters.append(PendingWrite(bytes: bytes, endMessage: endMessage, compression: [], promise: promise))
+        self.pumpWrites()
+        return promise.futureResult
+    }
+
+    /// Writes one compressed unit, whole, in order with other writes (spec §9.3). The unit was
+    /// made by ``codec`` and is at most ``maxCompressedUnit`` octets.
+    public func writeCompressedUnit(_ unit: ByteBuffer, endMessage: Bool, resetContext: Bool) -> EventLoopFuture<Void> {
+        self.eventLoop.preconditionInEventLoop()
+        if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
+        if self.sendClosed { return self.eventLoop.makeFailedFuture(TetherError(.streamClosed, "stream already finished")) }
+        var flags: DataFrame.Flags = [.compressed]
+        if resetContext { flags.insert(.resetContext) }
+        let promise = self.eventLoop.makePromise(of: Void.self)
+        self.writeWaiters.append(PendingWrite(bytes: unit, endMessage: endMessage, compression: flags, promise: promise))
         self.pumpWrites()
         return promise.futureResult
     }
@@ -166,11 +193,12 @@ public final class TetherStreamHandle: @unchecked Sendable {
         let piece = max(1, self.sendBufferLimit / 2)
         while var pending = self.writeWaiters.first {
             guard owner.bufferedOctets(self.id) <= self.sendBufferLimit / 2 else { return }
-            let length = min(piece, pending.bytes.readableBytes)
+            let length = pending.compression.isEmpty ? min(piece, pending.bytes.readableBytes) : pending.bytes.readableBytes
             let chunk = pending.bytes.readSlice(length: length)!
             let last = pending.bytes.readableBytes == 0
             do {
-                try owner.streamWrite(self.id, chunk, endMessage: last && pending.endMessage)
+                try owner.streamWrite(
+                    self.id, chunk, endMessage: last && pending.endMessage, compression: pending.compression)
             } catch {
                 self.fail(error as? TetherError ?? TetherError(.streamClosed, "\(error)"))
                 return
@@ -192,7 +220,8 @@ public final class TetherStreamHandle: @unchecked Sendable {
         if payload.readableBytes > 0 || flags.contains(.endMessage) {
             self.inbound.append(
                 StreamRead(
-                    bytes: payload, endsMessage: flags.contains(.endMessage), wireOctets: payload.readableBytes))
+                    bytes: payload, endsMessage: flags.contains(.endMessage), wireOctets: payload.readableBytes,
+                    compression: flags.intersection([.compressed, .resetContext])))
         }
         if flags.contains(.fin) { self.receiveEnded = true }
     }

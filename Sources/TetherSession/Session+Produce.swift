@@ -165,11 +165,14 @@ extension Session {
         var becameWritable = false
         if stream.outbound.hasData {
             var limit = min(UInt64(maxPayload), stream.send.available, connectionAvailable)
-            guard limit > 0 else {
-                return stream.send.available == 0 ? .blockedOnStream : .blockedOnConnection
+            let minimum = UInt64(stream.outbound.nextFrameMinimum)
+            guard limit >= minimum else {
+                return stream.send.available < minimum ? .blockedOnStream : .blockedOnConnection
             }
             let fits = UInt64(max(0, room - FrameHeader.size))
-            if fits < limit {
+            if let unit = stream.outbound.firstUnitSize {
+                guard UInt64(unit) <= fits else { return .doesNotFit }
+            } else if fits < limit {
                 // Cut to the record's room, unless that leaves a sliver: then the next record.
                 guard fits >= Self.smallestCutFrame || UInt64(stream.outbound.bufferedBytes) <= fits else {
                     return .doesNotFit
@@ -177,10 +180,11 @@ extension Session {
                 limit = fits
             }
             let before = stream.outbound.bufferedBytes
-            let (taken, endsMessage) = stream.outbound.take(upTo: Int(limit))
+            let (taken, endsMessage, compression) = stream.outbound.take(upTo: Int(limit))
             payload = taken
             stream.send.spend(payload.readableBytes)
             if endsMessage { flags.insert(.endMessage) }
+            flags.formUnion(compression)
             let resumeAt = sendBufferLimit / 2
             becameWritable = before > resumeAt && stream.outbound.bufferedBytes <= resumeAt
         }

@@ -71,6 +71,46 @@ extension Session {
     public mutating func write(
         _ id: StreamID, _ bytes: ByteBuffer, endMessage: Bool = false, now: NIODeadline
     ) -> Result<Int, StreamWriteError> {
+        self.write(id, bytes, endMessage: endMessage, compression: [], now: now)
+    }
+
+    /// Buffers one compressed unit (spec §9.3): the deflated, sync-flushed octets of what the
+    /// application wrote, without the trailing `00 00 FF FF`. It goes whole in one COMPRESSED frame
+    /// (with RESET_CONTEXT when `resetContext`). It must not exceed ``maxCompressedUnit(_:)``.
+    public mutating func writeCompressed(
+        _ id: StreamID, _ unit: ByteBuffer, endMessage: Bool = false, resetContext: Bool = false, now: NIODeadline
+    ) -> Result<Int, StreamWriteError> {
+        guard let stream = self.streams[id], self.mayCompress(stream), unit.readableBytes > 0,
+            unit.readableBytes <= self.maxCompressedUnit(id)
+        else {
+            return .failure(.compressionNotAllowed)
+        }
+        var flags: DataFrame.Flags = [.compressed]
+        if resetContext { flags.insert(.resetContext) }
+        return self.write(id, unit, endMessage: endMessage, compression: flags, now: now)
+    }
+
+    /// The largest compressed unit a stream can send: one frame, and no more than the peer's
+    /// initial stream credit, so a unit can always be sent.
+    public func maxCompressedUnit(_ id: StreamID) -> Int {
+        guard let peer = self.peerSettings else { return 0 }
+        return min(Int(peer.maxFramePayload), Int(peer.initialStreamCredit))
+    }
+
+    /// Whether this side may set COMPRESSED on a stream (spec §9.2): the stream has an algorithm,
+    /// and the peer can decompress it (for our own streams it announced it, or we would not have
+    /// opened it so).
+    public func mayCompress(_ id: StreamID) -> Bool {
+        self.streams[id].map(self.mayCompress) ?? false
+    }
+
+    private func mayCompress(_ stream: StreamState) -> Bool {
+        stream.compression != .none && (self.peerSettings?.compression.contains(stream.compression) ?? false)
+    }
+
+    private mutating func write(
+        _ id: StreamID, _ bytes: ByteBuffer, endMessage: Bool, compression: DataFrame.Flags, now: NIODeadline
+    ) -> Result<Int, StreamWriteError> {
         guard let index = self.streams.index(forKey: id),
             self.streams.values[index].phase != .halfClosedLocal,
             !self.streams.values[index].outbound.finRequested
@@ -78,7 +118,7 @@ extension Session {
             return .failure(.closed)
         }
         if bytes.readableBytes > 0 || endMessage {
-            self.streams.values[index].outbound.append(bytes, endsMessage: endMessage)
+            self.streams.values[index].outbound.append(bytes, endsMessage: endMessage, compression: compression)
             self.streams.values[index].lastActivity = now
             self.scheduleIfReady(id)
         }

@@ -216,10 +216,11 @@ public struct Session: Sendable {
         // Read in place: copying the stream state would retain everything it holds.
         guard !self.streams.values[index].isQueued else { return }
         let creditFree = self.streams.values[index].outbound.hasCreditFreeWork
-        let canSendData = self.streams.values[index].outbound.hasData && self.streams.values[index].send.available > 0
+        let needed = UInt64(self.streams.values[index].outbound.nextFrameMinimum)
+        let canSendData = self.streams.values[index].outbound.hasData && self.streams.values[index].send.available >= needed
         guard creditFree || canSendData else { return }
         self.streams.values[index].isQueued = true
-        if creditFree || self.connectionSend.available > 0 {
+        if creditFree || self.connectionSend.available >= needed {
             self.scheduler.enqueue(id, self.streams.values[index].streamClass)
         } else {
             self.connectionBlocked.append(id)

@@ -119,4 +119,6 @@ public enum OpenError: Error, Hashable, Sendable {
 public enum StreamWriteError: Error, Hashable, Sendable {
     /// The stream is reset, closed, or this side already sent FIN.
     case closed
+    /// The stream has no compression this side may use, or the unit is empty or too large (spec §9.2).
+    case compressionNotAllowed
 }

@@ -48,6 +48,9 @@ struct OutboundQueue: Sendable {
         var bytes: ByteBuffer
         /// The last octet of `bytes` ends a message (END_MSG).
         var endsMessage: Bool
+        /// COMPRESSED (and RESET_CONTEXT) when this is a compressed unit, which goes whole in one
+        /// frame (spec §9.3); empty for plain bytes.
+        var compression: DataFrame.Flags = []
     }
 
     /// Frames smaller than this are filled from the following writes; larger ones go as they are.
@@ -65,11 +68,20 @@ struct OutboundQueue: Sendable {
     /// Work that needs no credit: the OPEN, or a FIN with nothing before it.
     var hasCreditFreeWork: Bool { self.openPending || (self.finRequested && !self.hasData) }
 
-    mutating func append(_ bytes: ByteBuffer, endsMessage: Bool) {
+    mutating func append(_ bytes: ByteBuffer, endsMessage: Bool, compression: DataFrame.Flags = []) {
         if self.chunks == nil { self.chunks = CircularBuffer(initialCapacity: 4) }
-        self.chunks!.append(Chunk(bytes: bytes, endsMessage: endsMessage))
+        self.chunks!.append(Chunk(bytes: bytes, endsMessage: endsMessage, compression: compression))
         self.bufferedBytes += bytes.readableBytes
     }
+
+    /// The size of the first chunk when it is a compressed unit, which must go whole.
+    var firstUnitSize: Int? {
+        guard let first = self.chunks?.first, !first.compression.isEmpty else { return nil }
+        return first.bytes.readableBytes
+    }
+
+    /// Octets the next frame needs at least: a whole compressed unit, or one octet.
+    var nextFrameMinimum: Int { self.firstUnitSize ?? 1 }
 
     mutating func removeAll() {
         self.chunks = nil
@@ -78,20 +90,26 @@ struct OutboundQueue: Sendable {
 
     /// Takes up to `limit` octets for one DATA frame. A frame never runs past the end of a message,
     /// so END_MSG stays exact; small chunks are joined (copied) up to the limit, large ones sliced.
-    mutating func take(upTo limit: Int) -> (payload: ByteBuffer, endsMessage: Bool) {
+    mutating func take(upTo limit: Int) -> (payload: ByteBuffer, endsMessage: Bool, compression: DataFrame.Flags) {
         precondition(limit > 0 && self.hasData)
         var first = self.chunks!.removeFirst()
+        if !first.compression.isEmpty {
+            // A compressed unit goes whole, alone (the caller checked it fits).
+            precondition(first.bytes.readableBytes <= limit)
+            self.bufferedBytes -= first.bytes.readableBytes
+            return (first.bytes, first.endsMessage, first.compression)
+        }
         if first.bytes.readableBytes > limit {
             let slice = first.bytes.readSlice(length: limit)!
             self.chunks!.prepend(first)
             self.bufferedBytes -= limit
-            return (slice, false)
+            return (slice, false, [])
         }
         var payload = first.bytes
         var endsMessage = first.endsMessage
         // Join small writes that follow (copying them), up to the limit, stopping at a message end.
         while !endsMessage, payload.readableBytes < Self.joinBelow, let next = self.chunks!.first,
-            payload.readableBytes + next.bytes.readableBytes <= limit
+            next.compression.isEmpty, payload.readableBytes + next.bytes.readableBytes <= limit
         {
             var bytes = self.chunks!.removeFirst().bytes
             if next.bytes.readableBytes > 0 {
@@ -100,7 +118,7 @@ struct OutboundQueue: Sendable {
             endsMessage = next.endsMessage
         }
         self.bufferedBytes -= payload.readableBytes
-        return (payload, endsMessage)
+        return (payload, endsMessage, [])
     }
 }
 

@@ -16,6 +16,7 @@ public enum VectorFrame {
                 case "FIN": flags.insert(.fin)
                 case "END_MSG": flags.insert(.endMessage)
                 case "COMPRESSED": flags.insert(.compressed)
+                case "RESET_CONTEXT": flags.insert(.resetContext)
                 default: throw VectorError("unknown DATA flag \(name)")
                 }
             }

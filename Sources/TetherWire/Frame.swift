@@ -55,9 +55,11 @@ public struct DataFrame: Hashable, Sendable {
         public static let endMessage = Flags(rawValue: 0x2)
         /// The payload is compressed with the stream's algorithm (spec §9).
         public static let compressed = Flags(rawValue: 0x4)
+        /// With COMPRESSED: this frame starts a new compression context (spec §9.3).
+        public static let resetContext = Flags(rawValue: 0x8)
 
         /// Every flag spec §5.1 defines.
-        public static let defined: Flags = [.fin, .endMessage, .compressed]
+        public static let defined: Flags = [.fin, .endMessage, .compressed, .resetContext]
     }
 
     public var streamID: StreamID

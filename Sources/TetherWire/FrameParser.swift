@@ -14,6 +14,9 @@ enum FrameParser {
             if flags.contains(.compressed) && payload.readableBytes == 0 {
                 throw WireError(.emptyCompressedData, "COMPRESSED DATA on stream \(header.streamID) has no payload")
             }
+            if flags.contains(.resetContext) && !flags.contains(.compressed) {
+                throw WireError(.resetWithoutCompression, "RESET_CONTEXT without COMPRESSED on stream \(header.streamID)")
+            }
             return .data(DataFrame(streamID: header.streamID, flags: flags, payload: payload))
         case .open:
             try requireStream(header)

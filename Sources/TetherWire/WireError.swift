@@ -20,6 +20,7 @@ public struct WireError: Error, Hashable, Sendable {
         public static let wrongStream = Reason("wrongStream", .protocolError, "§4.3")
         public static let badPayloadSize = Reason("badPayloadSize", .frameSizeError, "§5")
         public static let emptyCompressedData = Reason("emptyCompressedData", .protocolError, "§5.1")
+        public static let resetWithoutCompression = Reason("resetWithoutCompression", .protocolError, "§5.1")
         public static let openTooLarge = Reason("openTooLarge", .frameSizeError, "§5.2")
         public static let openTruncated = Reason("openTruncated", .frameSizeError, "§5.2")
         public static let invalidClass = Reason("invalidClass", .protocolError, "§5.2")
@@ -34,7 +35,8 @@ public struct WireError: Error, Hashable, Sendable {
         public static let settingOutOfRange = Reason("settingOutOfRange", .settingsError, "§3.3")
 
         public static let all: [Reason] = [
-            .badPreface, .frameTooLarge, .wrongStream, .badPayloadSize, .emptyCompressedData, .openTooLarge,
+            .badPreface, .frameTooLarge, .wrongStream, .badPayloadSize, .emptyCompressedData, .resetWithoutCompression,
+            .openTooLarge,
             .openTruncated, .invalidClass, .invalidService, .invalidMetadataKey, .duplicateMetadataKey,
             .invalidCreditClass, .creditTooLarge, .debugTooLong, .debugNotUTF8, .duplicateSetting, .settingOutOfRange,
         ]

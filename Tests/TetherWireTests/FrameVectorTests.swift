@@ -26,7 +26,7 @@ import Testing
             }
         }
         let required: Set<String> = [
-            "DATA/0", "DATA/1", "DATA/2", "DATA/3", "DATA/4", "DATA/6", "DATA/7", "OPEN/COMMAND", "OPEN/METADATA",
+            "DATA/0", "DATA/1", "DATA/2", "DATA/3", "DATA/4", "DATA/6", "DATA/12", "DATA/15", "OPEN/COMMAND", "OPEN/METADATA",
             "OPEN/LOGS", "OPEN/BULK", "RESET", "CREDIT/stream", "CREDIT/connection", "CREDIT/streams", "SETTINGS",
             "SETTINGS/ACK", "PING/false", "PING/true", "GOAWAY", "unknown",
         ]

@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 TYPES = {"DATA": 0, "OPEN": 1, "RESET": 2, "CREDIT": 3, "SETTINGS": 4, "PING": 5, "GOAWAY": 6}
 FLAGS = {
-    "DATA": {"FIN": 1, "END_MSG": 2, "COMPRESSED": 4},
+    "DATA": {"FIN": 1, "END_MSG": 2, "COMPRESSED": 4, "RESET_CONTEXT": 8},
     "CREDIT": {"STREAMS": 1},
     "SETTINGS": {"ACK": 1},
     "PING": {"ACK": 1},
@@ -95,7 +95,10 @@ FRAMES = [
     ("DATA FIN and END_MSG", {"type": "DATA", "stream": 5, "flags": ["FIN", "END_MSG"], "payload": "2a"}),
     ("DATA COMPRESSED", {"type": "DATA", "stream": 7, "flags": ["COMPRESSED"], "payload": "f248cdc9c90700"}),
     ("DATA COMPRESSED END_MSG", {"type": "DATA", "stream": 9, "flags": ["END_MSG", "COMPRESSED"], "payload": "0a"}),
-    ("DATA all flags", {"type": "DATA", "stream": 11, "flags": ["FIN", "END_MSG", "COMPRESSED"], "payload": "0b"}),
+    ("DATA all flags", {"type": "DATA", "stream": 11, "flags": ["FIN", "END_MSG", "COMPRESSED", "RESET_CONTEXT"],
+                        "payload": "0b"}),
+    ("DATA COMPRESSED RESET_CONTEXT", {"type": "DATA", "stream": 11, "flags": ["COMPRESSED", "RESET_CONTEXT"],
+                                       "payload": "f248cdc9c90700"}),
     ("empty DATA carrying FIN", {"type": "DATA", "stream": 4294967295, "flags": ["FIN"], "payload": ""}),
     ("empty DATA without flags", {"type": "DATA", "stream": 13, "flags": [], "payload": ""}),
     ("DATA at the default maximum payload", {"type": "DATA", "stream": 1, "flags": [], "payload": "ab" * 16375}),
@@ -164,6 +167,8 @@ MALFORMED = [
     ("STREAMS CREDIT on a stream", (header(5, 3, 1, 1) + bytes([1, 0, 0, 0, 1])).hex(), "PROTOCOL_ERROR",
      "wrongStream", "§4.3", {}),
     ("empty COMPRESSED DATA", header(0, 0, 4, 1).hex(), "PROTOCOL_ERROR", "emptyCompressedData", "§5.1", {}),
+    ("RESET_CONTEXT without COMPRESSED", (header(1, 0, 8, 1) + b"a").hex(), "PROTOCOL_ERROR", "resetWithoutCompression",
+     "§5.1", {}),
     ("RESET with 8 octets", (header(8, 2, 0, 1) + bytes(8)).hex(), "FRAME_SIZE_ERROR", "badPayloadSize", "§5", {}),
     ("CREDIT with 4 octets", (header(4, 3, 0, 1) + bytes(4)).hex(), "FRAME_SIZE_ERROR", "badPayloadSize", "§5", {}),
     ("STREAMS CREDIT with 8 octets", (header(8, 3, 1, 0) + bytes(8)).hex(), "FRAME_SIZE_ERROR", "badPayloadSize",

@@ -1,0 +1,100 @@
+import NIOCore
+import TetherCompression
+import Testing
+
+/// spec §9.3, §9.4 on the zlib contexts themselves.
+@Suite struct DeflateTests {
+    static func logText(_ lines: Int) -> ByteBuffer {
+        var text = ""
+        for index in 0..<lines {
+            text += "Nov 27 00:00:\(10 + index % 50) node-1 kubelet[1234]: I1127 pod_workers.go:\(900 + index % 97)] "
+            text += "\"SyncLoop (PLEG): event for pod\" pod=\"default/web-\(index % 7)\" event=ContainerStarted\n"
+        }
+        return ByteBuffer(string: text)
+    }
+
+    @Test func framesRoundTripWithContextTakeover() throws {
+        let deflater = try Deflater()
+        let inflater = try Inflater()
+        var text = Self.logText(2_000)
+        var wire = 0
+        var plain = 0
+        while text.readableBytes > 0 {
+            let input = text.readSlice(length: min(text.readableBytes, deflater.maxInput(forPayload: 16_375)))!
+            var payload = ByteBuffer()
+            try deflater.compress(input, into: &payload)
+            #expect(payload.readableBytes <= 16_375)
+            // The sync flush's 00 00 FF FF is left out (spec §9.3).
+            #expect(payload.getBytes(at: payload.writerIndex - 4, length: 4) != [0, 0, 0xFF, 0xFF])
+            #expect(try inflater.inflate(payload) == input)
+            wire += payload.readableBytes
+            plain += input.readableBytes
+        }
+        #expect(Double(plain) / Double(wire) > 3)  // log text compresses
+    }
+
+    @Test func maxInputAlwaysFitsTheFrameEvenForRandomData() throws {
+        let deflater = try Deflater()
+        var random = SystemRandomNumberGenerator()
+        for payload in [16_375, 4_096, 1_000] {
+            let length = deflater.maxInput(forPayload: payload)
+            #expect(length > payload * 8 / 10)  // deflateBound is conservative for small windows
+            let input = ByteBuffer(bytes: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) })
+            var output = ByteBuffer()
+            try deflater.compress(input, into: &output)
+            #expect(output.readableBytes <= payload)
+        }
+    }
+
+    @Test func aFrameThatInflatesPastTheLimitIsRefusedWithoutInflatingIt() throws {
+        // A few KiB that would inflate to 4 MiB.
+        var bomber = try Deflater(parameters: { var p = DeflateParameters(); p.level = 9; return p }())
+        var bomb = ByteBuffer()
+        try bomber.compress(ByteBuffer(repeating: 0, count: 4 << 20), into: &bomb)
+        #expect(bomb.readableBytes < 8_192)
+        let inflater = try Inflater()
+        #expect(throws: CompressionError.self) { try inflater.inflate(bomb) }
+        _ = bomber
+        bomber = try Deflater()
+    }
+
+    @Test func theStreamLimitsCountAcrossFrames() throws {
+        var limits = InflateLimits()
+        limits.perStream = 1 << 20
+        let deflater = try Deflater(parameters: { var p = DeflateParameters(); p.level = 9; return p }())
+        let inflater = try Inflater(limits: limits)
+        var inflated = 0
+        let thrown = #expect(throws: CompressionError.self) {
+            for _ in 0..<64 {
+                var payload = ByteBuffer()
+                try deflater.compress(ByteBuffer(repeating: 0, count: 65_536), into: &payload)
+                inflated += try inflater.inflate(payload).readableBytes
+            }
+        }
+        #expect(thrown?.code == .limit)
+        #expect(inflated == 1 << 20)  // sixteen frames of 64 KiB, then the seventeenth trips it
+    }
+
+    @Test func garbageIsInvalidData() throws {
+        let inflater = try Inflater()
+        let thrown = #expect(throws: CompressionError.self) {
+            try inflater.inflate(ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x13]))
+        }
+        #expect(thrown?.code == .invalidData)
+    }
+
+    @Test func aResetContextCarriesTheStreamTotals() throws {
+        var limits = InflateLimits()
+        limits.perStream = 100_000
+        let first = try Inflater(limits: limits)
+        let deflater = try Deflater()
+        var payload = ByteBuffer()
+        try deflater.compress(ByteBuffer(repeating: 7, count: 60_000), into: &payload)
+        _ = try first.inflate(payload)
+        let second = try Inflater(limits: limits, carryingTotalsFrom: first)
+        let fresh = try Deflater()
+        var again = ByteBuffer()
+        try fresh.compress(ByteBuffer(repeating: 7, count: 60_000), into: &again)
+        #expect(throws: CompressionError.self) { try second.inflate(again) }
+    }
+}
