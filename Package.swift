@@ -104,6 +104,7 @@ let package = Package(
             name: "TetherTests",
             dependencies: [
                 "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire", "TetherTestSupport",
+                "TetherCompression",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -220,7 +220,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
     /// Flushes at the end of the current event-loop tick, so writes made together go out together.
     func scheduleFlush() {
-        guard !self.flushScheduled, let context = self.context else { return }
+        guard !self.flushScheduled, !self.isShutDown, let context = self.context else { return }
         self.flushScheduled = true
         context.eventLoop.assumeIsolated().execute {
             self.flushScheduled = false

@@ -60,12 +60,14 @@ public struct TetherStream: Sendable {
     /// compression failure resets the stream (spec §9.4).
     private func compress(_ bytes: ByteBuffer?, endMessage: Bool, codec: StreamCodec) async throws {
         let handle = self.handle
-        let written: EventLoopFuture<Void>
+        let written: EventLoopFuture<Void>?
         do {
             written = try codec.write(bytes, endMessage: endMessage, maxUnit: handle.maxCompressedUnit, now: .now()) {
                 units in
+                // Nothing to send: touch nothing (the timer's flush may come after the loop stopped).
+                guard !units.isEmpty else { return nil }
                 // Submitted with the codec's lock held: units reach the stream in context order.
-                handle.eventLoop.flatSubmit {
+                return handle.eventLoop.flatSubmit {
                     var last = handle.eventLoop.makeSucceededVoidFuture()
                     for unit in units {
                         last =
@@ -81,7 +83,7 @@ public struct TetherStream: Sendable {
             handle.eventLoop.execute { handle.reset(.compressionError) }
             throw TetherError(.compression, errorCode: .compressionError, "\(error)")
         }
-        try await written.get()
+        try await written?.get()
     }
 
     /// Writes one whole message (END_MSG on its last octet).
@@ -109,25 +111,24 @@ public struct TetherStream: Sendable {
     /// Whole messages (END_MSG-delimited), each at most `maxSize` octets; ends at the peer's FIN.
     public func messages(maxSize: Int = 1 << 20) -> Messages { Messages(stream: self, maxSize: maxSize) }
 
-    /// Takes everything buffered (up to 1 MiB), waiting for something; credit goes back for what
-    /// was taken. Compressed frames are inflated here, in the reader's task (spec §9.4), and a
-    /// frame that breaks a limit resets the stream with COMPRESSION_ERROR. Empty means the peer
-    /// finished.
+    /// Takes everything buffered (up to 1 MiB on the wire), waiting for something; credit goes
+    /// back for what was taken. Empty means the peer finished. Compressed reads stay compressed:
+    /// ``plain(_:)`` inflates each one as the reader reaches it.
     fileprivate func readBatch() async throws -> [TetherStreamHandle.StreamRead] {
-        var batch = try await self.takeBatch()
-        guard let codec = self.handle.codec else { return batch }
-        let now = NIODeadline.now()
-        for index in batch.indices where batch[index].compression.contains(.compressed) {
-            do {
-                batch[index].bytes = try codec.inflate(
-                    batch[index].bytes, resetContext: batch[index].compression.contains(.resetContext), now: now)
-                batch[index].compression = []
-            } catch {
-                await self.reset(.compressionError)
-                throw TetherError(.compression, errorCode: .compressionError, "\(error)")
-            }
+        try await self.takeBatch()
+    }
+
+    /// The octets of one read: inflated here, in the reader's task and one frame at a time, so
+    /// output stays bounded however far the data would expand (spec §9.4). A frame that breaks a
+    /// limit resets the stream with COMPRESSION_ERROR.
+    fileprivate func plain(_ read: TetherStreamHandle.StreamRead) async throws -> ByteBuffer {
+        guard read.compression.contains(.compressed), let codec = self.handle.codec else { return read.bytes }
+        do {
+            return try codec.inflate(read.bytes, resetContext: read.compression.contains(.resetContext), now: .now())
+        } catch {
+            await self.reset(.compressionError)
+            throw TetherError(.compression, errorCode: .compressionError, "\(error)")
         }
-        return batch
     }
 
     private func takeBatch() async throws -> [TetherStreamHandle.StreamRead] {
@@ -165,7 +166,7 @@ public struct TetherStream: Sendable {
                     self.ended = self.batch.isEmpty
                 }
                 defer { self.index += 1 }
-                return self.batch[self.index].bytes
+                return try await self.stream.plain(self.batch[self.index])
             }
         }
 
@@ -195,12 +196,13 @@ public struct TetherStream: Sendable {
                             return nil
                         }
                     }
-                    var read = self.batch[self.index]
+                    let read = self.batch[self.index]
                     self.index += 1
+                    var bytes = try await self.stream.plain(read)
                     if message == nil {
-                        message = read.bytes
+                        message = bytes
                     } else {
-                        message!.writeBuffer(&read.bytes)
+                        message!.writeBuffer(&bytes)
                     }
                     guard message!.readableBytes <= self.maxSize else {
                         await self.stream.reset(.cancel)
