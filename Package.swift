@@ -50,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "TetherCommand",
             dependencies: [
-                "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire",
+                "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire", "TetherCompression",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

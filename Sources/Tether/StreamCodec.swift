@@ -77,7 +77,7 @@ public final class StreamCodec: Sendable {
             } else {
                 state.flushScheduled = false
             }
-            return submit(try self.drain(&state, maxUnit: maxUnit, now: now))
+            return submit(try self.drain(&state, complete: bytes == nil || endMessage, maxUnit: maxUnit, now: now))
         }
     }
 
@@ -90,7 +90,16 @@ public final class StreamCodec: Sendable {
         }
     }
 
-    private func drain(_ state: inout State, maxUnit: Int, now: NIODeadline) throws(CompressionError) -> [Unit] {
+    /// Turns pending octets into units. Unless `complete` (a flush or a message end), a tail too
+    /// short to fill a unit stays pending for the next batch: a tiny unit costs a frame header and a
+    /// sync flush, and would be judged incompressible.
+    /// Units shorter than this are not judged for the raw fallback: their ratio says more about the
+    /// sync flush than about the data.
+    static let judgedUnit = 1_024
+
+    private func drain(
+        _ state: inout State, complete: Bool, maxUnit: Int, now: NIODeadline
+    ) throws(CompressionError) -> [Unit] {
         var units: [Unit] = []
         while state.pending.readableBytes > 0 {
             if state.rawBudget > 0 {
@@ -107,20 +116,24 @@ public final class StreamCodec: Sendable {
                 reset = true
             }
             let deflater = state.deflater!
-            let length = min(state.pending.readableBytes, deflater.maxInput(forPayload: maxUnit))
-            guard length > 0 else { throw CompressionError(.limit, "no room for a compressed unit") }
+            let fullUnit = deflater.maxInput(forPayload: maxUnit)
+            guard fullUnit > 0 else { throw CompressionError(.limit, "no room for a compressed unit") }
+            guard complete || state.pending.readableBytes >= fullUnit else { break }
+            let length = min(state.pending.readableBytes, fullUnit)
             let input = state.pending.readSlice(length: length)!
             var output = ByteBuffer()
             try deflater.compress(input, into: &output)
             state.lastCompressed = now
             units.append(Unit(bytes: output, compressed: true, resetContext: reset, endsMessage: false))
-            if Double(output.readableBytes) > Double(length) * (1 - self.configuration.minimumSaving) {
+            if length >= Self.judgedUnit, Double(output.readableBytes) > Double(length) * (1 - self.configuration.minimumSaving) {
                 state.rawBudget = self.configuration.rawFor  // incompressible: go raw for a while
             }
         }
-        if !units.isEmpty { units[units.count - 1].endsMessage = state.pendingEndsMessage }
-        state.pending = ByteBuffer()
-        state.pendingEndsMessage = false
+        if state.pending.readableBytes == 0 {
+            if !units.isEmpty { units[units.count - 1].endsMessage = state.pendingEndsMessage }
+            state.pending = ByteBuffer()
+            state.pendingEndsMessage = false
+        }
         return units
     }
 
