@@ -9,11 +9,15 @@ let package = Package(
         .library(name: "Tether", targets: ["Tether"]),
         .library(name: "TetherTLS", targets: ["TetherTLS"]),
         .library(name: "TetherCompression", targets: ["TetherCompression"]),
+        .library(name: "TetherPolicy", targets: ["TetherPolicy"]),
         .executable(name: "tether", targets: ["TetherCommand"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // Wire codec: frame types, encoder, resumable decoder. Pure; NIOCore only. spec/PROTOCOL.md §3–§5.
@@ -84,6 +88,12 @@ let package = Package(
             name: "TetherCompression",
             dependencies: ["CZlib", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // The default-deny allowlist: stream rules, the METADATA field filter, the policy file.
+        // Pure values, no I/O but reading the file. spec/POLICY.md.
+        .target(
+            name: "TetherPolicy",
+            dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
         // Reads spec/vectors/ for the test targets; not a product.
         .target(
             name: "TetherTestSupport",
@@ -120,6 +130,10 @@ let package = Package(
         .testTarget(
             name: "TetherCompressionTests",
             dependencies: ["TetherCompression", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "TetherPolicyTests",
+            dependencies: ["TetherPolicy"]
         ),
         .testTarget(
             name: "TetherSessionTests",
