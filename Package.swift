@@ -36,9 +36,11 @@ let package = Package(
         .target(
             name: "Tether",
             dependencies: [
-                "TetherSession", "TetherWire", "TetherCompression",
+                "TetherSession", "TetherWire", "TetherCompression", "TetherPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // Relays and their plumbing: transports (TLS then Tether), later the edge and hub services.
@@ -114,9 +116,12 @@ let package = Package(
             name: "TetherTests",
             dependencies: [
                 "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire", "TetherTestSupport",
-                "TetherCompression",
+                "TetherCompression", "TetherPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(

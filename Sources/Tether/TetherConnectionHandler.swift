@@ -24,6 +24,10 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         /// How streams compress (spec §9): contexts, batching, bomb limits.
         public var codec = StreamCodec.Configuration()
 
+        /// The allowlist in force on this connection (spec/POLICY.md §7); nil allows everything.
+        /// An edge must set one: nothing leaves the site that it does not allow.
+        public var policy: PolicyEnforcer?
+
         public init(role: Role, settings: Settings = Settings()) {
             self.session = SessionConfiguration(role: role, settings: settings)
         }
@@ -66,6 +70,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         var service: String
         var metadata: OpenMetadata
         var compression: CompressionAlgorithm?
+        var policy: StreamPolicy?
         var promise: EventLoopPromise<TetherStreamHandle>
     }
 
@@ -95,6 +100,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.configuration.policy?.register(self, on: context.eventLoop)
         if context.channel.isActive { self.start(context: context) }
     }
 
@@ -166,9 +172,23 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
                 self.readyPromise.succeed(peer)
                 self.retryOpens()
             case .opened(let inbound):
+                var metadata = inbound.metadata
+                var policy: StreamPolicy?
+                if let enforcer = self.configuration.policy {
+                    switch enforcer.admit(
+                        openedLocally: false, id: inbound.id, service: inbound.service,
+                        streamClass: inbound.streamClass, metadata: inbound.metadata, peer: self.peerName)
+                    {
+                    case .success(let admitted):
+                        (policy, metadata) = admitted
+                    case .failure:
+                        self.session.refuse(inbound.id, code: .policyDenied)
+                        continue
+                    }
+                }
                 let handle = self.makeHandle(
                     id: inbound.id, streamClass: inbound.streamClass, service: inbound.service,
-                    metadata: inbound.metadata, compression: inbound.compression)
+                    metadata: metadata, compression: inbound.compression, policy: policy)
                 if let handler = self.inboundStreamHandler {
                     self.session.accept(inbound.id)
                     handler(handle)
@@ -203,14 +223,15 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
     private func makeHandle(
         id: StreamID, streamClass: StreamClass, service: String, metadata: OpenMetadata,
-        compression: CompressionAlgorithm
+        compression: CompressionAlgorithm, policy: StreamPolicy?
     ) -> TetherStreamHandle {
         let codec = compression == .none ? nil : StreamCodec(configuration: self.configuration.codec)
         let handle = TetherStreamHandle(
             id: id, streamClass: streamClass, service: service, metadata: metadata, compression: compression,
             owner: self, eventLoop: self.context!.eventLoop,
             sendBufferLimit: self.configuration.session.sendBufferLimit, codec: codec,
-            compressesOutbound: self.session.mayCompress(id), maxCompressedUnit: self.session.maxCompressedUnit(id))
+            compressesOutbound: self.session.mayCompress(id), maxCompressedUnit: self.session.maxCompressedUnit(id),
+            policy: policy)
         self.streams[id] = handle
         if codec != nil { self.startCodecSweep() }
         return handle
@@ -333,6 +354,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     private func shutDown(_ error: TetherError) {
         guard !self.isShutDown else { return }
         self.isShutDown = true
+        self.configuration.policy?.unregister(self)
         let error = self.closedError ?? error
         self.closedError = error
         self.timer?.cancel()
@@ -368,9 +390,23 @@ extension TetherConnectionHandler {
     ) -> EventLoopFuture<TetherStreamHandle> {
         let eventLoop = self.readyPromise.futureResult.eventLoop
         eventLoop.preconditionInEventLoop()
+        var policy: StreamPolicy?
+        var metadata = metadata
+        if let enforcer = self.configuration.policy {
+            // Checked before anything is queued: a refused stream sends nothing (spec/POLICY.md §3).
+            switch enforcer.admit(
+                openedLocally: true, id: nil, service: service, streamClass: streamClass, metadata: metadata,
+                peer: self.peerName)
+            {
+            case .success(let admitted):
+                (policy, metadata) = admitted
+            case .failure(let error):
+                return eventLoop.makeFailedFuture(error)
+            }
+        }
         let open = PendingOpen(
             streamClass: streamClass, service: service, metadata: metadata, compression: compression,
-            promise: eventLoop.makePromise())
+            policy: policy, promise: eventLoop.makePromise())
         if let error = self.closedError {
             open.promise.fail(error)
         } else if !self.attemptOpen(open) {
@@ -390,7 +426,7 @@ extension TetherConnectionHandler {
         case .success(let id):
             let handle = self.makeHandle(
                 id: id, streamClass: open.streamClass, service: open.service, metadata: open.metadata,
-                compression: compression)
+                compression: compression, policy: open.policy)
             self.scheduleFlush()
             open.promise.succeed(handle)
         case .failure(.notReady), .failure(.noCredit):
@@ -430,6 +466,21 @@ extension TetherConnectionHandler {
     public func goAway(code: ErrorCode = .noError) {
         self.session.goAway(code: code, now: .now())
         self.retryOpens()
+        self.flushOutput()
+    }
+
+    /// What the audit log calls the peer: its verified identity, or the hub an edge dialled.
+    var peerName: String {
+        if let identity = self.configuration.peerIdentity { return identity.description }
+        return self.configuration.session.role == .dialer ? "hub" : "unauthenticated"
+    }
+
+    /// The policy was reloaded (spec/POLICY.md §7): streams it now forbids are reset.
+    func policyChanged() {
+        guard let policy = self.configuration.policy?.policy, !self.isShutDown else { return }
+        for (id, handle) in self.streams {
+            if let stream = handle.policy, !stream.reconsider(policy, id: id) { handle.reset(.policyDenied) }
+        }
         self.flushOutput()
     }
 

@@ -22,6 +22,9 @@ public struct TetherError: Error, Hashable, Sendable, CustomStringConvertible {
         /// Compressed data was invalid or tripped a decompression limit; the stream was reset with
         /// COMPRESSION_ERROR (spec §9.4).
         public static let compression = Code(name: "compression")
+        /// The policy refused the stream, or dropped a message whole (spec/POLICY.md); after a
+        /// dropped message the stream carries on.
+        public static let policyDenied = Code(name: "policyDenied")
     }
 
     public let code: Code

@@ -35,9 +35,22 @@ public struct TetherStream: Sendable {
     /// On a compressed stream (spec §9) small writes are batched: they are compressed, here and
     /// not on the event loop, once 16 KiB have gathered, at a message end, on ``flush()``, or
     /// 10 ms after the first of them.
+    ///
+    /// On an edge's METADATA stream the policy gathers each message and sends it filtered, before
+    /// compression, when `endMessage` completes it; a message it drops throws
+    /// ``TetherError/Code/policyDenied`` and the stream carries on (spec/POLICY.md §5).
     public func write(_ bytes: ByteBuffer, endMessage: Bool = false) async throws {
+        var bytes = bytes
+        var endMessage = endMessage
+        if let policy = self.handle.policy, policy.filtersOutbound {
+            switch policy.filter(bytes, endMessage: endMessage) {  // here, in the writer's task
+            case .incomplete: return
+            case .message(let message): (bytes, endMessage) = (message, true)
+            case .dropped(let error): throw error
+            }
+        }
         guard let codec = self.handle.codec, self.handle.compressesOutbound else {
-            try await self.onLoop { $0.write(bytes, endMessage: endMessage) }.get()
+            try await self.onLoop { [bytes, endMessage] in $0.writeFiltered(bytes, endMessage: endMessage) }.get()
             return
         }
         try await self.compress(bytes, endMessage: endMessage, codec: codec)
@@ -74,7 +87,7 @@ public struct TetherStream: Sendable {
                             unit.compressed
                             ? handle.writeCompressedUnit(
                                 unit.bytes, endMessage: unit.endsMessage, resetContext: unit.resetContext)
-                            : handle.write(unit.bytes, endMessage: unit.endsMessage)
+                            : handle.writeFiltered(unit.bytes, endMessage: unit.endsMessage)
                     }
                     return last
                 }
@@ -149,28 +162,52 @@ public struct TetherStream: Sendable {
         }.get()
     }
 
+    /// The stream as the application reads it: inflated pieces, or on a hub's METADATA stream
+    /// whole messages that passed the policy's re-check (spec/POLICY.md §7).
+    struct PieceReader {
+        let stream: TetherStream
+        var batch: [TetherStreamHandle.StreamRead] = []
+        var index = 0
+        var ended = false
+
+        /// The next piece and whether it ends a message; nil at the peer's FIN.
+        mutating func next() async throws -> (bytes: ByteBuffer, endsMessage: Bool)? {
+            let policy = self.stream.handle.policy.flatMap { $0.filtersInbound ? $0 : nil }
+            while true {
+                if self.index == self.batch.count {
+                    if self.ended { return nil }
+                    self.batch = try await self.stream.readBatch()
+                    self.index = 0
+                    if self.batch.isEmpty {
+                        self.ended = true
+                        policy?.endedInsideMessage()
+                        return nil
+                    }
+                }
+                let read = self.batch[self.index]
+                self.index += 1
+                let bytes = try await self.stream.plain(read)
+                guard let policy else { return (bytes, read.endsMessage) }
+                switch policy.filter(bytes, endMessage: read.endsMessage) {
+                case .incomplete, .dropped: continue  // a drop is counted and audited; the stream goes on
+                case .message(let message): return (message, true)
+                }
+            }
+        }
+    }
+
     public struct Chunks: AsyncSequence, Sendable {
         let stream: TetherStream
 
         public struct AsyncIterator: AsyncIteratorProtocol {
-            let stream: TetherStream
-            var batch: [TetherStreamHandle.StreamRead] = []
-            var index = 0
-            var ended = false
+            var reader: PieceReader
 
             public mutating func next() async throws -> ByteBuffer? {
-                while self.index == self.batch.count {
-                    if self.ended { return nil }
-                    self.batch = try await self.stream.readBatch()
-                    self.index = 0
-                    self.ended = self.batch.isEmpty
-                }
-                defer { self.index += 1 }
-                return try await self.stream.plain(self.batch[self.index])
+                try await self.reader.next()?.bytes
             }
         }
 
-        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: self.stream) }
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(reader: PieceReader(stream: self.stream)) }
     }
 
     public struct Messages: AsyncSequence, Sendable {
@@ -178,43 +215,31 @@ public struct TetherStream: Sendable {
         let maxSize: Int
 
         public struct AsyncIterator: AsyncIteratorProtocol {
-            let stream: TetherStream
+            var reader: PieceReader
             let maxSize: Int
-            var batch: [TetherStreamHandle.StreamRead] = []
-            var index = 0
 
             public mutating func next() async throws -> ByteBuffer? {
                 var message: ByteBuffer?
-                while true {
-                    if self.index == self.batch.count {
-                        self.batch = try await self.stream.readBatch()
-                        self.index = 0
-                        if self.batch.isEmpty {
-                            guard message == nil else {
-                                throw TetherError(.truncatedMessage, "the stream ended inside a message")
-                            }
-                            return nil
-                        }
-                    }
-                    let read = self.batch[self.index]
-                    self.index += 1
-                    var bytes = try await self.stream.plain(read)
+                while let (bytes, endsMessage) = try await self.reader.next() {
+                    var bytes = bytes
                     if message == nil {
                         message = bytes
                     } else {
                         message!.writeBuffer(&bytes)
                     }
                     guard message!.readableBytes <= self.maxSize else {
-                        await self.stream.reset(.cancel)
+                        await self.reader.stream.reset(.cancel)
                         throw TetherError(.messageTooLarge, "a message exceeded \(self.maxSize) octets")
                     }
-                    if read.endsMessage { return message }
+                    if endsMessage { return message }
                 }
+                guard message == nil else { throw TetherError(.truncatedMessage, "the stream ended inside a message") }
+                return nil
             }
         }
 
         public func makeAsyncIterator() -> AsyncIterator {
-            AsyncIterator(stream: self.stream, maxSize: self.maxSize)
+            AsyncIterator(reader: PieceReader(stream: self.stream), maxSize: self.maxSize)
         }
     }
 }

@@ -26,6 +26,8 @@ public final class TetherStreamHandle: @unchecked Sendable {
     /// Whether this side sends compressed units on the stream (spec §9.2), and how large one may be.
     public let compressesOutbound: Bool
     public let maxCompressedUnit: Int
+    /// The stream's rule and filter when the connection has a policy (spec/POLICY.md §7).
+    public let policy: StreamPolicy?
 
     /// The handler that runs the session; nil once the stream can no longer reach it.
     var owner: TetherConnectionHandler?
@@ -63,7 +65,8 @@ public final class TetherStreamHandle: @unchecked Sendable {
     init(
         id: StreamID, streamClass: StreamClass, service: String, metadata: OpenMetadata,
         compression: CompressionAlgorithm, owner: TetherConnectionHandler, eventLoop: any EventLoop,
-        sendBufferLimit: Int, codec: StreamCodec?, compressesOutbound: Bool, maxCompressedUnit: Int
+        sendBufferLimit: Int, codec: StreamCodec?, compressesOutbound: Bool, maxCompressedUnit: Int,
+        policy: StreamPolicy?
     ) {
         self.id = id
         self.streamClass = streamClass
@@ -76,6 +79,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
         self.codec = codec
         self.compressesOutbound = compressesOutbound
         self.maxCompressedUnit = maxCompressedUnit
+        self.policy = policy
     }
 
     // MARK: Reading
@@ -142,7 +146,24 @@ public final class TetherStreamHandle: @unchecked Sendable {
 
     /// Writes `bytes`; the future completes when all of it is in the send buffer. Writes are taken
     /// in order; a large write is taken in pieces as the buffer drains (spec §7.2).
+    ///
+    /// On an edge's METADATA stream the policy gathers each message and sends it filtered when
+    /// `endMessage` completes it; a message it drops fails this write with
+    /// ``TetherError/Code/policyDenied`` and the stream carries on (spec/POLICY.md §5).
     public func write(_ bytes: ByteBuffer, endMessage: Bool = false) -> EventLoopFuture<Void> {
+        self.eventLoop.preconditionInEventLoop()
+        guard let policy = self.policy, policy.filtersOutbound, self.failure == nil, !self.sendClosed else {
+            return self.writeFiltered(bytes, endMessage: endMessage)
+        }
+        switch policy.filter(bytes, endMessage: endMessage) {
+        case .incomplete: return self.eventLoop.makeSucceededVoidFuture()
+        case .message(let message): return self.writeFiltered(message, endMessage: true)
+        case .dropped(let error): return self.eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    /// Writes bytes that already passed the policy.
+    func writeFiltered(_ bytes: ByteBuffer, endMessage: Bool) -> EventLoopFuture<Void> {
         self.eventLoop.preconditionInEventLoop()
         if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
         if self.sendClosed { return self.eventLoop.makeFailedFuture(TetherError(.streamClosed, "stream already finished")) }
@@ -171,6 +192,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
         self.eventLoop.preconditionInEventLoop()
         if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
         guard !self.sendClosed else { return self.eventLoop.makeSucceededVoidFuture() }
+        if let policy = self.policy, policy.filtersOutbound { policy.endedInsideMessage() }
         // FIN follows queued writes: wait for them to be taken first.
         let done = self.writeWaiters.last?.promise.futureResult ?? self.eventLoop.makeSucceededVoidFuture()
         self.sendClosed = true
@@ -196,6 +218,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
             let length = pending.compression.isEmpty ? min(piece, pending.bytes.readableBytes) : pending.bytes.readableBytes
             let chunk = pending.bytes.readSlice(length: length)!
             let last = pending.bytes.readableBytes == 0
+            self.policy?.sent(chunk.readableBytes)
             do {
                 try owner.streamWrite(
                     self.id, chunk, endMessage: last && pending.endMessage, compression: pending.compression)
@@ -217,6 +240,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
     /// Buffers what arrived. The reader is woken by ``wakeReader()`` once the whole read batch is
     /// delivered, so it takes several frames per wakeup.
     func deliver(_ payload: ByteBuffer, flags: DataFrame.Flags) {
+        self.policy?.received(payload.readableBytes)
         if payload.readableBytes > 0 || flags.contains(.endMessage) {
             self.inbound.append(
                 StreamRead(
@@ -235,6 +259,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
     func fail(_ error: TetherError) {
         guard self.failure == nil else { return }
         self.failure = error
+        self.policy?.ended(id: self.id, how: "\(error)")
         self.inbound.removeAll()
         self.owner = nil
         self.wakeReader()
@@ -244,6 +269,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
 
     /// The session closed the stream normally; reads of what is buffered continue.
     func detach() {
+        self.policy?.ended(id: self.id, how: "finished")
         // Keep `owner` so `consumed` still returns connection credit for octets read later.
         while let pending = self.writeWaiters.popFirst() {
             pending.promise.fail(TetherError(.streamClosed, "stream closed"))

@@ -136,8 +136,11 @@ import Testing
         #expect(result.error?.code == .compression)
         #expect(result.inflated <= 1 << 30)
         #expect(result.inflated >= 1 << 29)  // it was real: hundreds of MiB were inflated and dropped
+        // Resident memory of the whole test process, while other suites run in parallel: what
+        // tells bounded from unbounded is that it grows by a small fraction of the ≥ 512 MiB that
+        // were inflated, which holding the output anywhere would add in full.
         let growth = ProcessMemory.resident() - before
-        #expect(growth < 64 << 20, "resident memory grew \(growth >> 20) MiB")
+        #expect(growth < 128 << 20, "resident memory grew \(growth >> 20) MiB while \(result.inflated >> 20) MiB were inflated")
         // The sender sees its stream reset with COMPRESSION_ERROR.
         let refused = await #expect(throws: TetherError.self) { try await sender.value }
         #expect(refused?.errorCode == .compressionError)
