@@ -57,6 +57,7 @@ let package = Package(
             name: "TetherCommand",
             dependencies: [
                 "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire", "TetherCompression",
+                "TetherPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -107,6 +108,11 @@ let package = Package(
             name: "FuzzFrameDecoder",
             dependencies: ["TetherWire", .product(name: "NIOCore", package: "swift-nio")],
             path: "fuzz/FrameDecoder"
+        ),
+        .executableTarget(
+            name: "FuzzPolicyFilter",
+            dependencies: ["TetherPolicy"],
+            path: "fuzz/PolicyFilter"
         ),
         .testTarget(
             name: "TetherWireTests",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes libFuzzer seed files for a target from spec/vectors/ (first octet = split stride).
 
-    python3 fuzz/seeds.py frames OUTDIR
+    python3 fuzz/seeds.py frames|policy OUTDIR
 """
 import json
 import os
@@ -24,10 +24,19 @@ def frame_seeds():
     yield "stream", bytes([0x84]) + stream
 
 
+def policy_seeds():
+    """Documents from the policy reference's generator (spec/policy/reference.py), each with
+    a pattern-set octet in front."""
+    sys.path.insert(0, os.path.join(ROOT, "spec/policy"))
+    import reference
+    for i, (_, _, data) in enumerate(reference.corpus(7, 300)):
+        yield f"doc-{i:03d}", bytes([i % 8]) + data[:4000]
+
+
 def main():
     kind, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
-    seeds = {"frames": frame_seeds}[kind]()
+    seeds = {"frames": frame_seeds, "policy": policy_seeds}[kind]()
     count = 0
     for name, data in seeds:
         with open(os.path.join(out, name), "wb") as f:

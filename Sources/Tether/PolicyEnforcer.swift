@@ -73,6 +73,19 @@ public final class PolicyEnforcer: Sendable {
         }
     }
 
+    /// Reads the policy file again and puts it in force (spec/POLICY.md §7.3). A file that does
+    /// not load throws, and the policy in force stays as it was.
+    public func reload(fromFile path: String) throws(PolicyError) {
+        let policy: Policy
+        do {
+            policy = try PolicyFile.load(path: path)
+        } catch {
+            self.audit.error("policy reload failed; the policy in force is unchanged", metadata: ["event": "reload-failed", "error": "\(error)"])
+            throw error
+        }
+        self.reload(policy)
+    }
+
     // MARK: Connections
 
     func register(_ handler: TetherConnectionHandler, on eventLoop: any EventLoop) {
@@ -209,12 +222,12 @@ public final class StreamPolicy: Sendable {
     public var rule: PolicyRule { self.state.withLockedValue { $0.rule } }
 
     /// Whether this side filters what it writes (the edge, on METADATA streams).
-    var filtersOutbound: Bool { self.enforcer.side == .edge && self.streamClass == .metadata }
+    public var filtersOutbound: Bool { self.enforcer.side == .edge && self.streamClass == .metadata }
     /// Whether this side filters what it reads (the hub, on METADATA streams).
-    var filtersInbound: Bool { self.enforcer.side == .hub && self.streamClass == .metadata }
+    public var filtersInbound: Bool { self.enforcer.side == .hub && self.streamClass == .metadata }
 
     /// What became of a piece of a METADATA stream.
-    enum Outcome {
+    public enum Outcome: Sendable {
         /// Gathered; the message is not complete yet.
         case incomplete
         /// A whole message, filtered.
@@ -225,7 +238,7 @@ public final class StreamPolicy: Sendable {
 
     /// Gathers `bytes` into the current message and filters it when `endMessage` completes it
     /// (spec/POLICY.md §5). Messages over the limit are dropped whole, without being held.
-    func filter(_ bytes: ByteBuffer, endMessage: Bool) -> Outcome {
+    public func filter(_ bytes: ByteBuffer, endMessage: Bool) -> Outcome {
         let (result, rule) = self.state.withLockedValue { state -> (Result<(ByteBuffer, RemovedFields), DropReason>?, PolicyRule) in
             let filter = state.rule.fields!
             if !state.overflowed {
@@ -267,7 +280,7 @@ public final class StreamPolicy: Sendable {
     }
 
     /// The stream ended inside a message: what was gathered is dropped.
-    func endedInsideMessage() {
+    public func endedInsideMessage() {
         let (gathered, rule) = self.state.withLockedValue { state in
             let gathered = state.pending.readableBytes > 0 || state.overflowed
             state.pending = ByteBuffer()

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import MetricsTestKit
 import NIOConcurrencyHelpers
@@ -258,6 +259,35 @@ import Testing
         #expect(observed.audit.events("reset").count == 1)
         // New opens follow the new policy.
         await #expect(throws: TetherError.self) { _ = try await tunnel.edge.openStream(service: "logs/app", class: .logs) }
+        try await tunnel.stop()
+    }
+
+    @Test func oversizedAndTruncatedMessagesAreDroppedAndABadReloadChangesNothing() async throws {
+        let observed = Observed()
+        let small = try PolicyFile.parse(Self.policyText + "\nlimits:\n  maxMessageBytes: 64\n")
+        let enforcer = observed.enforcer(.edge, small)
+        let tunnel = try await Tunnel.start(edgePolicy: enforcer, hubPolicy: nil)
+        let stream = try await tunnel.edge.openStream(service: "inventory", class: .metadata)
+        // Written in pieces past the limit: nothing is held beyond it, and the message is dropped.
+        for _ in 0..<10 { try await stream.write(ByteBuffer(string: #"{"node":"#)) }
+        await #expect(throws: TetherError.self) { try await stream.write(ByteBuffer(string: "1}"), endMessage: true) }
+        try await stream.writeMessage(ByteBuffer(string: #"{"node": {"name": "small"}}"#))
+        try await stream.write(ByteBuffer(string: #"{"node": {"name": "cut"#))  // never completed
+        try await stream.finish()
+        var inbound = tunnel.hub.inboundStreams.makeAsyncIterator()
+        let received = try #require(try await inbound.next())
+        var messages: [String] = []
+        for try await message in received.messages() { messages.append(String(buffer: message)) }
+        #expect(messages == [#"{"node":{"name":"small"}}"#])
+        #expect(observed.count("tether_policy_dropped_messages_total", [("reason", "too-large")]) == 1)
+        #expect(observed.count("tether_policy_dropped_messages_total", [("reason", "truncated")]) == 1)
+
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("policy-\(getpid())-bad.yaml").path
+        try "version: 1\ntoPlane:\n  - service: logs/*\n    class: logs\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(throws: PolicyError.self) { try enforcer.reload(fromFile: path) }
+        #expect(enforcer.policy.toPlane.count == 2, "the policy in force is unchanged")
+        #expect(observed.audit.events("reload-failed").count == 1)
         try await tunnel.stop()
     }
 

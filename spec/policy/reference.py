@@ -261,7 +261,8 @@ def mutate(text):
     return random.choice([b"[1,2]", b'"text"', b"42", b"", b"\xef\xbb\xbf{}", b'{"a":"\xc0\x80"}'])
 
 
-def generate(seed, count):
+def corpus(seed, count):
+    """(patterns, limit, document octets), `count` times."""
     random.seed(seed)
     for _ in range(count):
         document = obj(1, random.randint(1, 6))
@@ -271,6 +272,11 @@ def generate(seed, count):
         data = mutate(document) if random.random() < 0.3 else document.encode("utf-8")
         patterns = [pattern() for _ in range(random.randrange(4))]
         limit = random.choice([1 << 20, 1 << 20, 64])
+        yield patterns, limit, data
+
+
+def generate(seed, count):
+    for patterns, limit, data in corpus(seed, count):
         print(json.dumps({"patterns": patterns, "limit": limit, "doc": base64.b64encode(data).decode()}))
 
 
