@@ -79,40 +79,29 @@ public struct FieldMatcher: Sendable {
 
     /// Pushes the states reached from `states` through an object key (unescaped octets).
     func key(_ key: UnsafeBufferPointer<UInt8>, from states: Range<Int>, _ stack: inout [UInt32]) -> FieldMatch {
-        let base = stack.count
-        var accepts = false
-        for index in states {
-            let state = stack[index]
-            let (pattern, position) = (Int(state >> 16), Int(state & 0xFFFF))
-            switch self.patterns[pattern][position] {
-            case .key(let name):
-                if name.elementsEqual(key) { accepts = self.add(pattern, position + 1, to: &stack, from: base) || accepts }
-            case .anyKey:
-                accepts = self.add(pattern, position + 1, to: &stack, from: base) || accepts
-            case .anyDepth:
-                accepts = self.add(pattern, position, to: &stack, from: base) || accepts
-            case .element:
-                break
-            }
-        }
-        return accepts ? .all : (stack.count == base ? .none : .partial)
+        self.step(key, from: states, &stack)
     }
 
     /// Pushes the states reached from `states` into an array element.
     func element(from states: Range<Int>, _ stack: inout [UInt32]) -> FieldMatch {
+        self.step(nil, from: states, &stack)
+    }
+
+    /// One step down the document: into the member `key`, or into an element when it is nil.
+    private func step(_ key: UnsafeBufferPointer<UInt8>?, from states: Range<Int>, _ stack: inout [UInt32]) -> FieldMatch {
         let base = stack.count
         var accepts = false
         for index in states {
             let state = stack[index]
             let (pattern, position) = (Int(state >> 16), Int(state & 0xFFFF))
-            switch self.patterns[pattern][position] {
-            case .element:
-                accepts = self.add(pattern, position + 1, to: &stack, from: base) || accepts
-            case .anyDepth:
-                accepts = self.add(pattern, position, to: &stack, from: base) || accepts
-            case .key, .anyKey:
-                break
+            let next: Int
+            switch (self.patterns[pattern][position], key) {
+            case (.key(let name), let key?) where name.elementsEqual(key): next = position + 1
+            case (.anyKey, _?), (.element, nil): next = position + 1
+            case (.anyDepth, _): next = position
+            default: continue
             }
+            accepts = self.add(pattern, next, to: &stack, from: base) || accepts
         }
         return accepts ? .all : (stack.count == base ? .none : .partial)
     }

@@ -192,16 +192,7 @@ private struct FilterRun {
                 } else {
                     try self.value(depth: depth, states: nil)
                 }
-                self.skipWhitespace()
-                if self.next == UInt8(ascii: ",") {
-                    self.index += 1
-                    self.skipWhitespace()
-                } else if self.next == UInt8(ascii: "}") {
-                    self.index += 1
-                    break
-                } else {
-                    throw self.invalid("`,` or `}` must follow a member")
-                }
+                if try self.closes(UInt8(ascii: "}")) { break }
             }
         }
         try self.checkDuplicates(from: keyBase)
@@ -226,20 +217,27 @@ private struct FilterRun {
                 } else {
                     try self.value(depth: depth, states: nil)
                 }
-                self.skipWhitespace()
-                if self.next == UInt8(ascii: ",") {
-                    self.index += 1
-                    self.skipWhitespace()
-                } else if self.next == UInt8(ascii: "]") {
-                    self.index += 1
-                    break
-                } else {
-                    throw self.invalid("`,` or `]` must follow an element")
-                }
+                if try self.closes(UInt8(ascii: "]")) { break }
             }
         }
         self.states.removeSubrange(mark...)
         if states != nil { self.output.append(UInt8(ascii: "]")) }
+    }
+
+    /// After a member or element: `,` (another follows) or `close` (the container ends here).
+    private mutating func closes(_ close: UInt8) throws(DropReason) -> Bool {
+        self.skipWhitespace()
+        switch self.next {
+        case UInt8(ascii: ","):
+            self.index += 1
+            self.skipWhitespace()
+            return false
+        case close:
+            self.index += 1
+            return true
+        default:
+            throw self.invalid("`,` or `\(Character(Unicode.Scalar(close)))` must follow")
+        }
     }
 
     /// One member (`key` non-nil) or element of a container being filtered.

@@ -28,7 +28,7 @@ import Testing
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", Self.reference.path] + arguments
-        FileManager.default.createFile(atPath: stdout.path, contents: nil)
+        guard FileManager.default.createFile(atPath: stdout.path, contents: nil) else { return -1 }
         process.standardOutput = try FileHandle(forWritingTo: stdout)
         process.standardError = process.standardOutput
         try process.run()
