@@ -182,7 +182,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
                     case .success(let admitted):
                         (policy, metadata) = admitted
                     case .failure:
-                        self.session.refuse(inbound.id, code: .policyDenied)
+                        self.dispatch(self.session.refuse(inbound.id, code: .policyDenied, now: .now()))
                         continue
                     }
                 }

@@ -2,7 +2,7 @@ import NIOCore
 import TetherWire
 
 extension Session {
-    /// Processes one frame from the peer (spec §3–§10).
+    /// Processes one frame from the peer (spec §3–§10, §12).
     public mutating func receive(_ frame: Frame, now: NIODeadline) -> SessionEvents {
         if self.hasFailed { return .none }  // spec §10.3: nothing more is processed
         self.counters.framesReceived += 1
@@ -17,15 +17,30 @@ extension Session {
             return self.receiveSettings(entries)
         }
 
+        var events = self.receiveActive(frame, now: now)
+        if !self.hasFailed { events.append(contentsOf: self.checkControlQueue()) }
+        return events
+    }
+
+    private mutating func receiveActive(_ frame: Frame, now: NIODeadline) -> SessionEvents {
+        if case .data(let data) = frame {
+            let empty = data.payload.readableBytes == 0 && data.flags.isDisjoint(with: [.fin, .endMessage])
+            let run = self.noteEmpty(empty)
+            guard run.isEmpty else { return run }
+        } else if case .credit = frame {
+            // Judged in receiveCredit: only a CREDIT that raises nothing is empty.
+        } else {
+            _ = self.noteEmpty(false)
+        }
         switch frame {
         case .data(let data):
             return self.receiveData(data, now: now)
         case .open(let open):
             return self.receiveOpen(open, now: now)
         case .reset(let reset):
-            return self.receiveReset(reset)
+            return self.receiveReset(reset, now: now)
         case .credit(let credit):
-            return self.receiveCredit(credit)
+            return self.receiveCredit(credit, now: now)
         case .settings(.values):
             return self.fail(.protocolError, "a second SETTINGS frame")
         case .settings(.ack):
@@ -38,7 +53,7 @@ extension Session {
             return self.receiveGoAway(goAway)
         case .unknown:
             self.counters.unknownFrames += 1  // spec §4.1: ignored and counted
-            return .none
+            return self.glitch("an unknown frame type", now: now)
         }
     }
 
@@ -86,7 +101,8 @@ extension Session {
             case .resetByUs:
                 break
             case nil:
-                self.counters.glitches += 1  // forgotten stream (spec §6.3)
+                self.consumeConnection(octets, now: nil)
+                return self.glitch("DATA on forgotten stream \(id)", now: now)  // spec §6.3
             }
             self.consumeConnection(octets, now: nil)
             return .none
@@ -107,7 +123,9 @@ extension Session {
             && !stream.peerMayCompress(localAlgorithms: self.localSettings.compression)
         {
             self.resetStream(id, .compressionError)  // spec §9.2: a stream error
-            return SessionEvents(.reset(id, .compressionError))
+            var events = SessionEvents(.reset(id, .compressionError))
+            events.append(contentsOf: self.countReset(now: now))
+            return events
         }
         if frame.flags.contains(.fin) {
             self.peerFinished(id, now: now)
@@ -160,11 +178,11 @@ extension Session {
         )
         if self.localGoAway != nil {
             self.resetStream(id, .refusedStream)  // spec §10.2 step 3
-            return .none
+            return self.countReset(now: now)
         }
         guard settings.compression.contains(open.compression) else {
             self.resetStream(id, .compressionError)  // spec §9.2
-            return .none
+            return self.countReset(now: now)
         }
         if let timeout = self.configuration.openTimeout {
             self.acceptDeadlines.append((id, now + timeout))
@@ -176,12 +194,13 @@ extension Session {
     }
 
     /// spec §5.3, §6.5.
-    private mutating func receiveReset(_ reset: ResetFrame) -> SessionEvents {
+    private mutating func receiveReset(_ reset: ResetFrame, now: NIODeadline) -> SessionEvents {
         let id = reset.streamID
         guard let stream = self.streams[id] else {
             if self.isIdle(id) {
                 return self.fail(.protocolError, "RESET on stream \(id), which was never opened")
             }
+            if self.closedStreams[id] == nil { return self.glitch("RESET on forgotten stream \(id)", now: now) }
             return .none  // a reset crossing ours, or a stream already closed
         }
         guard reset.finalSize == stream.receive.received else {
@@ -191,29 +210,37 @@ extension Session {
         }
         self.counters.resetsReceived += 1
         self.removeStream(id, ending: .closedByPeer, keepUnconsumed: false)
-        return SessionEvents(.reset(id, reset.code))
+        var events = SessionEvents(.reset(id, reset.code))
+        events.append(contentsOf: self.countReset(now: now))
+        return events
     }
 
-    /// spec §5.4, §7.1, §7.3.
-    private mutating func receiveCredit(_ credit: CreditFrame) -> SessionEvents {
+    /// spec §5.4, §7.1, §7.3, §12: a CREDIT that raises nothing is an empty frame; one that raises
+    /// a byte limit by less than the minimum increment is a glitch.
+    private mutating func receiveCredit(_ credit: CreditFrame, now: NIODeadline) -> SessionEvents {
         switch credit {
         case .stream(let id, let limit):
             guard let index = self.streams.index(forKey: id) else {
                 if self.isIdle(id) {
                     return self.fail(.protocolError, "CREDIT on stream \(id), which was never opened")
                 }
-                return .none
+                if self.closedStreams[id] == nil { return self.glitch("CREDIT on forgotten stream \(id)", now: now) }
+                return self.noteEmpty(false)
             }
+            let previous = self.streams.values[index].send.limit
             guard self.streams.values[index].send.raise(to: limit) else {
                 return self.fail(.flowControlError, "CREDIT on stream \(id) lowered the limit to \(limit)")
             }
+            if let limited = self.judgeRaise(from: previous, to: limit, now: now) { return limited }
             self.scheduleIfReady(id)
             return .none
         case .connection(let limit):
             let wasBlocked = self.connectionSend.available == 0
+            let previous = self.connectionSend.limit
             guard self.connectionSend.raise(to: limit) else {
                 return self.fail(.flowControlError, "connection CREDIT lowered the limit to \(limit)")
             }
+            if let limited = self.judgeRaise(from: previous, to: limit, now: now) { return limited }
             if wasBlocked && self.connectionSend.available > 0 {
                 for id in self.connectionBlocked where self.streams[id] != nil {
                     self.scheduler.enqueue(id, self.streams[id]!.streamClass)
@@ -228,20 +255,34 @@ extension Session {
                     .flowControlError, "\(streamClass.name) stream credit lowered from \(previous) to \(count)")
             }
             self.peerStreamLimit[streamClass] = count
+            let empty = self.noteEmpty(count == previous)
+            guard empty.isEmpty else { return empty }
             let hadRunOut = self.openedLocally[streamClass] >= previous
             return hadRunOut && count > previous ? SessionEvents(.streamCredit(streamClass)) : .none
         }
     }
 
-    /// spec §5.6, §7.4.
+    /// The run of empty frames and the glitch budget for a byte-limit raise; nil when within both.
+    private mutating func judgeRaise(from previous: UInt64, to limit: UInt64, now: NIODeadline) -> SessionEvents? {
+        let empty = self.noteEmpty(limit == previous)
+        guard empty.isEmpty else { return empty }
+        if limit > previous && limit - previous < self.configuration.abuseLimits.minimumCreditIncrement {
+            let glitch = self.glitch("CREDIT raised a limit by \(limit - previous) octets", now: now)
+            if !glitch.isEmpty { return glitch }
+        }
+        return nil
+    }
+
+    /// spec §5.6, §7.4, §12: every PING costs a glitch point, so a flood ends the connection.
     private mutating func receivePing(_ ping: PingFrame, now: NIODeadline) -> SessionEvents {
         if !ping.ack {
+            let glitch = self.glitch("PING", now: now)
+            guard glitch.isEmpty else { return glitch }
             self.control.append(.frame(.ping(PingFrame(ack: true, opaque: ping.opaque))))
             return .none
         }
         guard let sent = self.outstandingPings.removeValue(forKey: ping.opaque) else {
-            self.counters.glitches += 1
-            return .none
+            return self.glitch("an unmatched PING ACK", now: now)
         }
         let rtt = now - sent
         self.lastRTT = rtt

@@ -160,8 +160,14 @@ extension Session {
     }
 
     /// The application refuses an inbound stream (spec §6.2), for example with `UNKNOWN_SERVICE`.
-    public mutating func refuse(_ id: StreamID, code: ErrorCode) {
+    ///
+    /// A refusal counts toward the reset rate (spec §12): a peer that makes us refuse stream after
+    /// stream is ended with ENHANCE_YOUR_CALM, reported in the returned events.
+    @discardableResult
+    public mutating func refuse(_ id: StreamID, code: ErrorCode, now: NIODeadline) -> SessionEvents {
+        guard self.streams[id] != nil else { return .none }
         self.reset(id, code: code)
+        return self.countReset(now: now)
     }
 
     /// The application took `octets` delivered on a stream — read them, or a relay's backend write

@@ -9,6 +9,9 @@ extension Session {
     public mutating func tick(now: NIODeadline) -> SessionEvents {
         guard !self.hasFailed else { return .none }
         var events = SessionEvents()
+        if self.phase == .awaitingSettings && self.prefaceDeadline <= now {
+            return self.tripped(.preface, "no SETTINGS within \(self.configuration.abuseLimits.prefaceTimeout)")
+        }
 
         if let failure = self.checkKeepalive(now: now) { return failure }
 
@@ -106,6 +109,7 @@ extension Session {
         func consider(_ deadline: NIODeadline?) {
             if let deadline, next.map({ deadline < $0 }) ?? true { next = deadline }
         }
+        if self.phase == .awaitingSettings { consider(self.prefaceDeadline) }
         let interval = self.localSettings.keepaliveIntervalMilliseconds
         if interval > 0 {
             consider(self.keepaliveDeadline ?? self.lastReceived + .milliseconds(Int64(interval)))

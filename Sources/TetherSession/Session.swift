@@ -88,6 +88,13 @@ public struct Session: Sendable {
     /// What happened on this connection, for metrics.
     public internal(set) var counters = SessionCounters()
 
+    // Abuse limits (spec §12).
+    var abuse: AbuseLimits
+    var emptyFrames = 0
+    let prefaceDeadline: NIODeadline
+    /// The limit the peer tripped, when the connection ended with ENHANCE_YOUR_CALM.
+    public internal(set) var trippedLimit: AbuseLimit?
+
     public init(configuration: SessionConfiguration, now: NIODeadline) {
         self.configuration = configuration
         self.closedStreams = ClosedStreams(capacity: configuration.rememberedClosedStreams)
@@ -96,6 +103,8 @@ public struct Session: Sendable {
         self.connectionReceive = ReceiveWindow(window: UInt64(configuration.settings.initialConnectionCredit))
         self.lastReceived = now
         self.connectionEpoch = WindowEpoch(opened: now)
+        self.abuse = configuration.abuseLimits
+        self.prefaceDeadline = now + configuration.abuseLimits.prefaceTimeout
         self.control.append(.frame(.settings(.values(configuration.settings.entries))))
     }
 

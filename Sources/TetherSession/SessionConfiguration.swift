@@ -40,6 +40,8 @@ public struct SessionConfiguration: Sendable {
     public var windowTuning = WindowTuning()
     /// How many closed streams are remembered to tell a late frame from a protocol error (spec §6.3).
     public var rememberedClosedStreams: Int = 1_024
+    /// Reset rate, glitch budget, empty-frame run, control-frame queue, preface timeout (spec §12).
+    public var abuseLimits = AbuseLimits()
 
     public init(role: Role, settings: Settings = Settings()) {
         self.role = role

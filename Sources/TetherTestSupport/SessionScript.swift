@@ -102,7 +102,7 @@ public struct SessionScript: @unchecked Sendable {
         case "reset":
             session.reset(stream, code: try VectorFrame.errorCode(step["code"]))
         case "refuse":
-            session.refuse(stream, code: try VectorFrame.errorCode(step["code"]))
+            session.refuse(stream, code: try VectorFrame.errorCode(step["code"]), now: now)
         case "accept":
             session.accept(stream)
         case "consume":

@@ -1,0 +1,200 @@
+import NIOCore
+import TetherWire
+import Testing
+
+@testable import TetherSession
+
+/// spec §12 with a manual clock: each abuse limit trips exactly past its budget, ends the
+/// connection with GOAWAY ENHANCE_YOUR_CALM and names itself; within the refill rate it never trips.
+@Suite struct AbuseLimitTests {
+    /// An acceptor whose peer (the test) sent its SETTINGS.
+    struct Peer {
+        var session: Session
+        var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        var nextStream: UInt32 = 1
+
+        init(_ configure: (inout SessionConfiguration) -> Void = { _ in }) {
+            var configuration = SessionConfiguration(role: .acceptor, settings: Settings())
+            configuration.windowTuning.enabled = false  // no RTT PINGs of ours in the way
+            configure(&configuration)
+            self.session = Session(configuration: configuration, now: self.now)
+            _ = self.session.receive(.settings(.values(Settings().entries)), now: self.now)
+        }
+
+        /// Sends `frame`; returns the connection error it caused, if any.
+        mutating func send(_ frame: Frame) -> ErrorCode? {
+            for event in self.session.receive(frame, now: self.now) {
+                if case .connectionError(let code, _) = event { return code }
+            }
+            return nil
+        }
+
+        mutating func open(_ streamClass: StreamClass = .bulk) -> StreamID {
+            let id = StreamID(self.nextStream)
+            self.nextStream += 2
+            precondition(self.send(.open(OpenFrame(streamID: id, streamClass: streamClass, service: "s"))) == nil)
+            return id
+        }
+
+        /// The frames the session would write now.
+        mutating func written() -> [Frame] {
+            var bytes = ByteBuffer()
+            while let produced = self.session.produce(into: &bytes, now: self.now) {
+                if var payload = produced.payload { bytes.writeBuffer(&payload) }
+            }
+            var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF))
+            decoder.append(bytes)
+            var frames: [Frame] = []
+            while let frame = try! decoder.nextFrame() { frames.append(frame) }
+            return frames
+        }
+
+        /// Sends `frame` `count` times; returns how many went in before a connection error, and it.
+        mutating func repeatedly(_ count: Int, every gap: TimeAmount = .zero, _ frame: (inout Peer) -> Frame) -> (Int, ErrorCode?) {
+            for index in 0..<count {
+                self.now = self.now + gap
+                let next = frame(&self)
+                if let error = self.send(next) { return (index, error) }
+            }
+            return (count, nil)
+        }
+
+        mutating func expectGoAway(_ limit: AbuseLimit) {
+            #expect(self.session.trippedLimit == limit)
+            #expect(self.written().contains {
+                if case .goAway(let goAway) = $0 { return goAway.code == .enhanceYourCalm }
+                return false
+            })
+        }
+    }
+
+    @Test func rapidResetTripsPastItsBurstButNotAtItsRate() {
+        var peer = Peer()
+        let (accepted, error) = peer.repeatedly(1_000) { peer in
+            let id = peer.open()
+            return .reset(ResetFrame(streamID: id, code: .cancel, finalSize: 0))
+        }
+        #expect(accepted == 500)
+        #expect(error == .enhanceYourCalm)
+        peer.expectGoAway(.resetRate)
+
+        var patient = Peer()
+        // 40 per second, under the 50/s refill: thousands go through.
+        let (all, none) = patient.repeatedly(3_000, every: .milliseconds(25)) { peer in
+            .reset(ResetFrame(streamID: peer.open(), code: .cancel, finalSize: 0))
+        }
+        #expect(all == 3_000)
+        #expect(none == nil)
+    }
+
+    @Test func resetsWeAreProvokedIntoCountToo() {
+        var peer = Peer()
+        var tripped: SessionEvents?
+        for _ in 0..<600 {
+            let id = peer.open()
+            let events = peer.session.refuse(id, code: .unknownService, now: peer.now)
+            if !events.isEmpty {
+                tripped = events
+                break
+            }
+        }
+        #expect(tripped != nil)
+        #expect(peer.session.counters.resetsSent == 501)
+        peer.expectGoAway(.resetRate)
+    }
+
+    @Test func aRunOfEmptyFramesTrips() {
+        var peer = Peer()
+        let id = peer.open()
+        let empty = Frame.data(DataFrame(streamID: id, payload: ByteBuffer()))
+        // 100 empty frames are allowed; one that carries something ends the run.
+        #expect(peer.repeatedly(100) { _ in empty }.1 == nil)
+        #expect(peer.send(.data(DataFrame(streamID: id, payload: ByteBuffer(string: "x")))) == nil)
+        #expect(peer.repeatedly(100) { _ in empty }.1 == nil)
+        #expect(peer.send(empty) == .enhanceYourCalm)
+        peer.expectGoAway(.emptyFrames)
+
+        // A CREDIT that raises nothing is empty too.
+        var credits = Peer()
+        let (count, error) = credits.repeatedly(200) { _ in .credit(.connection(limit: UInt64(Settings().initialConnectionCredit))) }
+        #expect(count == 100)
+        #expect(error == .enhanceYourCalm)
+        credits.expectGoAway(.emptyFrames)
+    }
+
+    @Test(arguments: ["unknown", "ping", "unmatched-ack", "small-credit"])
+    func glitchesSpendABudgetThatRefills(_ kind: String) {
+        func frame(_ peer: inout Peer) -> Frame {
+            switch kind {
+            case "unknown":
+                return .unknown(UnknownFrame(type: FrameType(rawValue: 0x42), flags: 0, streamID: .connection, payload: ByteBuffer()))
+            case "ping":
+                _ = peer.written()  // a peer that reads: only the glitch budget is tested
+                return .ping(PingFrame(ack: false, opaque: 7))
+            case "unmatched-ack":
+                return .ping(PingFrame(ack: true, opaque: 0xDEAD))
+            default:
+                let current = peer.session.connectionSend.limit
+                return .credit(.connection(limit: current + 1))
+            }
+        }
+        var flood = Peer()
+        let (accepted, error) = flood.repeatedly(5_000) { frame(&$0) }
+        #expect(accepted == 1_000)
+        #expect(error == .enhanceYourCalm)
+        flood.expectGoAway(.glitches)
+
+        var steady = Peer()
+        // 80 per second, under the 100/s refill.
+        #expect(steady.repeatedly(3_000, every: .milliseconds(12)) { frame(&$0) }.1 == nil)
+    }
+
+    @Test func framesOnForgottenStreamsAreGlitches() {
+        var peer = Peer { $0.rememberedClosedStreams = 1 }
+        let first = peer.open()
+        let second = peer.open()
+        _ = peer.send(.reset(ResetFrame(streamID: first, code: .cancel, finalSize: 0)))
+        _ = peer.send(.reset(ResetFrame(streamID: second, code: .cancel, finalSize: 0)))  // forgets `first`
+        let before = peer.session.counters.glitches
+        _ = peer.send(.reset(ResetFrame(streamID: first, code: .cancel, finalSize: 0)))
+        _ = peer.send(.credit(.stream(first, limit: 1 << 20)))
+        _ = peer.send(.data(DataFrame(streamID: first, payload: ByteBuffer(string: "late"))))
+        #expect(peer.session.counters.glitches == before + 3)
+        _ = peer.send(.credit(.stream(second, limit: 1 << 20)))  // remembered: not a glitch
+        #expect(peer.session.counters.glitches == before + 3)
+    }
+
+    @Test func aPeerThatDoesNotReadCannotQueueControlFramesWithoutBound() {
+        var peer = Peer {
+            $0.abuseLimits.controlQueue = 64
+            $0.abuseLimits.glitches = TokenBucket(burst: 1_000_000, perSecond: 0)
+        }
+        _ = peer.written()
+        // Each PING asks for an ACK that is never written: the peer does not read.
+        let (accepted, error) = peer.repeatedly(1_000) { _ in .ping(PingFrame(ack: false, opaque: 1)) }
+        #expect(accepted == 64)
+        #expect(error == .enhanceYourCalm)
+        peer.expectGoAway(.controlQueue)
+    }
+
+    @Test func aPeerThatSendsNoPrefaceIsCutOff() {
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        var session = Session(configuration: SessionConfiguration(role: .acceptor), now: start)
+        #expect(session.nextDeadline == start + .seconds(10))
+        #expect(session.tick(now: start + .seconds(9)).isEmpty)
+        let events = session.tick(now: start + .seconds(10))
+        #expect(events.contains {
+            if case .connectionError(.enhanceYourCalm, _) = $0 { return true }
+            return false
+        })
+        #expect(session.trippedLimit == .preface)
+    }
+
+    @Test func theStreamCountIsEnforcedPerClass() {
+        var peer = Peer()
+        let granted = Settings().initialStreams[.command]
+        for _ in 0..<granted { _ = peer.open(.command) }
+        let id = StreamID(peer.nextStream)
+        #expect(peer.send(.open(OpenFrame(streamID: id, streamClass: .command, service: "s"))) == .streamLimitError)
+    }
+}
