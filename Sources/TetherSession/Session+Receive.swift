@@ -17,20 +17,11 @@ extension Session {
             return self.receiveSettings(entries)
         }
 
-        var events = self.receiveActive(frame, now: now)
-        if !self.hasFailed { events.append(contentsOf: self.checkControlQueue()) }
-        return events
-    }
-
-    private mutating func receiveActive(_ frame: Frame, now: NIODeadline) -> SessionEvents {
-        if case .data(let data) = frame {
-            let empty = data.payload.readableBytes == 0 && data.flags.isDisjoint(with: [.fin, .endMessage])
-            let run = self.noteEmpty(empty)
-            guard run.isEmpty else { return run }
-        } else if case .credit = frame {
-            // Judged in receiveCredit: only a CREDIT that raises nothing is empty.
-        } else {
-            _ = self.noteEmpty(false)
+        // DATA and CREDIT judge whether they carried anything (spec §12 empty-frame run); every
+        // other frame ends a run.
+        switch frame {
+        case .data, .credit: break
+        default: self.emptyFrames = 0
         }
         switch frame {
         case .data(let data):
@@ -86,6 +77,8 @@ extension Session {
     private mutating func receiveData(_ frame: DataFrame, now: NIODeadline) -> SessionEvents {
         let id = frame.streamID
         let octets = frame.payload.readableBytes
+        let run = self.noteEmpty(octets == 0 && frame.flags.isDisjoint(with: [.fin, .endMessage]))
+        guard run.isEmpty else { return run }
         self.counters.dataOctetsReceived += octets
         guard self.connectionReceive.receive(octets) else {
             return self.fail(.flowControlError, "DATA on stream \(id) exceeds connection credit")
@@ -279,7 +272,8 @@ extension Session {
             let glitch = self.glitch("PING", now: now)
             guard glitch.isEmpty else { return glitch }
             self.control.append(.frame(.ping(PingFrame(ack: true, opaque: ping.opaque))))
-            return .none
+            // The one control frame a peer can ask for without another limit bounding it.
+            return self.checkControlQueue()
         }
         guard let sent = self.outstandingPings.removeValue(forKey: ping.opaque) else {
             return self.glitch("an unmatched PING ACK", now: now)
