@@ -1,3 +1,4 @@
+import Metrics
 import NIOCore
 import TetherSession
 import TetherWire
@@ -23,6 +24,11 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
         /// How streams compress (spec §9): contexts, batching, bomb limits.
         public var codec = StreamCodec.Configuration()
+
+        /// Where connection errors this side detects are counted (`tether_connection_errors_total`
+        /// with `code` and, for ENHANCE_YOUR_CALM, the abuse `limit`); nil is the process's
+        /// bootstrapped `MetricsSystem`.
+        public var metricsFactory: (any MetricsFactory)?
 
         /// The allowlist in force on this connection (spec/POLICY.md §7); nil allows everything.
         /// An edge must set one: nothing leaves the site that it does not allow.
@@ -217,6 +223,11 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
                 self.retryOpens()
             case .connectionError(let code, let reason):
                 self.closedError = TetherError.closed(code, reason)
+                Counter(
+                    label: "tether_connection_errors_total",
+                    dimensions: [("code", code.name), ("limit", self.session.trippedLimit?.rawValue ?? "none")],
+                    factory: self.configuration.metricsFactory ?? MetricsSystem.factory
+                ).increment()
             }
         }
     }
@@ -516,6 +527,12 @@ extension TetherConnectionHandler {
     func streamReset(_ id: StreamID, code: ErrorCode) {
         self.streams.removeValue(forKey: id)
         self.session.reset(id, code: code)
+        self.scheduleFlush()
+    }
+
+    func streamRefuse(_ id: StreamID, code: ErrorCode) {
+        self.streams.removeValue(forKey: id)
+        self.dispatch(self.session.refuse(id, code: code, now: .now()))
         self.scheduleFlush()
     }
 

@@ -209,6 +209,16 @@ public final class TetherStreamHandle: @unchecked Sendable {
         self.fail(TetherError(.streamReset, errorCode: code, "reset locally with \(code.name)"))
     }
 
+    /// Refuses a stream the peer opened — no such service, no backend — with RESET `code`. Unlike
+    /// ``reset(_:)``, a refusal counts toward the peer's reset rate (spec §12): a peer that makes
+    /// us refuse stream after stream is cut off with ENHANCE_YOUR_CALM.
+    public func refuse(_ code: ErrorCode = .refusedStream) {
+        self.eventLoop.preconditionInEventLoop()
+        guard self.failure == nil else { return }
+        self.owner?.streamRefuse(self.id, code: code)
+        self.fail(TetherError(.streamReset, errorCode: code, "refused with \(code.name)"))
+    }
+
     /// Takes as many queued writes as fit the send buffer.
     private func pumpWrites() {
         guard let owner = self.owner else { return }

@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import Metrics
 #endif
 import NIOCore
 import NIOPosix
@@ -89,7 +90,13 @@ public enum TetherTransport {
                     ).whenComplete { result in
                         switch result {
                         case .success(let connection): onConnection(connection)
-                        case .failure(let error): onHandshakeFailure(error)
+                        case .failure(let error):
+                            let reason = (error as? TLSError)?.code.description ?? "other"
+                            Counter(
+                                label: "tether_tls_handshake_failures_total", dimensions: [("reason", reason)],
+                                factory: configuration.metricsFactory ?? MetricsSystem.factory
+                            ).increment()
+                            onHandshakeFailure(error)
                         }
                     }
                 }

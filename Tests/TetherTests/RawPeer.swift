@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Tether
+import TetherTLS
 import TetherWire
 
 /// A hand-driven peer on a raw TCP connection: it writes whatever frames a test chooses and
@@ -9,16 +10,42 @@ struct RawPeer {
     let channel: any Channel
     let received: AsyncStream<ByteBuffer>
 
-    static func connect(to address: SocketAddress, group: any EventLoopGroup) async throws -> RawPeer {
+    /// Connects over TCP, and over TLS first when `tls` is given (returning once the handshake is
+    /// done, so what the test writes is Tether's, inside the encrypted connection).
+    static func connect(to address: SocketAddress, group: any EventLoopGroup, tls: TLSContext? = nil) async throws -> RawPeer {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        let handshake = group.any().makePromise(of: Void.self)
         let channel = try await ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        let handler = try TLSHandler(context: tls, eventLoop: channel.eventLoop)
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                        handler.handshakeCompleted.map { _ in }.cascade(to: handshake)
+                    } else {
+                        handshake.succeed()
+                    }
                     try channel.pipeline.syncOperations.addHandler(Collector(continuation: continuation))
                 }
             }
             .connect(to: address).get()
+        try await handshake.futureResult.get()
         return RawPeer(channel: channel, received: stream)
+    }
+
+    /// Writes octets as they are; a closed connection is not an error (the peer may cut us off
+    /// halfway through).
+    func sendRaw(_ bytes: ByteBuffer) async {
+        try? await self.channel.writeAndFlush(bytes)
+    }
+
+    /// The GOAWAY the other side sent before closing, if it sent one.
+    func goAwayUntilClosed() async -> GoAwayFrame? {
+        let frames = (try? await self.framesUntilClosed()) ?? []
+        for frame in frames.reversed() {
+            if case .goAway(let goAway) = frame { return goAway }
+        }
+        return nil
     }
 
     func send(_ frames: [Frame], preface settings: Settings? = nil) async throws {

@@ -1,0 +1,315 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Tether
+import TetherRelay
+import TetherTLS
+import TetherTestSupport
+import TetherWire
+import Testing
+
+/// SECURITY.md "Memory bound under attack": each attack, over mutual TLS, against a fresh
+/// library-level hub in its own process (`tether target`). For each, the hub stays up, its peak
+/// resident memory (VmHWM) stays under the bound SECURITY.md states, a well-behaved edge's
+/// streams keep flowing, the offender is cut off with the right code, and a metric counts it.
+@Suite(.timeLimit(.minutes(5))) struct HostilePeerTests {
+    static let fixtures = Loopback.fixtures
+
+    /// The bound, read from SECURITY.md so the document and the test cannot drift apart.
+    static let memoryBoundKiB: Int = {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let text = (try? String(contentsOf: root.appendingPathComponent("SECURITY.md"), encoding: .utf8)) ?? ""
+        let marker = "peak resident memory (VmHWM) under "
+        guard let range = text.range(of: marker) else { return 0 }
+        let number = text[range.upperBound...].prefix { $0.isNumber }
+        return (Int(number) ?? 0) * 1_024
+    }()
+
+    /// What an attack sends after a valid preface, and how it must end.
+    struct FrameAttack: Sendable, CustomTestStringConvertible {
+        var name: String
+        var code: ErrorCode
+        var limit: String
+        var bytes: @Sendable () -> ByteBuffer
+        var testDescription: String { self.name }
+    }
+
+    static func frames(_ frames: [Frame]) -> ByteBuffer {
+        var bytes = ByteBuffer()
+        for frame in frames { bytes.writeFrame(frame) }
+        return bytes
+    }
+
+    static func open(_ id: UInt32, service: String = "echo") -> Frame {
+        .open(OpenFrame(streamID: StreamID(id), streamClass: .bulk, service: service))
+    }
+
+    static let attacks: [FrameAttack] = [
+        FrameAttack(name: "OPEN/RESET storm", code: .enhanceYourCalm, limit: "reset-rate") {
+            frames((0..<2_000).flatMap { index -> [Frame] in
+                let id = UInt32(1 + 2 * index)
+                return [open(id), .reset(ResetFrame(streamID: StreamID(id), code: .cancel, finalSize: 0))]
+            })
+        },
+        FrameAttack(name: "refusal storm", code: .enhanceYourCalm, limit: "reset-rate") {
+            frames((0..<2_000).map { open(UInt32(1 + 2 * $0), service: "no-such-service") })
+        },
+        FrameAttack(name: "PING flood", code: .enhanceYourCalm, limit: "glitch-budget") {
+            frames((0..<5_000).map { .ping(PingFrame(ack: false, opaque: UInt64($0))) })
+        },
+        FrameAttack(name: "SETTINGS flood", code: .protocolError, limit: "none") {
+            frames(Array(repeating: .settings(.values(Settings().entries)), count: 1_000))
+        },
+        FrameAttack(name: "endless empty DATA", code: .enhanceYourCalm, limit: "empty-frame-run") {
+            frames([open(1)] + Array(repeating: .data(DataFrame(streamID: 1, payload: ByteBuffer())), count: 5_000))
+        },
+        FrameAttack(name: "CREDIT overflow", code: .flowControlError, limit: "none") {
+            var bytes = ByteBuffer()
+            bytes.writeFrameHeader(FrameHeader(length: 8, type: .credit, flags: 0, streamID: .connection))
+            bytes.writeInteger(UInt64.max)
+            return bytes
+        },
+        FrameAttack(name: "CREDIT backwards", code: .flowControlError, limit: "none") {
+            frames([.credit(.connection(limit: 1_024))])
+        },
+        FrameAttack(name: "DATA beyond credit", code: .flowControlError, limit: "none") {
+            frames([open(1, service: "hold")] + (0..<20).map { _ in .data(DataFrame(streamID: 1, payload: ByteBuffer(repeating: 1, count: 16_375))) })
+        },
+        FrameAttack(name: "1 MiB OPEN", code: .frameSizeError, limit: "none") {
+            var bytes = ByteBuffer()
+            bytes.writeFrameHeader(FrameHeader(length: 1 << 20, type: .open, flags: 0, streamID: 1))
+            bytes.writeRepeatingByte(0x41, count: 1 << 20)
+            return bytes
+        },
+        FrameAttack(name: "16 MiB frame length", code: .frameSizeError, limit: "none") {
+            var bytes = ByteBuffer()
+            bytes.writeFrameHeader(FrameHeader(length: (1 << 24) - 1, type: .data, flags: 0, streamID: 1))
+            bytes.writeRepeatingByte(0, count: 65_536)
+            return bytes
+        },
+        FrameAttack(name: "unknown frame types", code: .enhanceYourCalm, limit: "glitch-budget") {
+            var bytes = ByteBuffer()
+            for index in 0..<5_000 {
+                bytes.writeFrameHeader(FrameHeader(length: 4, type: FrameType(rawValue: 0x20 + UInt8(index % 200)), flags: 0, streamID: .connection))
+                bytes.writeInteger(UInt32(index))
+            }
+            return bytes
+        },
+    ]
+
+    @Test(arguments: Self.attacks)
+    func aHostileEdgeIsCutOffAndTheHubCarriesOn(_ attack: FrameAttack) async throws {
+        let target = try await TargetProcess.start()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let good = try await WellBehavedEdge.start(port: target.port, group: group)
+        let offender = try await RawPeer.connect(
+            to: try SocketAddress(ipAddress: "127.0.0.1", port: target.port), group: group,
+            tls: try TLSContext(configuration: Self.fixtures.edge()))
+        var preface = ByteBuffer()
+        preface.writePreface(Settings())
+        await offender.sendRaw(preface)
+        await offender.sendRaw(attack.bytes())
+        let goAway = await offender.goAwayUntilClosed()
+        #expect(goAway?.code == attack.code, "\(attack.name): \(String(describing: goAway))")
+
+        try await good.roundTrips(20)  // streams of the edge that behaves keep flowing
+        let metrics = try await target.metrics()
+        #expect(
+            metrics.contains(#"tether_connection_errors_total{code="\#(attack.code.name)",limit="\#(attack.limit)"} 1"#),
+            "\(metrics)")
+        let peak = try await target.peakKiB()
+        #expect(peak > 0 && peak < Self.memoryBoundKiB, "VmHWM \(peak) KiB, bound \(Self.memoryBoundKiB) KiB")
+        await good.close()
+        try await group.shutdownGracefully()
+        try await target.stop()
+    }
+
+    @Test func handshakesThatNeverFinishAreClosedAndCounted() async throws {
+        let target = try await TargetProcess.start(handshakeTimeout: 2)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let address = try SocketAddress(ipAddress: "127.0.0.1", port: target.port)
+        // 2,000 connections that never send, and one that sends half a ClientHello and stops.
+        var idle: [any Channel] = []
+        for _ in 0..<2_000 {
+            idle.append(try await ClientBootstrap(group: group).connect(to: address).get())
+        }
+        let slow = try await ClientBootstrap(group: group).connect(to: address).get()
+        try await slow.writeAndFlush(ByteBuffer(bytes: [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01]))
+        // A good edge connects and works while they hang.
+        let good = try await WellBehavedEdge.start(port: target.port, group: group)
+        try await good.roundTrips(20)
+        // Every one of them is closed by the hub: waiting on the close, not on a clock.
+        for channel in idle + [slow] { try await channel.closeFuture.get() }
+        try await good.roundTrips(20)
+        let metrics = try await target.metrics()
+        let failures = Self.value(of: #"tether_tls_handshake_failures_total{reason="handshakeTimeout"}"#, in: metrics)
+        #expect(failures >= 2_001, "\(metrics)")
+        let peak = try await target.peakKiB()
+        #expect(peak > 0 && peak < Self.memoryBoundKiB, "VmHWM \(peak) KiB, bound \(Self.memoryBoundKiB) KiB")
+        await good.close()
+        try await group.shutdownGracefully()
+        try await target.stop()
+    }
+
+    @Test func aReaderThatNeverReadsIsCutOffByKeepalive() async throws {
+        let target = try await TargetProcess.start(keepaliveInterval: 1_000, keepaliveTimeout: 1)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let good = try await WellBehavedEdge.start(port: target.port, group: group)
+        let offender = try await RawPeer.connect(
+            to: try SocketAddress(ipAddress: "127.0.0.1", port: target.port), group: group,
+            tls: try TLSContext(configuration: Self.fixtures.edge()))
+        try await offender.channel.setOption(.autoRead, value: false)
+        var hello = ByteBuffer()
+        hello.writePreface(Settings())
+        hello.writeFrame(Self.open(1, service: "firehose"))
+        await offender.sendRaw(hello)
+        // The hub sends until our windows and socket buffers are full, then waits; we never read.
+        // It must cut us off (its PINGs go unanswered) without holding more than credit allows.
+        while !(try await target.metrics()).contains(#"code="KEEPALIVE_TIMEOUT""#) {
+            try await good.roundTrips(1)
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        try await offender.channel.setOption(.autoRead, value: true)
+        offender.channel.read()
+        _ = await offender.goAwayUntilClosed()  // closed: reading to the end terminates
+        try await good.roundTrips(20)
+        let peak = try await target.peakKiB()
+        #expect(peak > 0 && peak < Self.memoryBoundKiB, "VmHWM \(peak) KiB, bound \(Self.memoryBoundKiB) KiB")
+        await good.close()
+        try await group.shutdownGracefully()
+        try await target.stop()
+    }
+
+    static func value(of series: String, in metrics: String) -> Int {
+        metrics.split(separator: "\n").first { $0.hasPrefix(series + " ") }
+            .flatMap { Int($0.split(separator: " ").last!) } ?? 0
+    }
+}
+
+/// An edge that does what it should: echo round trips over mutual TLS.
+struct WellBehavedEdge {
+    let connection: TetherConnection
+
+    static func start(port: Int, group: any EventLoopGroup) async throws -> WellBehavedEdge {
+        let connection = try await TetherTransport.dial(
+            group: group, to: try SocketAddress(ipAddress: "127.0.0.1", port: port),
+            tls: try TLSContext(configuration: Loopback.fixtures.edge()), configuration: .init(role: .dialer))
+        return WellBehavedEdge(connection: connection)
+    }
+
+    /// `count` echo streams, one after another, each 64 KiB there and back.
+    func roundTrips(_ count: Int) async throws {
+        for index in 0..<count {
+            let stream = try await self.connection.openStream(service: "echo", class: .command)
+            let payload = randomPayload(count: 65_536, seed: UInt64(index))
+            try await stream.write(payload)
+            try await stream.finish()
+            var echoed = ByteBuffer()
+            for try await var chunk in stream.chunks { echoed.writeBuffer(&chunk) }
+            #expect(echoed == payload)
+        }
+    }
+
+    func close() async {
+        await self.connection.close()
+    }
+}
+
+/// `tether target` in its own process, built next to this test bundle by `swift test`.
+final class TargetProcess: @unchecked Sendable {
+    let process = Process()
+    let input = Pipe()
+    let output = Pipe()
+    private(set) var port = 0
+    private var buffer = Data()
+
+    static var executable: URL {
+        // .build/<triple>/debug/tetherPackageTests.xctest → .build/<triple>/debug/tether
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return me.deletingLastPathComponent().appendingPathComponent("tether")
+    }
+
+    static func start(handshakeTimeout: Double = 10, keepaliveInterval: Int = 15_000, keepaliveTimeout: Double = 20) async throws -> TargetProcess {
+        let target = TargetProcess()
+        guard FileManager.default.isExecutableFile(atPath: Self.executable.path) else {
+            throw TetherTestError("\(Self.executable.path) is missing: `swift test` builds it with the tests")
+        }
+        let fixtures = Loopback.fixtures
+        target.process.executableURL = Self.executable
+        target.process.arguments = [
+            "target", "--certificate", fixtures.path("hub.pem"), "--key", fixtures.path("hub.key"),
+            "--ca", fixtures.path("ca.pem"), "--handshake-timeout", "\(handshakeTimeout)",
+            "--keepalive-interval", "\(keepaliveInterval)", "--keepalive-timeout", "\(keepaliveTimeout)",
+        ]
+        target.process.standardInput = target.input
+        target.process.standardOutput = target.output
+        try target.process.run()
+        let line = try await target.line()
+        guard line.hasPrefix("listening "), let port = Int(line.dropFirst("listening ".count)) else {
+            throw TetherTestError("tether target said \(line)")
+        }
+        target.port = port
+        return target
+    }
+
+    /// The next line the process writes (reading blocks a thread of its own, not the test's).
+    func line() async throws -> String {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                while true {
+                    if let newline = self.buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                        let line = String(decoding: self.buffer[..<newline], as: UTF8.self)
+                        self.buffer.removeSubrange(...newline)
+                        continuation.resume(returning: line)
+                        return
+                    }
+                    let more = self.output.fileHandleForReading.availableData
+                    guard !more.isEmpty else {
+                        continuation.resume(throwing: TetherTestError("tether target exited"))
+                        return
+                    }
+                    self.buffer.append(more)
+                }
+            }
+        }
+    }
+
+    func ask(_ command: String) throws {
+        try self.input.fileHandleForWriting.write(contentsOf: Data((command + "\n").utf8))
+    }
+
+    /// The Prometheus text of the hub's metrics.
+    func metrics() async throws -> String {
+        try self.ask("metrics")
+        var lines: [String] = []
+        while true {
+            let line = try await self.line()
+            if line == "END" { return lines.joined(separator: "\n") }
+            lines.append(line)
+        }
+    }
+
+    /// The hub process's peak resident memory, KiB.
+    func peakKiB() async throws -> Int {
+        try self.ask("memory")
+        let words = try await self.line().split(separator: " ")
+        #expect(self.process.isRunning, "the hub stayed up")
+        return words.count >= 2 ? Int(words[1]) ?? 0 : 0
+    }
+
+    func stop() async throws {
+        try self.input.fileHandleForWriting.close()
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                self.process.waitUntilExit()
+                continuation.resume()
+            }
+        }
+    }
+}
+
+struct TetherTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
