@@ -114,6 +114,16 @@ let package = Package(
             path: "fuzz/FrameDecoder"
         ),
         .executableTarget(
+            name: "FuzzSession",
+            dependencies: ["TetherSession", "TetherWire", .product(name: "NIOCore", package: "swift-nio")],
+            path: "fuzz/Session"
+        ),
+        .executableTarget(
+            name: "FuzzInflate",
+            dependencies: ["TetherCompression", .product(name: "NIOCore", package: "swift-nio")],
+            path: "fuzz/Inflate"
+        ),
+        .executableTarget(
             name: "FuzzPolicyFilter",
             dependencies: ["TetherPolicy"],
             path: "fuzz/PolicyFilter"
