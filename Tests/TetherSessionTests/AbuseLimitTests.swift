@@ -190,6 +190,23 @@ import Testing
         #expect(session.trippedLimit == .preface)
     }
 
+    @Test func aStreamWithNoDataEitherWayTimesOutWhenAnIdleTimeoutIsSet() {
+        var peer = Peer { $0.idleTimeout = .seconds(5) }
+        let quiet = peer.open()
+        let busy = peer.open()
+        peer.session.accept(quiet)
+        peer.session.accept(busy)
+        peer.now = peer.now + .seconds(3)
+        #expect(peer.send(.data(DataFrame(streamID: busy, payload: ByteBuffer(string: "still here")))) == nil)
+        peer.now = peer.now + .seconds(2)
+        var timedOut: [StreamID] = []
+        for event in peer.session.tick(now: peer.now) {
+            if case .reset(let id, .timeout) = event { timedOut.append(id) }
+        }
+        #expect(timedOut == [quiet])
+        #expect(peer.written().contains { $0 == .reset(ResetFrame(streamID: quiet, code: .timeout, finalSize: 0)) })
+    }
+
     @Test func theStreamCountIsEnforcedPerClass() {
         var peer = Peer()
         let granted = Settings().initialStreams[.command]
