@@ -119,6 +119,15 @@ let package = Package(
             path: "fuzz/Session"
         ),
         .executableTarget(
+            name: "FuzzTLSRecords",
+            dependencies: [
+                "TetherTLS", "TetherWire", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "fuzz/TLSRecords"
+        ),
+        .executableTarget(
             name: "FuzzInflate",
             dependencies: ["TetherCompression", .product(name: "NIOCore", package: "swift-nio")],
             path: "fuzz/Inflate"

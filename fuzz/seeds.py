@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes libFuzzer seed files for a target from spec/vectors/ (first octet = split stride).
 
-    python3 fuzz/seeds.py frames|policy|session|inflate OUTDIR
+    python3 fuzz/seeds.py frames|policy|session|inflate|records OUTDIR
 """
 import json
 import os
@@ -74,10 +74,28 @@ def inflate_seeds():
         yield f"deflate-{i}", bytes([i]) + frames
 
 
+def records_seeds():
+    """For the TLSRecords target: a mode octet (bit 0: a genuine record first; the rest: the split
+    stride), then octets shaped like TLS records: application data, alerts, a ChangeCipherSpec,
+    a record too long, a truncated header."""
+    shapes = [
+        bytes([0x17, 0x03, 0x03, 0x00, 0x20]) + bytes(32),
+        bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]),
+        bytes([0x14, 0x03, 0x03, 0x00, 0x01, 0x01]),
+        bytes([0x17, 0x03, 0x03, 0xFF, 0xFF]) + bytes(64),
+        bytes([0x17, 0x03]),
+        bytes([0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00]),
+    ]
+    for i, shape in enumerate(shapes):
+        for mode in (0x00, 0x01, 0x06, 0xFF):
+            yield f"record-{i}-{mode:02x}", bytes([mode]) + shape
+
+
 def main():
     kind, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
-    seeds = {"frames": frame_seeds, "policy": policy_seeds, "session": session_seeds, "inflate": inflate_seeds}[kind]()
+    seeds = {"frames": frame_seeds, "policy": policy_seeds, "session": session_seeds, "inflate": inflate_seeds,
+             "records": records_seeds}[kind]()
     count = 0
     for name, data in seeds:
         with open(os.path.join(out, name), "wb") as f:
