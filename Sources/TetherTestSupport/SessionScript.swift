@@ -198,15 +198,7 @@ private struct Harness {
 
     /// Everything the session would send now, one frame per entry.
     mutating func drain() -> [String] {
-        var bytes = ByteBuffer()
-        while let produced = self.session.produce(into: &bytes, now: self.now) {
-            if var payload = produced.payload { bytes.writeBuffer(&payload) }
-        }
-        var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF))
-        decoder.append(bytes)
-        var frames: [String] = []
-        while let frame = try? decoder.nextFrame() { frames.append(Output.send(frame).description) }
-        return frames
+        self.session.producedFrames(now: self.now).map { Output.send($0).description }
     }
 }
 
@@ -243,5 +235,21 @@ private enum Output: CustomStringConvertible {
         var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF))
         decoder.append(bytes)
         return try? decoder.nextFrame()
+    }
+}
+
+extension Session {
+    /// Everything the session would send now, decoded: what a transport that always has room
+    /// would write.
+    public mutating func producedFrames(now: NIODeadline) -> [Frame] {
+        var bytes = ByteBuffer()
+        while let produced = self.produce(into: &bytes, now: now) {
+            if var payload = produced.payload { bytes.writeBuffer(&payload) }
+        }
+        var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF))
+        decoder.append(bytes)
+        var frames: [Frame] = []
+        while let frame = try? decoder.nextFrame() { frames.append(frame) }
+        return frames
     }
 }

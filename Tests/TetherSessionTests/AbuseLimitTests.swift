@@ -1,4 +1,5 @@
 import NIOCore
+import TetherTestSupport
 import TetherWire
 import Testing
 
@@ -38,15 +39,7 @@ import Testing
 
         /// The frames the session would write now.
         mutating func written() -> [Frame] {
-            var bytes = ByteBuffer()
-            while let produced = self.session.produce(into: &bytes, now: self.now) {
-                if var payload = produced.payload { bytes.writeBuffer(&payload) }
-            }
-            var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF))
-            decoder.append(bytes)
-            var frames: [Frame] = []
-            while let frame = try! decoder.nextFrame() { frames.append(frame) }
-            return frames
+            self.session.producedFrames(now: self.now)
         }
 
         /// Sends `frame` `count` times; returns how many went in before a connection error, and it.

@@ -1,4 +1,5 @@
 import NIOCore
+import TetherTestSupport
 import TetherWire
 import Testing
 
@@ -36,15 +37,7 @@ import Testing
         }
 
         mutating func frames() -> [Frame] {
-            var bytes = ByteBuffer()
-            while let produced = self.session.produce(into: &bytes, now: self.now) {
-                if var payload = produced.payload { bytes.writeBuffer(&payload) }
-            }
-            var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF))
-            decoder.append(bytes)
-            var frames: [Frame] = []
-            while let frame = try! decoder.nextFrame() { frames.append(frame) }
-            return frames
+            self.session.producedFrames(now: self.now)
         }
 
         /// After `gap` of silence a burst of `octets` arrives (in 16 KiB frames) and the application
