@@ -37,7 +37,11 @@ extension Session {
     public mutating func produce(into buffer: inout ByteBuffer, now: NIODeadline, room: Int = .max) -> Produced? {
         if !self.control.isEmpty {
             guard room >= Self.largestControlFrame else { return nil }
-            while let item = self.control.popFirst() {
+            while let item = self.control.first {
+                if case .open(let id) = item, let open = self.pendingOpens[id], FrameHeader.size + open.payloadSize > room {
+                    return nil  // the caller sends what it has and asks again with a whole record
+                }
+                self.control.removeFirst()
                 if self.writeControl(item, into: &buffer) { return Produced() }
             }
         }
@@ -65,6 +69,13 @@ extension Session {
         switch item {
         case .frame(let frame):
             buffer.writeFrame(frame)
+        case .open(let id):
+            guard let open = self.pendingOpens.removeValue(forKey: id) else { return false }
+            buffer.writeFrame(.open(open))
+            if let index = self.streams.index(forKey: id) {
+                self.streams.values[index].outbound.openPending = false
+                self.scheduleIfReady(id)
+            }
         case .connectionCredit:
             self.connectionCreditQueued = false
             buffer.writeFrame(.credit(.connection(limit: self.connectionReceive.advertised)))
@@ -80,7 +91,6 @@ extension Session {
     }
 
     private enum StreamOutput {
-        case open
         case data(ByteBuffer, DataFrame.Flags, becameWritable: Bool)
         case blockedOnStream
         case blockedOnConnection
@@ -105,24 +115,12 @@ extension Session {
         let maxPayload = Int(self.peerSettings!.maxFramePayload)
         let connectionAvailable = self.connectionSend.available
         let sendBufferLimit = self.configuration.sendBufferLimit
-        if self.streams.values[index].outbound.openPending,
-            let open = self.pendingOpens[id], FrameHeader.size + open.payloadSize > room
-        {
-            return .doesNotFit
-        }
-
         // Mutate the stream in place: a copy would duplicate its queue's storage.
         let output: StreamOutput = Self.takeFrame(
             &self.streams.values[index], maxPayload: maxPayload, connectionAvailable: connectionAvailable,
             sendBufferLimit: sendBufferLimit, room: room)
 
         switch output {
-        case .open:
-            let open = self.pendingOpens.removeValue(forKey: id)!
-            let written = buffer.writeFrame(.open(open))
-            self.scheduler.charge(streamClass, octets: written)
-            self.scheduleIfReady(id)
-            return .produced(Produced())
         case .blockedOnStream:
             return .blocked  // CREDIT for the stream schedules it again
         case .blockedOnConnection:
@@ -157,8 +155,7 @@ extension Session {
         _ stream: inout StreamState, maxPayload: Int, connectionAvailable: UInt64, sendBufferLimit: Int, room: Int
     ) -> StreamOutput {
         if stream.outbound.openPending {
-            stream.outbound.openPending = false
-            return .open
+            return .blockedOnStream  // its OPEN, queued with CONTROL, schedules it once written
         }
         var flags: DataFrame.Flags = []
         var payload = ByteBuffer()

@@ -295,6 +295,7 @@ extension Session {
         // Our streams above the last id were not processed: refused, safe to retry elsewhere.
         let refused = self.streams.keys.filter { self.role.opens($0) && $0 > goAway.lastStreamID }.sorted()
         for id in refused {
+            self.pendingOpens.removeValue(forKey: id)  // an OPEN not sent yet never will be
             self.removeStream(id, ending: .closedByPeer, keepUnconsumed: false)
             events.append(.reset(id, .refusedStream))
         }

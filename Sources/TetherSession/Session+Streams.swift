@@ -52,7 +52,7 @@ extension Session {
         stream.outbound.openPending = true
         self.pendingOpens[id] = open
         self.streams[id] = stream
-        self.scheduleIfReady(id)
+        self.control.append(.open(id))  // with CONTROL, in order (spec §8.2)
         return .success(id)
     }
 

@@ -241,6 +241,8 @@ public struct Session: Sendable {
 /// limit when written, so one queued update carries everything taken until then.
 enum ControlItem: Sendable {
     case frame(Frame)
+    /// A stream's OPEN, in opening order so ids increase on the wire (spec §6.1, §8.2).
+    case open(StreamID)
     case connectionCredit
     case streamCredit(StreamID)
     case streamsCredit(StreamClass)

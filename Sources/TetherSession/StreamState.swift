@@ -66,7 +66,7 @@ struct OutboundQueue: Sendable {
     var hasData: Bool { !(self.chunks?.isEmpty ?? true) }
 
     /// Work that needs no credit: the OPEN, or a FIN with nothing before it.
-    var hasCreditFreeWork: Bool { self.openPending || (self.finRequested && !self.hasData) }
+    var hasCreditFreeWork: Bool { self.finRequested && !self.hasData }
 
     mutating func append(_ bytes: ByteBuffer, endsMessage: Bool, compression: DataFrame.Flags = []) {
         if self.chunks == nil { self.chunks = CircularBuffer(initialCapacity: 4) }
