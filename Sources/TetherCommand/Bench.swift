@@ -43,6 +43,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Emulate a WAN between the ends: link rate such as 500mbit (with --link-rtt).")
     var linkRate: String?
 
+    @Option(help: "With --link-rtt: the bottleneck's queue for the link-bound latency row (its sockets add 64 KiB).")
+    var linkQueue: String = "256K"
+
     @Flag(help: "Print one JSON object per line per scenario instead of a table.")
     var json = false
 
@@ -65,6 +68,11 @@ struct Bench: AsyncParsableCommand {
         /// WAN rows: seconds until the sender's rate first reached 90 % of the plain TCP flow's.
         var seconds_to_90_percent_of_tcp: Double?
         var link: String?
+        /// Link-bound latency row: the command round trip's p99 with the link idle, the p99 the
+        /// aim allows (idle p99 + the bottleneck's queue + 2 ms), and the link's rate.
+        var idle_p99_us: Double?
+        var p99_budget_us: Double?
+        var link_mib_per_s: Double?
     }
 
     func run() async throws {
@@ -194,6 +202,27 @@ struct Bench: AsyncParsableCommand {
                 mib_per_s: Self.mib(fixedOctets, fixedSeconds), baseline: raw.scenario,
                 ratio_to_baseline: Self.mib(fixedOctets, fixedSeconds) / raw.mib_per_s, link: label))
         await fixed.close()
+
+        // Link-bound latency: the same link with a small bounded queue (spec §8.2 shallow queues).
+        guard let queue = Self.parseSize(self.linkQueue) else { throw ValidationError("--link-queue: a size such as 256K") }
+        var bounded = link
+        bounded.buffer = Int(link.rate * Double(link.rtt.nanoseconds) / 2e9) + queue  // what is on the wire, plus the queue
+        bounded.receiveBuffer = 65_536
+        let boundLine = try await DelayLine.start(
+            group: linkGroup, target: try SocketAddress(ipAddress: "127.0.0.1", port: server.tetherPort), link: bounded)
+        let latencyConnection = try await TetherTransport.dial(
+            group: group, to: boundLine.localAddress!, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
+        let idle = try await Self.commands(latencyConnection, until: .now() + .nanoseconds(Int64(self.seconds * 1e9)))
+        var loaded = try await Self.latency(latencyConnection, seconds: self.seconds, chunk: chunk)
+        let queueMicroseconds = Double(queue + 65_536) / link.rate * 1e6
+        loaded.scenario = "wan-command-rtt-under-bulk"
+        loaded.link = label + " queue \(self.linkQueue)"
+        loaded.idle_p99_us = idle.percentile(99)
+        loaded.p99_budget_us = idle.percentile(99) + queueMicroseconds + 2_000
+        loaded.link_mib_per_s = link.rate / 1_048_576
+        self.emit(loaded)
+        await latencyConnection.close()
+        try await boundLine.close()
         try await rawLine.close()
         try await tunedLine.close()
         try await fixedLine.close()
@@ -283,16 +312,19 @@ struct Bench: AsyncParsableCommand {
         return Double((NIODeadline.now() - started).nanoseconds) / 1e9
     }
 
+    /// 64-octet command round trips, one after another, until `deadline`.
+    static func commands(_ connection: TetherConnection, until deadline: NIODeadline) async throws -> Samples {
+        let command = try await connection.openStream(service: "echo", class: .command).handle
+        let payload = ByteBuffer(repeating: UInt8(ascii: "c"), count: 64)
+        return try await command.eventLoop.flatSubmit { Workloads.pingPong(command, payload: payload, until: deadline) }.get()
+    }
+
     /// 4 bulk streams alone, then the same with 64-octet command round trips.
     static func latency(_ connection: TetherConnection, seconds: Double, chunk: ByteBuffer) async throws -> Row {
         let alone = try await Self.bulk(connection, seconds: seconds, chunk: chunk) { _ in nil }
         var samples = Samples()
         let during = try await Self.bulk(connection, seconds: seconds, chunk: chunk) { deadline in
-            let command = try await connection.openStream(service: "echo", class: .command).handle
-            let payload = ByteBuffer(repeating: UInt8(ascii: "c"), count: 64)
-            samples = try await command.eventLoop.flatSubmit {
-                Workloads.pingPong(command, payload: payload, until: deadline)
-            }.get()
+            samples = try await Self.commands(connection, until: deadline)
             return samples
         }
         return Row(
@@ -378,6 +410,11 @@ struct Bench: AsyncParsableCommand {
             }
         }
         if let alone = row.bulk_alone_mib_per_s { line += String(format: "  (bulk alone %.1f MiB/s)", alone) }
+        if let idle = row.idle_p99_us, let budget = row.p99_budget_us, let rate = row.link_mib_per_s {
+            line += String(
+                format: "  idle p99 %.0f µs, p99 allowed %.0f µs; bulk %.0f %% of the link",
+                idle, budget, 100 * row.mib_per_s / rate)
+        }
         if let client = row.client_bytes_per_stream, let server = row.server_bytes_per_stream {
             line = row.scenario.padding(toLength: 28, withPad: " ", startingAt: 0)
             line += String(

@@ -14,6 +14,10 @@ struct LinkProfile: Sendable {
     var rate: Double
     /// Octets in flight plus queued, per direction.
     var buffer: Int
+    /// When set, the link's own sockets receive at most this much and read 16 KiB at a time, so
+    /// the whole queue a byte can wait in at the bottleneck is `buffer + receiveBuffer` (the
+    /// link-bound latency row); otherwise the kernel's defaults.
+    var receiveBuffer: Int?
 
     init(rtt: TimeAmount, bitsPerSecond: Double) {
         self.rtt = rtt
@@ -27,14 +31,29 @@ enum DelayLine {
     /// Listens on 127.0.0.1 (any port); each accepted connection is joined to a new connection to
     /// `target` through the link.
     static func start(group: any EventLoopGroup, target: SocketAddress, link: LinkProfile) async throws -> any Channel {
-        try await ServerBootstrap(group: group)
+        let receive = link.receiveBuffer
+        let reads: UInt = receive == nil ? 4 : 1
+        let allocator = AdaptiveRecvByteBufferAllocator(minimum: 4_096, initial: 16_384, maximum: receive == nil ? 65_536 : 16_384)
+        var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.autoRead, value: false)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: reads)
+            .childChannelOption(.recvAllocator, value: allocator)
+        if let receive {  // accepted sockets inherit it from the listener
+            bootstrap = bootstrap.serverChannelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receive))
+        }
+        return try await bootstrap
             .childChannelInitializer { inbound in
                 ClientBootstrap(group: inbound.eventLoop)
                     .channelOption(.autoRead, value: false)
                     .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .channelOption(.maxMessagesPerRead, value: reads)
+                    .channelOption(.recvAllocator, value: allocator)
+                    .channelInitializer { channel in
+                        guard let receive else { return channel.eventLoop.makeSucceededVoidFuture() }
+                        return channel.setOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receive))
+                    }
                     .connect(to: target)
                     .flatMapThrowing { outbound in
                         let up = Direction(link: link)
