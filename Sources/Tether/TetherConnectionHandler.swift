@@ -34,6 +34,13 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         /// An edge must set one: nothing leaves the site that it does not allow.
         public var policy: PolicyEnforcer?
 
+        /// How long a sender that has more to write waits between writing passes (spec §8.2 rule
+        /// 5). NIO runs every ready task before it polls its sockets again, so the next pass is a
+        /// timer this far ahead: not yet due when the loop next looks for ready tasks, so the loop
+        /// polls and reads what arrived first; a poll that finds nothing waits this long. Zero
+        /// writes pass after pass until the credit or the data runs out.
+        public var passPause: TimeAmount = .microseconds(2)
+
         public init(role: Role, settings: Settings = Settings()) {
             self.session = SessionConfiguration(role: role, settings: settings)
         }
@@ -251,8 +258,13 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     // MARK: Output
 
     /// Flushes at the end of the current event-loop tick, so writes made together go out together.
+    /// A write made while a pass is running joins that pass or its continuation.
     func scheduleFlush() {
         guard !self.flushScheduled, !self.isShutDown, let context = self.context else { return }
+        guard !self.flushing else {
+            self.flushAgain = true
+            return
+        }
         self.flushScheduled = true
         context.eventLoop.assumeIsolated().execute {
             self.flushScheduled = false
@@ -260,9 +272,23 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         }
     }
 
-    /// Writes what the session produces while the channel is writable, then flushes. Flushing can
-    /// make the channel writable again from inside this method (NIO reports writability during
-    /// `flush`); such a re-entrant call is remembered and served by another pass.
+    /// Continues writing after the event loop has polled its sockets (spec §8.2 rule 5).
+    private func continueFlushAfterPolling() {
+        guard !self.flushScheduled, !self.isShutDown, let context = self.context else { return }
+        self.flushScheduled = true
+        context.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.passPause) {
+            self.flushScheduled = false
+            self.flushOutput()
+        }
+    }
+
+    /// One pass: writes what the session produces while the channel is writable, then flushes.
+    /// Flushing can make the channel writable again from inside this method (NIO reports
+    /// writability during `flush`), and writes can come in while it runs; either is remembered
+    /// and served by another pass after the event loop has polled its sockets. Where the kernel
+    /// takes every write at once (loopback, a fast LAN) passes in a loop would write all the
+    /// credit the peer granted before this event loop reads again, and an answer to a command
+    /// would wait behind that burst (spec §8.2 rule 5).
     private func flushOutput() {
         guard let context = self.context, self.started else { return }
         guard !self.flushing else {
@@ -270,12 +296,10 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
             return
         }
         self.flushing = true
-        defer { self.flushing = false }
-        var exhausted = false
-        repeat {
-            self.flushAgain = false
-            exhausted = self.writeProduced(context: context)
-        } while self.flushAgain
+        self.flushAgain = false
+        let exhausted = self.writeProduced(context: context)
+        self.flushing = false
+        if self.flushAgain { self.continueFlushAfterPolling() }
         self.rearmTimer()
         if exhausted && (self.session.hasFailed || self.session.isDrained) { self.closeAfterWrites() }
     }
