@@ -34,12 +34,12 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         /// An edge must set one: nothing leaves the site that it does not allow.
         public var policy: PolicyEnforcer?
 
-        /// How long a sender that has more to write waits between writing passes (spec §8.2 rule
-        /// 5). NIO runs every ready task before it polls its sockets again, so the next pass is a
-        /// timer this far ahead: not yet due when the loop next looks for ready tasks, so the loop
-        /// polls and reads what arrived first; a poll that finds nothing waits this long. Zero
-        /// writes pass after pass until the credit or the data runs out.
-        public var passPause: TimeAmount = .microseconds(2)
+        /// Whether octets are waiting, unread, in the transport below (spec §8.2 rule 5). A
+        /// sender the kernel lets write at once (loopback, a fast LAN) stops between writing
+        /// passes while this says yes, so what arrived — a command, the answer to one, credit —
+        /// is read first; the read goes on writing. Nil: passes follow each other until the credit
+        /// or the data runs out. ``TetherTransport`` sets it for TCP sockets on Linux.
+        public var unreadInput: (@Sendable (any Channel) -> Bool)?
 
         public init(role: Role, settings: Settings = Settings()) {
             self.session = SessionConfiguration(role: role, settings: settings)
@@ -59,6 +59,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     private var flushScheduled = false
     private var flushing = false
     private var flushAgain = false
+    /// Set while a writing pass stopped for input waiting unread (spec §8.2 rule 5).
+    private var readFallback: Scheduled<Void>?
     private var closeRequested = false
     private var isShutDown = false
     private var timer: Scheduled<Void>?
@@ -258,7 +260,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     // MARK: Output
 
     /// Flushes at the end of the current event-loop tick, so writes made together go out together.
-    /// A write made while a pass is running joins that pass or its continuation.
+    /// A write made while a pass is running joins that pass or the next.
     func scheduleFlush() {
         guard !self.flushScheduled, !self.isShutDown, let context = self.context else { return }
         guard !self.flushing else {
@@ -272,23 +274,22 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         }
     }
 
-    /// Continues writing after the event loop has polled its sockets (spec §8.2 rule 5).
-    private func continueFlushAfterPolling() {
-        guard !self.flushScheduled, !self.isShutDown, let context = self.context else { return }
-        self.flushScheduled = true
-        context.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.passPause) {
-            self.flushScheduled = false
+    /// Goes on writing if the read that ``Configuration/unreadInput`` promised does not come (a
+    /// handler below that holds reads back). Any pass that runs first cancels it.
+    private func continueUnlessRead() {
+        guard self.readFallback == nil, !self.isShutDown, let context = self.context else { return }
+        self.readFallback = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(1)) {
+            self.readFallback = nil
             self.flushOutput()
         }
     }
 
-    /// One pass: writes what the session produces while the channel is writable, then flushes.
-    /// Flushing can make the channel writable again from inside this method (NIO reports
-    /// writability during `flush`), and writes can come in while it runs; either is remembered
-    /// and served by another pass after the event loop has polled its sockets. Where the kernel
-    /// takes every write at once (loopback, a fast LAN) passes in a loop would write all the
-    /// credit the peer granted before this event loop reads again, and an answer to a command
-    /// would wait behind that burst (spec §8.2 rule 5).
+    /// Writes what the session produces while the channel is writable, then flushes. Flushing can
+    /// make the channel writable again from inside this method (NIO reports writability during
+    /// `flush`), and writes can come in while it runs; either is remembered and served by another
+    /// pass — unless input is waiting unread: where the kernel takes every write at once, passes
+    /// in a loop would write all the credit the peer granted before this event loop reads again,
+    /// and a command arriving meanwhile would wait behind that burst (spec §8.2 rule 5).
     private func flushOutput() {
         guard let context = self.context, self.started else { return }
         guard !self.flushing else {
@@ -296,10 +297,17 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
             return
         }
         self.flushing = true
-        self.flushAgain = false
-        let exhausted = self.writeProduced(context: context)
+        self.readFallback?.cancel()
+        self.readFallback = nil
+        var exhausted = false
+        var inputWaiting = false
+        repeat {
+            self.flushAgain = false
+            exhausted = self.writeProduced(context: context)
+            inputWaiting = self.flushAgain && self.configuration.unreadInput?(context.channel) == true
+        } while self.flushAgain && !inputWaiting
         self.flushing = false
-        if self.flushAgain { self.continueFlushAfterPolling() }
+        if inputWaiting { self.continueUnlessRead() }
         self.rearmTimer()
         if exhausted && (self.session.hasFailed || self.session.isDrained) { self.closeAfterWrites() }
     }

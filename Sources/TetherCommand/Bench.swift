@@ -68,8 +68,9 @@ struct Bench: AsyncParsableCommand {
         /// WAN rows: seconds until the sender's rate first reached 90 % of the plain TCP flow's.
         var seconds_to_90_percent_of_tcp: Double?
         var link: String?
-        /// Link-bound latency row: the command round trip's p99 with the link idle, the p99 the
+        /// Link-bound latency row: the command round trip's p50 and p99 with the link idle, the p99 the
         /// aim allows (idle p99 + the bottleneck's queue + 2 ms), and the link's rate.
+        var idle_p50_us: Double?
         var idle_p99_us: Double?
         var p99_budget_us: Double?
         var link_mib_per_s: Double?
@@ -217,6 +218,7 @@ struct Bench: AsyncParsableCommand {
         let queueMicroseconds = Double(queue + 65_536) / link.rate * 1e6
         loaded.scenario = "wan-command-rtt-under-bulk"
         loaded.link = label + " queue \(self.linkQueue)"
+        loaded.idle_p50_us = idle.percentile(50)
         loaded.idle_p99_us = idle.percentile(99)
         loaded.p99_budget_us = idle.percentile(99) + queueMicroseconds + 2_000
         loaded.link_mib_per_s = link.rate / 1_048_576
@@ -410,10 +412,12 @@ struct Bench: AsyncParsableCommand {
             }
         }
         if let alone = row.bulk_alone_mib_per_s { line += String(format: "  (bulk alone %.1f MiB/s)", alone) }
-        if let idle = row.idle_p99_us, let budget = row.p99_budget_us, let rate = row.link_mib_per_s {
+        if let idleP50 = row.idle_p50_us, let idle = row.idle_p99_us, let budget = row.p99_budget_us,
+            let rate = row.link_mib_per_s
+        {
             line += String(
-                format: "  idle p99 %.0f µs, p99 allowed %.0f µs; bulk %.0f %% of the link",
-                idle, budget, 100 * row.mib_per_s / rate)
+                format: "  idle p50 %.0f µs p99 %.0f µs, p99 allowed %.0f µs; bulk %.0f %% of the link",
+                idleP50, idle, budget, 100 * row.mib_per_s / rate)
         }
         if let client = row.client_bytes_per_stream, let server = row.server_bytes_per_stream {
             line = row.scenario.padding(toLength: 28, withPad: " ", startingAt: 0)

@@ -68,8 +68,8 @@ enum BenchSettings {
     static var configuration: (Role) -> TetherConnectionHandler.Configuration {
         { role in
             var configuration = TetherConnectionHandler.Configuration(role: role, settings: Self.tunnel)
-            if let pause = ProcessInfo.processInfo.environment["TETHER_BENCH_PASS_PAUSE_NS"].flatMap(Int64.init) {
-                configuration.passPause = .nanoseconds(pause)
+            if ProcessInfo.processInfo.environment["TETHER_BENCH_NO_READ_FIRST"] != nil {
+                configuration.unreadInput = { _ in false }
             }
             if ProcessInfo.processInfo.environment["TETHER_BENCH_NO_TUNING"] != nil {
                 configuration.session.windowTuning = .disabled

@@ -40,6 +40,10 @@ public enum TetherTransport {
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil
     ) -> EventLoopFuture<TetherConnection> {
         channel.eventLoop.preconditionInEventLoop()
+        var configuration = configuration
+        if configuration.unreadInput == nil, let probe = try? UnreadInputProbe.add(to: channel) {
+            configuration.unreadInput = probe
+        }
         guard let tls else {
             return channel.eventLoop.makeCompletedFuture {
                 try TetherConnection.configure(
