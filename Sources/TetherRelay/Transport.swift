@@ -17,7 +17,7 @@ public enum TetherTransport {
     /// `TCP_NOTSENT_LOWAT`, so little waits in user space or the kernel ahead of a new command.
     public struct QueueLimits: Sendable {
         /// The channel stops taking frames above `high` pending octets and resumes below `low`.
-        public var writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 << 10, high: 64 << 10)
+        public var writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 16 << 10, high: 32 << 10)
         /// Unsent octets the kernel may hold; nil leaves the system default (off on Linux).
         public var notSentLowWaterMark: Int? = 128 << 10
         /// Socket reads per wakeup before the frames read are acted on and answers flushed.
