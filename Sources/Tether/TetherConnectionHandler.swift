@@ -404,6 +404,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         self.timer = nil
         self.codecSweep?.cancel()
         self.codecSweep = nil
+        self.readFallback?.cancel()
+        self.readFallback = nil
         let streams = self.streams
         self.streams.removeAll()
         for handle in streams.values { handle.fail(error) }

@@ -24,6 +24,7 @@ struct Target: AsyncParsableCommand {
     @Option(help: "TLS handshake timeout, seconds.") var handshakeTimeout: Double = 10
     @Option(help: "Keepalive interval, milliseconds (0: off).") var keepaliveInterval: UInt32 = 15_000
     @Option(help: "Keepalive timeout, seconds.") var keepaliveTimeout: Double = 20
+    @Option(help: "Seconds a connection may take to send its preface (spec §12).") var prefaceTimeout: Double = 10
 
     func run() async throws {
         let registry = PrometheusCollectorRegistry()
@@ -35,6 +36,7 @@ struct Target: AsyncParsableCommand {
         settings.keepaliveIntervalMilliseconds = self.keepaliveInterval
         var configuration = TetherConnectionHandler.Configuration(role: .acceptor, settings: settings)
         configuration.session.keepaliveTimeout = .nanoseconds(Int64(self.keepaliveTimeout * 1e9))
+        configuration.session.abuseLimits.prefaceTimeout = .nanoseconds(Int64(self.prefaceTimeout * 1e9))
         configuration.metricsFactory = factory
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)

@@ -10,7 +10,7 @@ import Testing
 /// kernel takes every write at once, it otherwise writes all its credit before reading.
 @Suite struct BurstTests {
     /// The dialer's writes are counted per event-loop iteration (poll, I/O, tasks) while 4 bulk
-    /// streams send 8 MiB each to a reader that keeps up. Its probe always says input is waiting,
+    /// streams send 4 MiB each to a reader that keeps up. Its probe always says input is waiting,
     /// so that what is checked is the writer's answer to it, not when credit happens to arrive.
     @Test func aSenderWithInputWaitingReadsAfterEachPass() async throws {
         let writes = WritesPerIteration()
@@ -40,7 +40,7 @@ import Testing
         let acceptor = try #require(await iterator.next())
 
         let streams = 4
-        let octets = 8 << 20
+        let octets = 4 << 20
         let server = Task {
             try await withThrowingTaskGroup(of: Int.self) { group in
                 var opened = 0

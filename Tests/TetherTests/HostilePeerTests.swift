@@ -100,7 +100,9 @@ import Testing
 
     @Test(arguments: Self.attacks)
     func aHostileEdgeIsCutOffAndTheHubCarriesOn(_ attack: FrameAttack) async throws {
-        let target = try await TargetProcess.start()
+        // The attacks follow a valid preface; on a loaded machine this process may send it late,
+        // and the attack must meet its own limit, not the preface timeout.
+        let target = try await TargetProcess.start(prefaceTimeout: 300)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let good = try await WellBehavedEdge.start(port: target.port, group: group)
         let offender = try await RawPeer.connect(
@@ -230,7 +232,10 @@ final class TargetProcess: @unchecked Sendable {
         return me.deletingLastPathComponent().appendingPathComponent("tether")
     }
 
-    static func start(handshakeTimeout: Double = 10, keepaliveInterval: Int = 15_000, keepaliveTimeout: Double = 20) async throws -> TargetProcess {
+    static func start(
+        handshakeTimeout: Double = 10, keepaliveInterval: Int = 15_000, keepaliveTimeout: Double = 20,
+        prefaceTimeout: Double = 10
+    ) async throws -> TargetProcess {
         let target = TargetProcess()
         guard FileManager.default.isExecutableFile(atPath: Self.executable.path) else {
             throw TetherTestError("\(Self.executable.path) is missing: `swift test` builds it with the tests")
@@ -241,6 +246,7 @@ final class TargetProcess: @unchecked Sendable {
             "target", "--certificate", fixtures.path("hub.pem"), "--key", fixtures.path("hub.key"),
             "--ca", fixtures.path("ca.pem"), "--handshake-timeout", "\(handshakeTimeout)",
             "--keepalive-interval", "\(keepaliveInterval)", "--keepalive-timeout", "\(keepaliveTimeout)",
+            "--preface-timeout", "\(prefaceTimeout)",
         ]
         target.process.standardInput = target.input
         target.process.standardOutput = target.output
