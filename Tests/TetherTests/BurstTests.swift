@@ -147,11 +147,9 @@ private final class WriteCounter: ChannelOutboundHandler, Sendable {
 
         /// Asks the probe until it answers `expected` (the kernel and NIO act on their own time).
         func until(_ expected: Bool) async throws -> Bool {
-            for _ in 0..<1_000 {
-                if try await probed.eventLoop.submit({ unreadInput(probed) }).get() == expected { return true }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-            return false
+            try await BackpressureTests.waitUntil(eventLoop: probed.eventLoop) {
+                unreadInput(probed) == expected ? true : nil
+            } != nil
         }
 
         #expect(try await probed.eventLoop.submit { unreadInput(probed) }.get() == false)
