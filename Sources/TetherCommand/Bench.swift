@@ -31,7 +31,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Transport under the tunnel: tls (mutual TLS 1.3, throw-away certificates) or tcp.")
     var transport: TransportOption = .tls
 
-    @Option(help: "Which rows to run, comma-separated: idle, raw, tunnel, latency.")
+    @Option(help: "Which rows to run, comma-separated: idle, raw, tunnel, latency (with --link-rtt: tunnel, latency).")
     var only: String = "idle,raw,tunnel,latency"
 
     @Option(help: "Idle streams to hold open for the memory row (0 to skip).")
@@ -60,6 +60,12 @@ struct Bench: AsyncParsableCommand {
         var p50_us: Double?
         var p99_us: Double?
         var p999_us: Double?
+        /// Latency rows: how many command round trips the percentiles are of.
+        var commands: Int?
+        /// Latency rows: the share of the machine's CPU time the hypervisor took while the commands
+        /// ran (see ``StealMeter``); the link-bound row also gives it for its idle phase.
+        var steal_percent: Double?
+        var idle_steal_percent: Double?
         var bulk_alone_mib_per_s: Double?
         var client_bytes_per_stream: Double?
         var server_bytes_per_stream: Double?
@@ -99,7 +105,7 @@ struct Bench: AsyncParsableCommand {
 
         let rows = Set(self.only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         if let link = try self.link() {
-            try await self.wan(link: link, server: server, tls: tls, chunk: chunk, group: group)
+            try await self.wan(link: link, rows: rows, server: server, tls: tls, chunk: chunk, group: group)
             try await group.shutdownGracefully()
             return
         }
@@ -143,12 +149,28 @@ struct Bench: AsyncParsableCommand {
         try await group.shutdownGracefully()
     }
 
-    /// The WAN rows (spec §7.4): one plain TCP flow, one tunnel stream with auto-tuned windows and
-    /// one with windows pinned at their initial size, each through the same emulated link.
+    /// The WAN rows: with `tunnel` in `rows`, window auto-tuning (spec §7.4); with `latency`, the
+    /// link-bound command round trip under bulk (spec §8.2).
     private func wan(
-        link: LinkProfile, server: BenchProcess, tls: TLSContext?, chunk: ByteBuffer, group: any EventLoopGroup
+        link: LinkProfile, rows: Set<String>, server: BenchProcess, tls: TLSContext?, chunk: ByteBuffer,
+        group: any EventLoopGroup
     ) async throws {
         let linkGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        if rows.contains("tunnel") {
+            try await self.wanWindows(link: link, server: server, tls: tls, chunk: chunk, group: group, linkGroup: linkGroup)
+        }
+        if rows.contains("latency") {
+            try await self.wanLatency(link: link, server: server, tls: tls, chunk: chunk, group: group, linkGroup: linkGroup)
+        }
+        try await linkGroup.shutdownGracefully()
+    }
+
+    /// One plain TCP flow, one tunnel stream with auto-tuned windows and one with windows pinned
+    /// at their initial size, each through the same emulated link (spec §7.4).
+    private func wanWindows(
+        link: LinkProfile, server: BenchProcess, tls: TLSContext?, chunk: ByteBuffer, group: any EventLoopGroup,
+        linkGroup: any EventLoopGroup
+    ) async throws {
         let label = "\(self.linkRTT!) \(self.linkRate!)"
         let rawPort = tls == nil ? server.rawPort : server.rawTLSPort
         let rawLine = try await DelayLine.start(
@@ -203,8 +225,18 @@ struct Bench: AsyncParsableCommand {
                 mib_per_s: Self.mib(fixedOctets, fixedSeconds), baseline: raw.scenario,
                 ratio_to_baseline: Self.mib(fixedOctets, fixedSeconds) / raw.mib_per_s, link: label))
         await fixed.close()
+        try await rawLine.close()
+        try await tunedLine.close()
+        try await fixedLine.close()
+    }
 
-        // Link-bound latency: the same link with a small bounded queue (spec §8.2 shallow queues).
+    /// Link-bound latency: the same link with a small bounded queue (spec §8.2 shallow queues).
+    private func wanLatency(
+        link: LinkProfile, server: BenchProcess, tls: TLSContext?, chunk: ByteBuffer, group: any EventLoopGroup,
+        linkGroup: any EventLoopGroup
+    ) async throws {
+        let label = "\(self.linkRTT!) \(self.linkRate!)"
+        let configuration = BenchSettings.configuration(.dialer)
         guard let queue = Self.parseSize(self.linkQueue) else { throw ValidationError("--link-queue: a size such as 256K") }
         var bounded = link
         bounded.buffer = Int(link.rate * Double(link.rtt.nanoseconds) / 2e9) + queue  // what is on the wire, plus the queue
@@ -213,22 +245,23 @@ struct Bench: AsyncParsableCommand {
             group: linkGroup, target: try SocketAddress(ipAddress: "127.0.0.1", port: server.tetherPort), link: bounded)
         let latencyConnection = try await TetherTransport.dial(
             group: group, to: boundLine.localAddress!, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
-        let idle = try await Self.commands(latencyConnection, until: .now() + .nanoseconds(Int64(self.seconds * 1e9)))
-        var loaded = try await Self.latency(latencyConnection, seconds: self.seconds, chunk: chunk)
+        // Commands at a steady pace: one-at-a-time round trips of 50 ms would give too few samples for a p99.
+        let interval = TimeAmount.milliseconds(2)
+        let idleSteal = StealMeter()
+        let idle = try await Self.commands(
+            latencyConnection, every: interval, until: .now() + .nanoseconds(Int64(self.seconds * 1e9)))
+        var loaded = try await Self.latency(latencyConnection, seconds: self.seconds, chunk: chunk, commandInterval: interval)
         let queueMicroseconds = Double(queue + 65_536) / link.rate * 1e6
         loaded.scenario = "wan-command-rtt-under-bulk"
         loaded.link = label + " queue \(self.linkQueue)"
         loaded.idle_p50_us = idle.percentile(50)
         loaded.idle_p99_us = idle.percentile(99)
+        loaded.idle_steal_percent = idleSteal.percent
         loaded.p99_budget_us = idle.percentile(99) + queueMicroseconds + 2_000
         loaded.link_mib_per_s = link.rate / 1_048_576
         self.emit(loaded)
         await latencyConnection.close()
         try await boundLine.close()
-        try await rawLine.close()
-        try await tunedLine.close()
-        try await fixedLine.close()
-        try await linkGroup.shutdownGracefully()
     }
 
     /// The first time the sender's rate over the preceding half second reached `rate` octets/s.
@@ -321,19 +354,38 @@ struct Bench: AsyncParsableCommand {
         return try await command.eventLoop.flatSubmit { Workloads.pingPong(command, payload: payload, until: deadline) }.get()
     }
 
-    /// 4 bulk streams alone, then the same with 64-octet command round trips.
-    static func latency(_ connection: TetherConnection, seconds: Double, chunk: ByteBuffer) async throws -> Row {
+    /// 64-octet commands, one every `interval`, until `deadline`; the round trip of each.
+    static func commands(_ connection: TetherConnection, every interval: TimeAmount, until deadline: NIODeadline)
+        async throws -> Samples
+    {
+        let command = try await connection.openStream(service: "echo", class: .command).handle
+        return try await command.eventLoop.flatSubmit {
+            Workloads.probe(command, size: 64, every: interval, until: deadline)
+        }.get()
+    }
+
+    /// 4 bulk streams alone, then the same with 64-octet commands: one after another, or one every
+    /// `interval` when given (a link whose round trip is long).
+    static func latency(
+        _ connection: TetherConnection, seconds: Double, chunk: ByteBuffer, commandInterval interval: TimeAmount? = nil
+    ) async throws -> Row {
         let alone = try await Self.bulk(connection, seconds: seconds, chunk: chunk) { _ in nil }
         var samples = Samples()
+        let steal = StealMeter()
         let during = try await Self.bulk(connection, seconds: seconds, chunk: chunk) { deadline in
-            samples = try await Self.commands(connection, until: deadline)
+            samples =
+                if let interval {
+                    try await Self.commands(connection, every: interval, until: deadline)
+                } else {
+                    try await Self.commands(connection, until: deadline)
+                }
             return samples
         }
         return Row(
             scenario: "command-rtt-under-bulk", streams: 4, bytes: during.octets, seconds: during.seconds,
             mib_per_s: Self.mib(during.octets, during.seconds), p50_us: samples.percentile(50),
-            p99_us: samples.percentile(99), p999_us: samples.percentile(99.9),
-            bulk_alone_mib_per_s: Self.mib(alone.octets, alone.seconds))
+            p99_us: samples.percentile(99), p999_us: samples.percentile(99.9), commands: samples.count,
+            steal_percent: steal.percent, bulk_alone_mib_per_s: Self.mib(alone.octets, alone.seconds))
     }
 
     /// Memory growth of both processes while `streams` open streams sit idle on one connection.
@@ -402,6 +454,7 @@ struct Bench: AsyncParsableCommand {
         }
         if let p50 = row.p50_us, let p99 = row.p99_us, let p999 = row.p999_us {
             line += String(format: "  rtt p50 %.0f µs p99 %.0f µs p99.9 %.0f µs", p50, p99, p999)
+            if let count = row.commands { line += " of \(count)" }
         }
         if let cpu = row.cpu_ns_per_byte { line += String(format: "  %.2f CPU ns/B", cpu) }
         if let link = row.link {
@@ -418,6 +471,10 @@ struct Bench: AsyncParsableCommand {
             line += String(
                 format: "  idle p50 %.0f µs p99 %.0f µs, p99 allowed %.0f µs; bulk %.0f %% of the link",
                 idleP50, idle, budget, 100 * row.mib_per_s / rate)
+        }
+        if let steal = row.steal_percent {
+            line += String(format: "  CPU stolen %.0f %%", steal)
+            if let idle = row.idle_steal_percent { line += String(format: " (idle phase %.0f %%)", idle) }
         }
         if let client = row.client_bytes_per_stream, let server = row.server_bytes_per_stream {
             line = row.scenario.padding(toLength: 28, withPad: " ", startingAt: 0)
@@ -448,6 +505,32 @@ struct CPUMeter {
         let handle = try await self.connection.openStream(service: "cpu", class: .command).handle
         var answer = try await handle.eventLoop.flatSubmit { Workloads.readMessage(handle) }.get()
         return Int(answer?.readInteger(as: UInt64.self) ?? 0) + ProcessMemory.cpuNanoseconds()
+    }
+}
+
+/// The share of the machine's CPU time the hypervisor gave to other guests (`steal` in
+/// /proc/stat) between two readings: on a shared VM, time a ready thread waited for a CPU —
+/// latency that no code in this process can remove.
+struct StealMeter {
+    private var start: (steal: Int, total: Int)
+
+    init() { self.start = Self.read() }
+
+    /// Percent of all CPU time since `init`.
+    var percent: Double? {
+        let now = Self.read()
+        let total = now.total - self.start.total
+        return total > 0 ? Double(now.steal - self.start.steal) / Double(total) * 100 : nil
+    }
+
+    /// The `cpu` line: user nice system idle iowait irq softirq steal (guest time is within user).
+    private static func read() -> (steal: Int, total: Int) {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = text.split(separator: "\n").first, line.hasPrefix("cpu ")
+        else { return (0, 0) }
+        let fields = line.split(separator: " ").dropFirst().prefix(8).compactMap { Int($0) }
+        guard fields.count == 8 else { return (0, 0) }
+        return (fields[7], fields.reduce(0, +))
     }
 }
 

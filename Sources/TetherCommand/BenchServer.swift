@@ -57,7 +57,7 @@ enum BenchSettings {
     static var queueLimits: TetherTransport.QueueLimits {
         var limits = TetherTransport.QueueLimits()
         let environment = ProcessInfo.processInfo.environment
-        if let notSent = environment["TETHER_BENCH_NOTSENT"].flatMap(Int.init) { limits.notSentLowWaterMark = notSent }
+        if let notSent = environment["TETHER_BENCH_NOTSENT"].flatMap(Int.init) { limits.notSentLowWaterMark = .fixed(notSent) }
         if let reads = environment["TETHER_BENCH_READS"].flatMap(UInt.init) { limits.readsPerWakeup = reads }
         if let high = environment["TETHER_BENCH_WATERMARK"].flatMap(Int.init) {
             limits.writeBufferWaterMark = .init(low: high / 2, high: high)

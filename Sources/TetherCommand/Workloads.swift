@@ -161,6 +161,50 @@ enum Workloads {
         return promise.futureResult
     }
 
+    /// Sends a `size`-octet message every `interval` until `deadline`, each carrying the time it was
+    /// written, and times each one's echo: commands issued at a steady pace, independent of each
+    /// other, so a link with a long round trip still yields thousands of samples (a one-at-a-time
+    /// ping-pong gets one per round trip, and its p99 would be its second-worst sample). Succeeds
+    /// with the round-trip times in microseconds once every echo is back.
+    static func probe(_ handle: TetherStreamHandle, size: Int, every interval: TimeAmount, until deadline: NIODeadline)
+        -> EventLoopFuture<Samples>
+    {
+        precondition(size >= 8)
+        let promise = handle.eventLoop.makePromise(of: Samples.self)
+        var samples = Samples()
+        func receive() {
+            readMessage(handle).assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(var message?):
+                    let sent = message.readInteger(as: UInt64.self)!
+                    samples.add(Double(NIODeadline.now().uptimeNanoseconds - sent) / 1_000)
+                    receive()
+                case .success(nil):
+                    promise.succeed(samples)
+                case .failure(let error):
+                    promise.fail(error)
+                }
+            }
+        }
+        receive()
+        var next = NIODeadline.now()
+        func send() {
+            let now = NIODeadline.now()
+            guard now < deadline else {
+                _ = handle.finish()  // the echo finishes after the last answer: `receive` ends then
+                return
+            }
+            var message = ByteBuffer()
+            message.writeInteger(now.uptimeNanoseconds)
+            message.writeRepeatingByte(UInt8(ascii: "c"), count: size - 8)
+            handle.write(message, endMessage: true).assumeIsolated().whenFailure { promise.fail($0) }
+            next = max(next + interval, now)  // a late tick is not made up with a burst
+            handle.eventLoop.assumeIsolated().scheduleTask(deadline: next) { send() }
+        }
+        send()
+        return promise.futureResult
+    }
+
     /// Random octets (xorshift), for payloads that do not compress.
     static func randomBytes(_ count: Int, seed: UInt64 = 0x7e7e_7e7e) -> ByteBuffer {
         var state = seed | 1

@@ -1,7 +1,4 @@
-#if canImport(Glibc)
-import Glibc
 import Metrics
-#endif
 import NIOCore
 import NIOPosix
 import Tether
@@ -14,12 +11,15 @@ import TetherWire
 /// (compression included) happens before authentication.
 public enum TetherTransport {
     /// Socket options for shallow queues (spec §8.2): explicit NIO write-buffer watermarks, and
-    /// `TCP_NOTSENT_LOWAT`, so little waits in user space or the kernel ahead of a new command.
+    /// `TCP_NOTSENT_LOWAT` following the delivery rate, so little waits in user space or the
+    /// kernel ahead of a new command.
     public struct QueueLimits: Sendable {
         /// The channel stops taking frames above `high` pending octets and resumes below `low`.
         public var writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 16 << 10, high: 32 << 10)
-        /// Unsent octets the kernel may hold; nil leaves the system default (off on Linux).
-        public var notSentLowWaterMark: Int? = 128 << 10
+        /// Unsent octets the kernel may hold (`TCP_NOTSENT_LOWAT`): by default about 250 µs of
+        /// sending, between 16 and 128 KiB; ``NotSentLimit/fixed(_:)`` pins it; nil leaves the
+        /// system default (no limit on Linux).
+        public var notSentLowWaterMark: NotSentLimit? = NotSentLimit()
         /// Socket reads per wakeup before the frames read are acted on and answers flushed.
         public var readsPerWakeup: UInt = 4
 
@@ -109,10 +109,8 @@ public enum TetherTransport {
     }
 
     private static func applyNotSentLowWaterMark(_ limits: QueueLimits, to channel: any Channel) throws {
-        guard let octets = limits.notSentLowWaterMark else { return }
-        let option = ChannelOptions.Types.SocketOption(
-            level: NIOBSDSocket.OptionLevel.tcp, name: NIOBSDSocket.Option(rawValue: TCP_NOTSENT_LOWAT))
-        try channel.syncOptions?.setOption(option, value: SocketOptionValue(octets))
+        guard let limit = limits.notSentLowWaterMark else { return }
+        try NotSentTuner.install(limit, on: channel)
     }
 
     /// Dials `address` and runs TLS (if given) and Tether as the dialer; returns once the peer's

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOCore
 
 /// Tells whether octets are waiting, unread, in a TCP socket's receive queue (spec §8.2 rule 5):
@@ -32,22 +29,8 @@ final class UnreadInputProbe: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 
-    /// `struct tcp_info` up to `tcpi_bytes_received`, its 17th 8-octet word (offset 128 in
-    /// linux/tcp.h; the kernel copies as much of the struct as is asked for).
-    private typealias TCPInfoPrefix = (
-        UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-        UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64
-    )
-
     private func hasUnreadInput(_ channel: any Channel) -> Bool {
-        #if os(Linux)
-        guard let socket = channel as? any SocketOptionProvider else { return false }
-        var received: UInt64 = 0
-        socket.unsafeGetSocketOption(level: .tcp, name: .init(rawValue: TCP_INFO))
-            .assumeIsolated().whenSuccess { (info: TCPInfoPrefix) in received = info.16 }
-        return received > self.read
-        #else
-        return false
-        #endif
+        guard let info = TCPInfo.read(channel) else { return false }
+        return info.bytesReceived > self.read
     }
 }
