@@ -170,6 +170,10 @@ let package = Package(
             dependencies: ["TetherPolicy"]
         ),
         .testTarget(
+            name: "TetherCommandTests",
+            dependencies: ["TetherCommand", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
             name: "TetherSessionTests",
             dependencies: ["TetherSession", "TetherWire", "TetherTestSupport"]
         ),

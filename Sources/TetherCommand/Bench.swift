@@ -43,7 +43,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Emulate a WAN between the ends: link rate such as 500mbit (with --link-rtt).")
     var linkRate: String?
 
-    @Option(help: "With --link-rtt: the bottleneck's queue for the link-bound latency row (its sockets add 64 KiB).")
+    @Option(help: "With --link-rtt: the bottleneck's queue for the link-bound latency row (its socket adds up to 128 KiB).")
     var linkQueue: String = "256K"
 
     @Flag(help: "Print one JSON object per line per scenario instead of a table.")
@@ -239,8 +239,8 @@ struct Bench: AsyncParsableCommand {
         let configuration = BenchSettings.configuration(.dialer)
         guard let queue = Self.parseSize(self.linkQueue) else { throw ValidationError("--link-queue: a size such as 256K") }
         var bounded = link
-        bounded.buffer = Int(link.rate * Double(link.rtt.nanoseconds) / 2e9) + queue  // what is on the wire, plus the queue
-        bounded.receiveBuffer = 65_536
+        bounded.queueLimit = queue
+        bounded.receiveBuffer = 16_384
         let boundLine = try await DelayLine.start(
             group: linkGroup, target: try SocketAddress(ipAddress: "127.0.0.1", port: server.tetherPort), link: bounded)
         let latencyConnection = try await TetherTransport.dial(
@@ -251,7 +251,8 @@ struct Bench: AsyncParsableCommand {
         let idle = try await Self.commands(
             latencyConnection, every: interval, until: .now() + .nanoseconds(Int64(self.seconds * 1e9)))
         var loaded = try await Self.latency(latencyConnection, seconds: self.seconds, chunk: chunk, commandInterval: interval)
-        let queueMicroseconds = Double(queue + 65_536) / link.rate * 1e6
+        // The bottleneck's queue: the link's, and what its socket can hold (twice SO_RCVBUF).
+        let queueMicroseconds = Double(queue + 2 * bounded.receiveBuffer!) / link.rate * 1e6
         loaded.scenario = "wan-command-rtt-under-bulk"
         loaded.link = label + " queue \(self.linkQueue)"
         loaded.idle_p50_us = idle.percentile(50)

@@ -3,8 +3,8 @@ import NIOPosix
 
 /// A userspace WAN between two loopback endpoints, for `tether bench --link-rtt --link-rate`
 /// (this kernel has no netem): a TCP proxy that, in each direction, serialises bytes at the link
-/// rate and delivers them half an RTT later, with a queue of at most `buffer` octets in flight
-/// (beyond it the proxy stops reading, so the sender's TCP backs off).
+/// rate and delivers them half an RTT later. Beyond its buffer the proxy stops reading, so the
+/// sender's TCP backs off.
 ///
 /// The model per direction is a FIFO link: a chunk arriving at `t` starts transmitting when the
 /// previous one finished (or at `t`), takes `size / rate`, and arrives `rtt / 2` after that.
@@ -14,9 +14,13 @@ struct LinkProfile: Sendable {
     var rate: Double
     /// Octets in flight plus queued, per direction.
     var buffer: Int
-    /// When set, the link's own sockets receive at most this much and read 16 KiB at a time, so
-    /// the whole queue a byte can wait in at the bottleneck is `buffer + receiveBuffer` (the
-    /// link-bound latency row); otherwise the kernel's defaults.
+    /// When set, a router's buffer instead: at most this many octets wait to be transmitted,
+    /// whatever is in flight (the link-bound latency row). Counted against `buffer` instead, a
+    /// queue grows by whatever the flight lacks — after the sender paused, for a whole half RTT.
+    var queueLimit: Int?
+    /// When set, the link's own sockets receive at most this much (the kernel then holds at most
+    /// twice it: it doubles `SO_RCVBUF` for its bookkeeping) and read 16 KiB at a time; otherwise
+    /// the kernel's defaults.
     var receiveBuffer: Int?
 
     init(rtt: TimeAmount, bitsPerSecond: Double) {
@@ -82,6 +86,17 @@ enum DelayLine {
             self.link = link
         }
 
+        /// Whether the link takes more now: its queue (or, without a queue limit, its buffer) has room.
+        func hasRoom(now: NIODeadline) -> Bool {
+            guard let limit = self.link.queueLimit else { return self.queued < self.link.buffer }
+            return now > self.roomAt(limit)
+        }
+
+        /// When the octets waiting to be transmitted fall to `limit`.
+        func roomAt(_ limit: Int) -> NIODeadline {
+            self.busyUntil - .nanoseconds(Int64(Double(limit) / self.link.rate * 1e9))
+        }
+
         func enqueue(_ bytes: ByteBuffer, now: NIODeadline) {
             let start = max(now, self.busyUntil)
             self.busyUntil = start + .nanoseconds(Int64(Double(bytes.readableBytes) / self.link.rate * 1e9))
@@ -122,11 +137,20 @@ enum DelayLine {
         }
 
         func channelReadComplete(context: ChannelHandlerContext) {
-            // Keep reading only while the link has room (the queue is the link's buffer).
-            if self.sending.queued < self.sending.link.buffer {
+            // Keep reading only while the link has room.
+            let now = NIODeadline.now()
+            if self.sending.hasRoom(now: now) {
                 context.read()
-            } else {
-                self.sending.sourcePaused = true
+                return
+            }
+            self.sending.sourcePaused = true
+            if let limit = self.sending.link.queueLimit {
+                // Room comes as the queue is transmitted, not as chunks arrive.
+                let direction = self.sending
+                context.eventLoop.assumeIsolated().scheduleTask(deadline: direction.roomAt(limit)) {
+                    direction.sourcePaused = false
+                    direction.source?.read()
+                }
             }
         }
 
@@ -153,7 +177,7 @@ enum DelayLine {
                     delivered = true
                 }
                 if delivered { destination.flush() }
-                if direction.sourcePaused && direction.queued < direction.link.buffer {
+                if direction.sourcePaused && direction.link.queueLimit == nil && direction.hasRoom(now: now) {
                     direction.sourcePaused = false
                     direction.source?.read()
                 }
