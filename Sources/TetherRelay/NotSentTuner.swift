@@ -33,8 +33,10 @@ public struct NotSentLimit: Sendable, Equatable {
     }
 }
 
-/// Retunes a TCP socket's `TCP_NOTSENT_LOWAT` to its ``NotSentLimit``, on the connection's own
-/// flushes (an idle connection costs nothing), from the rate the peer acknowledged octets over the
+/// Retunes a TCP socket's `TCP_NOTSENT_LOWAT` to its ``NotSentLimit``, and keeps the channel's
+/// write-buffer watermarks no higher than it (so on a slow path NIO, too, holds only a few hundred
+/// microseconds of sending ahead of a command), on the connection's own flushes (an idle
+/// connection costs nothing), from the rate the peer acknowledged octets over the
 /// last `interval` (`TCP_INFO`'s `tcpi_bytes_acked`). The kernel's own per-ACK delivery-rate
 /// sample is not used: behind a local hop that reads in bursts it reads several times the path's
 /// rate. A rate measured while the sender had little to send is low, which only makes the limit
@@ -46,6 +48,8 @@ final class NotSentTuner: ChannelOutboundHandler, RemovableChannelHandler {
     static let interval: TimeAmount = .milliseconds(50)
 
     let limit: NotSentLimit
+    /// The watermarks the channel was configured with: the most the tuner allows.
+    let writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
     /// The limit set on the socket.
     private(set) var octets: Int
     /// The rate (octets/s) the limit was last computed from; nil before the first.
@@ -53,15 +57,20 @@ final class NotSentTuner: ChannelOutboundHandler, RemovableChannelHandler {
     private var lastSample: (time: NIODeadline, acked: UInt64)?
 
     /// Sets `limit`'s starting value (the top of its range) on `channel`'s socket, and adds a tuner
-    /// when the limit is adaptive. Call on the channel's event loop, before it is active.
-    static func install(_ limit: NotSentLimit, on channel: any Channel) throws {
-        try self.set(limit.range.upperBound, on: channel)
+    /// when the limit is adaptive. Call on the channel's event loop, before it is active, with the
+    /// write-buffer watermarks the channel has.
+    static func install(
+        _ limit: NotSentLimit, writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark, on channel: any Channel
+    ) throws {
+        let tuner = NotSentTuner(limit: limit, writeBufferWaterMark: writeBufferWaterMark)
+        try tuner.apply(limit.range.upperBound, to: channel)
         guard limit.isAdaptive else { return }
-        try channel.pipeline.syncOperations.addHandler(NotSentTuner(limit: limit), position: .first)
+        try channel.pipeline.syncOperations.addHandler(tuner, position: .first)
     }
 
-    init(limit: NotSentLimit) {
+    init(limit: NotSentLimit, writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark) {
         self.limit = limit
+        self.writeBufferWaterMark = writeBufferWaterMark
         self.octets = limit.range.upperBound
     }
 
@@ -80,13 +89,17 @@ final class NotSentTuner: ChannelOutboundHandler, RemovableChannelHandler {
         self.lastRate = rate
         let octets = self.limit.octets(rate: rate)
         // Small moves are not worth a system call.
-        guard abs(octets - self.octets) > self.octets / 8, (try? Self.set(octets, on: channel)) != nil else { return }
+        guard abs(octets - self.octets) > self.octets / 8, (try? self.apply(octets, to: channel)) != nil else { return }
         self.octets = octets
     }
 
-    private static func set(_ octets: Int, on channel: any Channel) throws {
+    /// The kernel's limit, and watermarks no higher than it.
+    private func apply(_ octets: Int, to channel: any Channel) throws {
         let option = ChannelOptions.Types.SocketOption(
             level: NIOBSDSocket.OptionLevel.tcp, name: NIOBSDSocket.Option(rawValue: TCP_NOTSENT_LOWAT))
         try channel.syncOptions?.setOption(option, value: SocketOptionValue(octets))
+        let high = min(self.writeBufferWaterMark.high, octets)
+        let low = min(self.writeBufferWaterMark.low, high / 2)
+        try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: low, high: high))
     }
 }

@@ -17,8 +17,9 @@ public enum TetherTransport {
         /// The channel stops taking frames above `high` pending octets and resumes below `low`.
         public var writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 16 << 10, high: 32 << 10)
         /// Unsent octets the kernel may hold (`TCP_NOTSENT_LOWAT`): by default about 250 µs of
-        /// sending, between 16 and 128 KiB; ``NotSentLimit/fixed(_:)`` pins it; nil leaves the
-        /// system default (no limit on Linux).
+        /// sending, between 16 and 128 KiB, and the watermarks above are lowered to it where it
+        /// is lower; ``NotSentLimit/fixed(_:)`` pins it; nil leaves the system default (no limit
+        /// on Linux).
         public var notSentLowWaterMark: NotSentLimit? = NotSentLimit()
         /// Socket reads per wakeup before the frames read are acted on and answers flushed.
         public var readsPerWakeup: UInt = 4
@@ -110,7 +111,7 @@ public enum TetherTransport {
 
     private static func applyNotSentLowWaterMark(_ limits: QueueLimits, to channel: any Channel) throws {
         guard let limit = limits.notSentLowWaterMark else { return }
-        try NotSentTuner.install(limit, on: channel)
+        try NotSentTuner.install(limit, writeBufferWaterMark: limits.writeBufferWaterMark, on: channel)
     }
 
     /// Dials `address` and runs TLS (if given) and Tether as the dialer; returns once the peer's

@@ -21,8 +21,9 @@ import Testing
     }
 
     /// On a real socket: while the peer stops reading, nothing is acknowledged and the kernel's
-    /// limit falls to the floor; once the peer reads again it rises to the cap. Read back from
-    /// the socket, so what is checked is what the kernel enforces.
+    /// limit falls to the floor, and NIO's watermarks with it; once the peer reads again they rise
+    /// to the cap and to the configured watermarks. Read back from the socket and the channel, so
+    /// what is checked is what the kernel and NIO enforce.
     @Test func theSocketsLimitFollowsWhatThePeerTakes() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let (accepted, acceptedContinuation) = AsyncStream<any Channel>.makeStream()
@@ -37,9 +38,12 @@ import Testing
         // 100 ms of sending, 16–128 KiB: the cap needs only 1.3 MB/s, which loopback delivers
         // however loaded the machine is.
         let limit = NotSentLimit(time: .milliseconds(100), range: (16 << 10)...(128 << 10))
+        let configured = ChannelOptions.Types.WriteBufferWaterMark(low: 16 << 10, high: 32 << 10)
         let sender = try await ClientBootstrap(group: group)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try NotSentTuner.install(limit, on: channel) }
+                channel.eventLoop.makeCompletedFuture {
+                    try NotSentTuner.install(limit, writeBufferWaterMark: configured, on: channel)
+                }
             }
             .connect(to: listener.localAddress!).get()
         var iterator = accepted.makeAsyncIterator()
@@ -47,12 +51,6 @@ import Testing
         let option = ChannelOptions.Types.SocketOption(
             level: NIOBSDSocket.OptionLevel.tcp, name: NIOBSDSocket.Option(rawValue: TCP_NOTSENT_LOWAT))
 
-        // 64 KiB every 5 ms while there is room, and a flush every tick: the tuner runs on flushes.
-        let chunk = ByteBuffer(repeating: 1, count: 65_536)
-        let ticks = sender.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(5)) { _ in
-            if sender.isWritable { sender.write(chunk, promise: nil) }
-            sender.flush()
-        }
         func until(_ octets: SocketOptionValue) async throws -> Bool {
             let reached: Bool? = try await BackpressureTests.waitUntil(eventLoop: sender.eventLoop) {
                 let current = try? sender.syncOptions?.getOption(option)
@@ -60,11 +58,27 @@ import Testing
             }
             return reached != nil
         }
-        #expect(try await sender.getOption(option).get() == 128 << 10)  // set before the connection was up
+        /// NIO's watermarks as (low, high).
+        func marks() async throws -> [Int] {
+            let marks = try await sender.getOption(.writeBufferWaterMark).get()
+            return [marks.low, marks.high]
+        }
+        // Set before the connection was up: the cap, and the configured watermarks.
+        #expect(try await sender.getOption(option).get() == 128 << 10)
+        #expect(try await marks() == [16 << 10, 32 << 10])
+
+        // 64 KiB every 5 ms while there is room, and a flush every tick: the tuner runs on flushes.
+        let chunk = ByteBuffer(repeating: 1, count: 65_536)
+        let ticks = sender.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(5)) { _ in
+            if sender.isWritable { sender.write(chunk, promise: nil) }
+            sender.flush()
+        }
         #expect(try await until(16 << 10))  // the receiver reads nothing
+        #expect(try await marks() == [8 << 10, 16 << 10])
         try await receiver.setOption(.autoRead, value: true).get()
         receiver.read()
         #expect(try await until(128 << 10))
+        #expect(try await marks() == [16 << 10, 32 << 10])
 
         ticks.cancel()
         try? await sender.close()
