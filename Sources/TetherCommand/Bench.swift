@@ -46,6 +46,14 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "With --link-rtt: the bottleneck's queue for the link-bound latency row (its socket adds up to 128 KiB).")
     var linkQueue: String = "256K"
 
+    @Flag(
+        help: """
+            Run the bench's threads and the far end at real-time priority (SCHED_FIFO; needs root or \
+            CAP_SYS_NICE), so that on a machine with fewer CPUs than the bench has roles (client, \
+            emulated link, server) the time a ready thread waits for a CPU stays out of the latency rows.
+            """)
+    var realtime = false
+
     @Flag(help: "Print one JSON object per line per scenario instead of a table.")
     var json = false
 
@@ -66,6 +74,8 @@ struct Bench: AsyncParsableCommand {
         /// ran (see ``StealMeter``); the link-bound row also gives it for its idle phase.
         var steal_percent: Double?
         var idle_steal_percent: Double?
+        /// Latency rows: whether they ran at real-time priority (`--realtime`).
+        var realtime: Bool?
         var bulk_alone_mib_per_s: Double?
         var client_bytes_per_stream: Double?
         var server_bytes_per_stream: Double?
@@ -93,6 +103,14 @@ struct Bench: AsyncParsableCommand {
             return count
         }
 
+        if self.realtime {
+            // Threads and processes started from here on inherit it: event loops, the far end.
+            var parameters = sched_param()
+            parameters.sched_priority = 10
+            guard sched_setscheduler(0, SCHED_FIFO, &parameters) == 0 else {
+                throw ValidationError("--realtime: SCHED_FIFO was refused (\(String(cString: strerror(errno)))); run as root")
+            }
+        }
         let certificates = self.transport == .tls ? try ThrowAwayCertificates() : nil
         defer { certificates?.remove() }
         let server = try BenchProcess.start(certificates: certificates?.directory)
@@ -442,6 +460,8 @@ struct Bench: AsyncParsableCommand {
     }
 
     private func emit(_ row: Row) {
+        var row = row
+        if row.p50_us != nil && self.realtime { row.realtime = true }
         if self.json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
@@ -477,6 +497,7 @@ struct Bench: AsyncParsableCommand {
             line += String(format: "  CPU stolen %.0f %%", steal)
             if let idle = row.idle_steal_percent { line += String(format: " (idle phase %.0f %%)", idle) }
         }
+        if row.realtime == true { line += "  SCHED_FIFO" }
         if let client = row.client_bytes_per_stream, let server = row.server_bytes_per_stream {
             line = row.scenario.padding(toLength: 28, withPad: " ", startingAt: 0)
             line += String(
