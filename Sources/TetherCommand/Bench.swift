@@ -43,7 +43,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Emulate a WAN between the ends: link rate such as 500mbit (with --link-rtt).")
     var linkRate: String?
 
-    @Option(help: "With --link-rtt: the bottleneck's queue for the link-bound latency row (its socket adds up to 128 KiB).")
+    @Option(help: "With --link-rtt: the bottleneck's queue for the link-bound latency row (its socket adds up to 32 KiB).")
     var linkQueue: String = "256K"
 
     @Flag(
