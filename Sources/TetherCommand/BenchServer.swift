@@ -30,9 +30,10 @@ struct BenchServer: AsyncParsableCommand {
         let raw = try await RawTCP.listen(group: group, tls: nil)
         var rawTLS: (any Channel)? = nil
         if let tls { rawTLS = try await RawTCP.listen(group: group, tls: tls) }
-        // The same service with windows pinned to their initial size (spec §7.4 off), for the WAN rows.
+        // The same service with windows pinned to their initial size, for the WAN rows: tuning runs
+        // but has no budget to grow them (spec §7.4 step 4), as on a hub whose budgets are spent.
         var fixedConfiguration = BenchSettings.configuration(.acceptor)
-        fixedConfiguration.session.windowTuning = .disabled
+        fixedConfiguration.session.windowTuning.connectionBudget = 0
         let fixed = try await TetherTransport.listen(
             group: group, host: "127.0.0.1", port: 0, tls: tls, configuration: fixedConfiguration,
             inboundStreamHandler: { Workloads.serve($0) }, queueLimits: BenchSettings.queueLimits)

@@ -58,11 +58,17 @@ struct ReceiveWindow: Hashable, Sendable {
     }
 
     /// Counts octets the application took. Returns true when a new limit should be advertised:
-    /// at least half the window was taken since the last update (spec §7.2).
-    mutating func consume(_ count: Int) -> Bool {
+    /// half the window was taken since the last update, or a quarter when `early` (spec §7.2).
+    mutating func consume(_ count: Int, early: Bool = false) -> Bool {
         let count = min(UInt64(count), self.unconsumed)
         self.consumed += count
-        return count > 0 && self.advertised - self.consumed <= self.window / 2
+        return count > 0 && self.advertised - self.consumed <= self.window - self.updateStep(early: early)
+    }
+
+    /// Half the window; early, a quarter but at least 1,024 octets (§12 counts smaller raises
+    /// as glitches).
+    func updateStep(early: Bool) -> UInt64 {
+        early ? max(self.window / 4, min(self.window / 2, 1_024)) : self.window / 2
     }
 
     /// Moves the limit to a window ahead of what was taken. Limits only grow (spec §7.1).

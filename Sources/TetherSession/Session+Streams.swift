@@ -177,7 +177,9 @@ extension Session {
         if let index = self.streams.index(forKey: id) {
             self.streams.values[index].lastActivity = now
             // No credit after the peer's FIN: it sends nothing more.
-            if self.streams.values[index].receive.consume(octets) && self.streams.values[index].phase != .halfClosedRemote {
+            if self.streams.values[index].receive.consume(octets, early: self.renewsCreditEarly)
+                && self.streams.values[index].phase != .halfClosedRemote
+            {
                 self.advertiseStreamWindow(at: index, id: id, now: now)
             }
             self.refreshRTTIfDue(now: now)

@@ -202,7 +202,7 @@ public struct Session: Sendable {
     /// growing the connection window when it limited the sender (spec §7.4). Discarded octets
     /// (`now` nil) return credit without counting toward tuning.
     mutating func consumeConnection(_ octets: Int, now: NIODeadline?) {
-        guard self.connectionReceive.consume(octets) else { return }
+        guard self.connectionReceive.consume(octets, early: self.renewsCreditEarly) else { return }
         if let now {
             let initial = UInt64(self.localSettings.initialConnectionCredit)
             let maximum = self.configuration.windowTuning.maxConnectionWindow

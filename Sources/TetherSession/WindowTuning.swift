@@ -112,9 +112,10 @@ extension Session {
         let reference = epoch.history.last(where: { $0.at + minRTT <= now }) ?? epoch.history.first ?? (now, 0)
         let span = max((now - reference.at).nanoseconds, minRTT.nanoseconds)
         let rate = Double(window.consumed - reference.consumed) * 1e9 / Double(span)
-        // Credit is renewed when half the window was taken, so a sender held back by the window
-        // delivers about half a window per round trip: 4 × rate × minRTT is twice the window
-        // then, and twice the bandwidth-delay product once the path, not the window, is the limit.
+        // A sender held back by the window delivers most of a window per round trip (credit is
+        // renewed every quarter window on such paths, `renewsCreditEarly`), so 4 × rate × minRTT
+        // is several times the window and lets it double; once the path is the limit, its data
+        // comes without pauses and growth stops, at most at four times the product.
         let cap = min(maximum, max(initial, UInt64(4 * rate * Double(minRTT.nanoseconds) / 1e9)))
         let target = min(window.window * 2, cap)
         guard target > window.window else { return }
@@ -125,6 +126,17 @@ extension Session {
         self.budgetUsed += granted
         epoch.granted += granted
         window.window += granted
+    }
+
+    /// Whether credit is renewed every quarter window instead of every half (spec §7.2): on a path
+    /// whose round trip is 1 ms or more. A sender held back by the window sends a burst per round
+    /// trip; renewed at half, the first half-window of the burst triggers the update and the rest
+    /// is taken too late to count, so the sender gets about half a window per round trip. Below
+    /// 1 ms (loopback, a LAN) the window rarely holds a sender back — tuning grows it where it
+    /// does — and renewing at half sends half the CREDIT frames.
+    var renewsCreditEarly: Bool {
+        guard let minRTT = self.minimumRTT.value else { return false }
+        return minRTT >= .milliseconds(1)
     }
 
     /// Gives a window's growth back to the budgets (spec §7.4 step 5).

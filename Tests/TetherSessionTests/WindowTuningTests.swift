@@ -80,6 +80,32 @@ import Testing
         #expect(pool.used == window - Self.initial)
     }
 
+    /// spec §7.2: on a path of 1 ms or more credit is renewed every quarter window, so a sender
+    /// held back by the window gets most of a window per round trip, not half of one.
+    @Test func creditIsRenewedEveryQuarterWindowOnALongPath() {
+        var harness = Harness(rtt: .milliseconds(50))
+        // Slowly (a second apart), so the window does not grow meanwhile.
+        let limit = harness.burst(Int(Self.initial / 4), after: .seconds(1))
+        #expect(limit == UInt64(harness.sent) + Self.initial)
+    }
+
+    /// Below 1 ms (loopback, a LAN) every half window, which halves the CREDIT frames.
+    @Test func creditIsRenewedEveryHalfWindowOnAShortPath() {
+        var harness = Harness(rtt: .microseconds(100))
+        #expect(harness.burst(Int(Self.initial / 4), after: .seconds(1)) == nil)
+        #expect(harness.burst(Int(Self.initial / 4), after: .seconds(1)) == UInt64(harness.sent) + Self.initial)
+    }
+
+    /// No renewal raises a limit by less than 1,024 octets unless the window is smaller than 2 KiB
+    /// (§12 counts smaller raises as glitches).
+    @Test func aQuarterWindowIsAtLeast1024Octets() {
+        #expect(ReceiveWindow(window: 262_144).updateStep(early: true) == 65_536)
+        #expect(ReceiveWindow(window: 262_144).updateStep(early: false) == 131_072)
+        #expect(ReceiveWindow(window: 4_096).updateStep(early: true) == 1_024)
+        #expect(ReceiveWindow(window: 3_000).updateStep(early: true) == 1_024)
+        #expect(ReceiveWindow(window: 1_000).updateStep(early: true) == 500)
+    }
+
     @Test func aSlowReaderDoesNotGrowItsWindow() {
         var harness = Harness(rtt: .milliseconds(50))
         for _ in 0..<5 {
