@@ -129,14 +129,15 @@ extension Session {
     }
 
     /// Whether credit is renewed every quarter window instead of every half (spec §7.2): on a path
-    /// whose round trip is 1 ms or more. A sender held back by the window sends a burst per round
+    /// whose round trip is 5 ms or more — a WAN; not loopback or a LAN, where a busy process's
+    /// first RTT sample can read near a millisecond. A sender held back by the window sends a burst per round
     /// trip; renewed at half, the first half-window of the burst triggers the update and the rest
-    /// is taken too late to count, so the sender gets about half a window per round trip. Below
-    /// 1 ms (loopback, a LAN) the window rarely holds a sender back — tuning grows it where it
-    /// does — and renewing at half sends half the CREDIT frames.
+    /// is taken too late to count, so the sender gets about half a window per round trip. On a
+    /// short path the window rarely holds a sender back — tuning grows it where it does — and
+    /// renewing at half sends half the CREDIT frames.
     var renewsCreditEarly: Bool {
         guard let minRTT = self.minimumRTT.value else { return false }
-        return minRTT >= .milliseconds(1)
+        return minRTT >= .milliseconds(5)
     }
 
     /// Gives a window's growth back to the budgets (spec §7.4 step 5).
