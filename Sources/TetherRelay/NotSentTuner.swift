@@ -52,8 +52,6 @@ final class NotSentTuner: ChannelOutboundHandler, RemovableChannelHandler {
     let writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
     /// The limit set on the socket.
     private(set) var octets: Int
-    /// The rate (octets/s) the limit was last computed from; nil before the first.
-    private(set) var lastRate: Double?
     private var lastSample: (time: NIODeadline, acked: UInt64)?
 
     /// Sets `limit`'s starting value (the top of its range) on `channel`'s socket, and adds a tuner
@@ -86,7 +84,6 @@ final class NotSentTuner: ChannelOutboundHandler, RemovableChannelHandler {
         // After a pause the rate says nothing about the path: start a new measurement.
         guard let last = self.lastSample, now - last.time <= Self.interval * 4 else { return }
         let rate = Double(info.bytesAcked &- last.acked) / (Double((now - last.time).nanoseconds) / 1e9)
-        self.lastRate = rate
         let octets = self.limit.octets(rate: rate)
         // Small moves are not worth a system call.
         guard abs(octets - self.octets) > self.octets / 8, (try? self.apply(octets, to: channel)) != nil else { return }
