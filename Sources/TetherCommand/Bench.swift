@@ -189,21 +189,17 @@ struct Bench: AsyncParsableCommand {
         link: LinkProfile, server: BenchProcess, tls: TLSContext?, chunk: ByteBuffer, group: any EventLoopGroup,
         linkGroup: any EventLoopGroup
     ) async throws {
-        let label = "\(self.linkRTT!) \(self.linkRate!)"
         let rawPort = tls == nil ? server.rawPort : server.rawTLSPort
-        let rawLine = try await DelayLine.start(
-            group: linkGroup, target: try SocketAddress(ipAddress: "127.0.0.1", port: rawPort), link: link)
-        let tunedLine = try await DelayLine.start(
-            group: linkGroup, target: try SocketAddress(ipAddress: "127.0.0.1", port: server.tetherPort), link: link)
-        let fixedLine = try await DelayLine.start(
-            group: linkGroup, target: try SocketAddress(ipAddress: "127.0.0.1", port: server.fixedWindowPort), link: link)
+        let rawLine = try await DelayLine.start(group: linkGroup, port: rawPort, link: link)
+        let tunedLine = try await DelayLine.start(group: linkGroup, port: server.tetherPort, link: link)
+        let fixedLine = try await DelayLine.start(group: linkGroup, port: server.fixedWindowPort, link: link)
         let octets = Int(link.rate * 8)  // about 8 s at the link's rate
 
         let rawSeconds = try await RawTCP.push(
             group: group, to: rawLine.localAddress!, octets: octets, chunk: chunk, tls: tls)
         let raw = Row(
             scenario: "wan-raw-\(self.transport.rawValue)", streams: 1, bytes: octets, seconds: rawSeconds,
-            mib_per_s: Self.mib(octets, rawSeconds), link: label)
+            mib_per_s: Self.mib(octets, rawSeconds), link: self.linkLabel)
         self.emit(raw)
 
         let configuration = BenchSettings.configuration(.dialer)
@@ -232,7 +228,7 @@ struct Bench: AsyncParsableCommand {
                 scenario: "wan-tunnel-autotuned", streams: 1, bytes: octets, seconds: tunedSeconds,
                 mib_per_s: Self.mib(octets, tunedSeconds), baseline: raw.scenario, ratio_to_baseline: rawSeconds / tunedSeconds,
                 seconds_to_90_percent_of_tcp: Self.timeTo(0.9 * Double(octets) / rawSeconds, progress.withLockedValue { $0 }, from: started),
-                link: label))
+                link: self.linkLabel))
         await tuned.close()
 
         let fixed = try await TetherTransport.dial(group: group, to: fixedLine.localAddress!, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
@@ -241,7 +237,7 @@ struct Bench: AsyncParsableCommand {
             Row(
                 scenario: "wan-tunnel-fixed-256KiB", streams: 1, bytes: fixedOctets, seconds: fixedSeconds,
                 mib_per_s: Self.mib(fixedOctets, fixedSeconds), baseline: raw.scenario,
-                ratio_to_baseline: Self.mib(fixedOctets, fixedSeconds) / raw.mib_per_s, link: label))
+                ratio_to_baseline: Self.mib(fixedOctets, fixedSeconds) / raw.mib_per_s, link: self.linkLabel))
         await fixed.close()
         try await rawLine.close()
         try await tunedLine.close()
@@ -253,14 +249,12 @@ struct Bench: AsyncParsableCommand {
         link: LinkProfile, server: BenchProcess, tls: TLSContext?, chunk: ByteBuffer, group: any EventLoopGroup,
         linkGroup: any EventLoopGroup
     ) async throws {
-        let label = "\(self.linkRTT!) \(self.linkRate!)"
         let configuration = BenchSettings.configuration(.dialer)
         guard let queue = Self.parseSize(self.linkQueue) else { throw ValidationError("--link-queue: a size such as 256K") }
         var bounded = link
         bounded.queueLimit = queue
         bounded.receiveBuffer = 16_384
-        let boundLine = try await DelayLine.start(
-            group: linkGroup, target: try SocketAddress(ipAddress: "127.0.0.1", port: server.tetherPort), link: bounded)
+        let boundLine = try await DelayLine.start(group: linkGroup, port: server.tetherPort, link: bounded)
         let latencyConnection = try await TetherTransport.dial(
             group: group, to: boundLine.localAddress!, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
         // Commands at a steady pace: one-at-a-time round trips of 50 ms would give too few samples for a p99.
@@ -272,7 +266,7 @@ struct Bench: AsyncParsableCommand {
         // The bottleneck's queue: the link's, and what its socket can hold (twice SO_RCVBUF).
         let queueMicroseconds = Double(queue + 2 * bounded.receiveBuffer!) / link.rate * 1e6
         loaded.scenario = "wan-command-rtt-under-bulk"
-        loaded.link = label + " queue \(self.linkQueue)"
+        loaded.link = self.linkLabel + " queue \(self.linkQueue)"
         loaded.idle_p50_us = idle.percentile(50)
         loaded.idle_p99_us = idle.percentile(99)
         loaded.idle_steal_percent = idleSteal.percent
@@ -297,6 +291,9 @@ struct Bench: AsyncParsableCommand {
         }
         return nil
     }
+
+    /// How the WAN rows name their link: `50ms 500mbit`.
+    private var linkLabel: String { "\(self.linkRTT ?? "") \(self.linkRate ?? "")" }
 
     /// `--link-rtt` and `--link-rate`, when both are given.
     private func link() throws -> LinkProfile? {

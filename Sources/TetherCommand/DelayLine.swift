@@ -33,8 +33,9 @@ struct LinkProfile: Sendable {
 
 enum DelayLine {
     /// Listens on 127.0.0.1 (any port); each accepted connection is joined to a new connection to
-    /// `target` through the link.
-    static func start(group: any EventLoopGroup, target: SocketAddress, link: LinkProfile) async throws -> any Channel {
+    /// 127.0.0.1:`port` through the link.
+    static func start(group: any EventLoopGroup, port: Int, link: LinkProfile) async throws -> any Channel {
+        let target = try SocketAddress(ipAddress: "127.0.0.1", port: port)
         let receive = link.receiveBuffer
         let reads: UInt = receive == nil ? 4 : 1
         let allocator = AdaptiveRecvByteBufferAllocator(minimum: 4_096, initial: 16_384, maximum: receive == nil ? 65_536 : 16_384)

@@ -51,7 +51,7 @@ final class NotSentTuner: ChannelOutboundHandler, RemovableChannelHandler {
     /// The watermarks the channel was configured with: the most the tuner allows.
     let writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
     /// The limit set on the socket.
-    private(set) var octets: Int
+    private var octets: Int
     private var lastSample: (time: NIODeadline, acked: UInt64)?
 
     /// Sets `limit`'s starting value (the top of its range) on `channel`'s socket, and adds a tuner

@@ -130,11 +130,11 @@ extension Session {
 
     /// Whether credit is renewed every quarter window instead of every half (spec §7.2): on a path
     /// whose round trip is 5 ms or more — a WAN; not loopback or a LAN, where a busy process's
-    /// first RTT sample can read near a millisecond. A sender held back by the window sends a burst per round
-    /// trip; renewed at half, the first half-window of the burst triggers the update and the rest
-    /// is taken too late to count, so the sender gets about half a window per round trip. On a
-    /// short path the window rarely holds a sender back — tuning grows it where it does — and
-    /// renewing at half sends half the CREDIT frames.
+    /// first RTT sample can read near a millisecond. A sender held back by the window sends a
+    /// burst per round trip; renewed at half, the first half-window of the burst triggers the
+    /// update and the rest is taken too late to count, so the sender gets about half a window per
+    /// round trip. On a short path the window rarely holds a sender back — tuning grows it where
+    /// it does — and renewing at half sends half the CREDIT frames.
     var renewsCreditEarly: Bool {
         guard let minRTT = self.minimumRTT.value else { return false }
         return minRTT >= .milliseconds(5)
