@@ -34,10 +34,11 @@ def policy_seeds():
 
 
 def session_seeds():
-    """Scripts for the Session target (fuzz/Session/main.swift): a role octet, a preface octet,
+    """Scripts for the Session target (fuzz/Session/main.swift): a role octet (bit 0; bits 1–7 set
+    idle and half-close timeouts), a preface octet,
     then (operation, stream pick, arguments…) steps; and every frame vector fed raw (operation 5)."""
     frames = json.load(open(os.path.join(ROOT, "spec/vectors/frames.json")))["frames"]
-    for role in (0, 1):
+    for role in (0, 1, 0x17, 0x76):
         # peer opens, sends, we accept, consume, produce, time passes, FIN both ways
         yield f"script-{role}", bytes([role, 1,
             1, 0, 0, 3,        # OPEN from the peer, bulk

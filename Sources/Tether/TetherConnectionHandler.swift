@@ -398,6 +398,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         guard !self.isShutDown else { return }
         self.isShutDown = true
         self.configuration.policy?.unregister(self)
+        // spec §7.4: the windows' growth goes back to the process pool with the connection.
+        self.session.releaseWindowGrowth()
         let error = self.closedError ?? error
         self.closedError = error
         self.timer?.cancel()

@@ -26,6 +26,13 @@ extension Session {
         // the reset rate) and a few of our own frames may wait.
         let controlCap = self.configuration.abuseLimits.controlQueue + self.streams.count + self.counters.resetsSent + 16
         if self.control.count > controlCap { return "control queue holds \(self.control.count)" }
+        // Window growth (spec §7.4): the budget holds exactly what the windows hold.
+        let held = self.streams.values.reduce(self.connectionEpoch.granted) { $0 + $1.epoch.granted }
+        if held != self.budgetUsed { return "windows hold \(held) octets of growth, the budget counts \(self.budgetUsed)" }
+        // Timers: the sweep runs no later than the first stream timeout or window shrink due.
+        if let due = self.exactSweepDue(), self.sweepDeadline.map({ $0 > due }) ?? true {
+            return "a timeout or window shrink is due at \(due), the sweep is at \(String(describing: self.sweepDeadline))"
+        }
         if self.outstandingPings.count > 8 { return "\(self.outstandingPings.count) PINGs outstanding" }
         return nil
     }

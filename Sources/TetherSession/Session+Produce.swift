@@ -130,6 +130,7 @@ extension Session {
         case .doesNotFit:
             return .doesNotFit
         case .data(let payload, let flags, let becameWritable):
+            self.streams.values[index].lastActivity = now  // a frame on the stream (spec §6.4, §12)
             let octets = payload.readableBytes
             self.connectionSend.spend(octets)
             self.counters.dataOctetsSent += octets
@@ -197,7 +198,7 @@ extension Session {
         switch self.streams[id]?.phase {
         case .open:
             self.streams[id]!.phase = .halfClosedLocal
-            self.armHalfCloseTimeout(id, now: now)
+            self.armHalfCloseTimeout(now: now)
         case .halfClosedRemote:
             self.removeStream(id, ending: .closedByPeer, keepUnconsumed: true)
         case .halfClosedLocal, nil:

@@ -84,6 +84,10 @@ extension Session {
             return self.fail(.flowControlError, "DATA on stream \(id) exceeds connection credit")
         }
         self.noteArrival(&self.connectionReceive, now: now)
+        if octets > 0 {
+            self.connectionActivity = now
+            self.releaseShrunkConnectionGrowth()
+        }
         guard let index = self.streams.index(forKey: id) else {
             if self.isIdle(id) {
                 return self.fail(.protocolError, "DATA on stream \(id), which was never opened")
@@ -111,6 +115,7 @@ extension Session {
         self.noteArrival(&stream.receive, now: now)
         stream.lastActivity = now
         self.streams.values[index] = stream
+        self.releaseShrunkGrowth(at: index)
 
         if frame.flags.contains(.compressed)
             && !stream.peerMayCompress(localAlgorithms: self.localSettings.compression)
@@ -131,7 +136,7 @@ extension Session {
         switch self.streams[id]?.phase {
         case .open:
             self.streams[id]!.phase = .halfClosedRemote
-            self.armHalfCloseTimeout(id, now: now)
+            self.armHalfCloseTimeout(now: now)
         case .halfClosedLocal:
             self.removeStream(id, ending: .closedByPeer, keepUnconsumed: true)
         case .halfClosedRemote, nil:
@@ -169,6 +174,7 @@ extension Session {
             receive: ReceiveWindow(window: UInt64(settings.initialStreamCredit)),
             epoch: WindowEpoch(opened: now)
         )
+        self.armIdleTimeout(now: now)
         if self.localGoAway != nil {
             self.resetStream(id, .refusedStream)  // spec §10.2 step 3
             return self.countReset(now: now)

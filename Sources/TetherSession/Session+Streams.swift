@@ -52,6 +52,7 @@ extension Session {
         stream.outbound.openPending = true
         self.pendingOpens[id] = open
         self.streams[id] = stream
+        self.armIdleTimeout(now: now)
         self.control.append(.open(id))  // with CONTROL, in order (spec §8.2)
         return .success(id)
     }
@@ -207,7 +208,6 @@ extension Session {
         window.advertise()
         self.streams.values[index].receive = window
         self.streams.values[index].epoch = epoch
-        if epoch.granted > 0 { self.grownStreams.insert(id) }
         if !self.streams.values[index].creditQueued && !self.hasFailed {
             self.streams.values[index].creditQueued = true
             self.control.append(.streamCredit(id))

@@ -2,10 +2,14 @@ import NIOCore
 import TetherWire
 
 extension Session {
-    /// Runs everything that is due at `now` (spec §6.2, §6.4, §10.1, §10.2, §12): keepalive PINGs
-    /// and their timeout, open, half-close and idle timeouts, and the end of a drain's grace period.
+    /// Runs everything that is due at `now` (spec §6.2, §6.4, §7.4, §10.1, §10.2, §12): keepalive
+    /// PINGs and their timeout, open, idle and half-close timeouts, the idle shrink of grown
+    /// windows, and the end of a drain's grace period.
     ///
-    /// Call it at ``nextDeadline`` (calling it early or late is harmless).
+    /// Call it at ``nextDeadline``. Calling it earlier does nothing: it returns no events and
+    /// leaves ``nextDeadline`` as it was. Afterwards ``nextDeadline`` is nil or later than `now`,
+    /// so a caller that re-arms its timer at it never spins (a timer in the past fires at once,
+    /// and SwiftNIO runs due timers before it reads sockets again).
     public mutating func tick(now: NIODeadline) -> SessionEvents {
         guard !self.hasFailed else { return .none }
         var events = SessionEvents()
@@ -22,21 +26,9 @@ extension Session {
                 events.append(.reset(id, .timeout))
             }
         }
-        while let (id, deadline) = self.halfCloseDeadlines.first, deadline <= now {
-            self.halfCloseDeadlines.removeFirst()
-            if let stream = self.streams[id], stream.phase != .open {
-                self.resetStream(id, .timeout)
-                events.append(.reset(id, .timeout))
-            }
+        if let sweep = self.sweepDeadline, sweep <= now {
+            events.append(contentsOf: self.sweep(now: now))
         }
-        if let idle = self.configuration.idleTimeout {
-            let expired = self.streams.values.filter { $0.lastActivity + idle <= now }.map(\.id).sorted()
-            for id in expired {
-                self.resetStream(id, .timeout)
-                events.append(.reset(id, .timeout))
-            }
-        }
-        self.shrinkIdleWindows(now: now)
         if let deadline = self.drainDeadline, deadline <= now {
             self.drainDeadline = nil
             for id in self.streams.keys.sorted() {
@@ -45,6 +37,24 @@ extension Session {
             }
         }
         return events
+    }
+
+    /// When ``tick(now:)`` next has something to do, or nil for never.
+    public var nextDeadline: NIODeadline? {
+        guard !self.hasFailed else { return nil }
+        var next: NIODeadline? = nil
+        func consider(_ deadline: NIODeadline?) {
+            if let deadline, next.map({ deadline < $0 }) ?? true { next = deadline }
+        }
+        if self.phase == .awaitingSettings { consider(self.prefaceDeadline) }
+        let interval = self.localSettings.keepaliveIntervalMilliseconds
+        if interval > 0 {
+            consider(self.keepaliveDeadline ?? self.lastReceived + .milliseconds(Int64(interval)))
+        }
+        consider(self.acceptDeadlines.first?.1)
+        consider(self.sweepDeadline)
+        consider(self.drainDeadline)
+        return next
     }
 
     /// spec §10.1: PING after an interval without frames; fail when nothing answers in time.
@@ -74,51 +84,134 @@ extension Session {
         return opaque
     }
 
-    /// spec §7.4 step 5: a stream that took nothing for a while returns to its initial window, and
-    /// its growth goes back to the budgets once no credit beyond the initial window is outstanding.
-    private mutating func shrinkIdleWindows(now: NIODeadline) {
-        let tuning = self.configuration.windowTuning
-        let initial = UInt64(self.localSettings.initialStreamCredit)
-        for id in self.grownStreams {
-            guard let index = self.streams.index(forKey: id) else { continue }
-            if self.streams.values[index].lastActivity + tuning.idleShrink <= now {
-                self.streams.values[index].receive.window = initial
-            }
-            // The growth goes back once the window is initial again and no more credit than that is out.
-            let outstanding = self.streams.values[index].receive.advertised - self.streams.values[index].receive.received
-            if self.streams.values[index].receive.window == initial && outstanding <= initial {
-                var epoch = self.streams.values[index].epoch
-                self.releaseGrowth(&epoch)
-                self.streams.values[index].epoch = epoch
-                self.grownStreams.remove(id)
-            }
-        }
+    // MARK: The sweep: per-stream idle timers and window shrinking
+
+    /// Makes sure the sweep runs no later than `deadline`.
+    mutating func armSweep(at deadline: NIODeadline) {
+        if self.sweepDeadline.map({ deadline < $0 }) ?? true { self.sweepDeadline = deadline }
     }
 
-    mutating func armHalfCloseTimeout(_ id: StreamID, now: NIODeadline) {
-        if let timeout = self.configuration.halfCloseTimeout {
-            self.halfCloseDeadlines.append((id, now + timeout))
-        }
+    /// A stream was created at `now`: its idle timeout, if one is configured, runs from now (spec §12).
+    mutating func armIdleTimeout(now: NIODeadline) {
+        if let idle = self.configuration.idleTimeout { self.armSweep(at: now + idle) }
     }
 
-    /// When ``tick(now:)`` next has something to do, or nil for never. Idle timeouts, when
-    /// configured, are checked at least every second.
-    public var nextDeadline: NIODeadline? {
-        guard !self.hasFailed else { return nil }
+    /// A stream half-closed at `now` (its last activity): the half-close timeout runs from now (spec §6.4).
+    mutating func armHalfCloseTimeout(now: NIODeadline) {
+        if let timeout = self.configuration.halfCloseTimeout { self.armSweep(at: now + timeout) }
+    }
+
+    /// How long a stream may go without a frame before it is reset with TIMEOUT: the idle timeout,
+    /// and once half-closed the half-close timeout — both idle timers (spec §6.4, §12), so a log
+    /// follow or a `kubectl exec` with stdin closed lives as long as its other direction is busy.
+    private func streamTimeout(_ phase: StreamState.Phase) -> TimeAmount? {
+        let configuration = self.configuration
+        guard phase != .open, let halfClose = configuration.halfCloseTimeout else { return configuration.idleTimeout }
+        return configuration.idleTimeout.map { min($0, halfClose) } ?? halfClose
+    }
+
+    /// Resets streams whose timeout passed, shrinks windows idle for `idleShrink` (spec §7.4 step
+    /// 5–6), and sets ``sweepDeadline`` to the exact next moment either is due (later than `now`).
+    private mutating func sweep(now: NIODeadline) -> SessionEvents {
         var next: NIODeadline? = nil
-        func consider(_ deadline: NIODeadline?) {
-            if let deadline, next.map({ deadline < $0 }) ?? true { next = deadline }
+        func consider(_ deadline: NIODeadline) {
+            if next.map({ deadline < $0 }) ?? true { next = deadline }
         }
-        if self.phase == .awaitingSettings { consider(self.prefaceDeadline) }
-        let interval = self.localSettings.keepaliveIntervalMilliseconds
-        if interval > 0 {
-            consider(self.keepaliveDeadline ?? self.lastReceived + .milliseconds(Int64(interval)))
+        let shrinkAfter = self.configuration.windowTuning.idleShrink
+        let initial = UInt64(self.localSettings.initialStreamCredit)
+        var expired: [StreamID] = []
+        // Walked by index: mutating a value in place keeps the dictionary's storage unshared.
+        var index = self.streams.startIndex
+        while index != self.streams.endIndex {
+            defer { self.streams.formIndex(after: &index) }
+            let last = self.streams.values[index].lastActivity
+            if let timeout = self.streamTimeout(self.streams.values[index].phase) {
+                if last + timeout <= now {
+                    expired.append(self.streams.keys[index])
+                    continue
+                }
+                consider(last + timeout)
+            }
+            guard self.streams.values[index].receive.window > initial else { continue }
+            if last + shrinkAfter <= now {
+                self.streams.values[index].receive.window = initial
+                self.releaseShrunkGrowth(at: index)
+            } else {
+                consider(last + shrinkAfter)
+            }
         }
-        consider(self.acceptDeadlines.first?.1)
-        consider(self.halfCloseDeadlines.first?.1)
-        consider(self.drainDeadline)
-        if (self.configuration.idleTimeout != nil && !self.streams.isEmpty) || !self.grownStreams.isEmpty {
-            consider(self.lastReceived + .seconds(1))
+        var events = SessionEvents()
+        for id in expired.sorted() {
+            self.resetStream(id, .timeout)
+            events.append(.reset(id, .timeout))
+        }
+        if self.connectionReceive.window > UInt64(self.localSettings.initialConnectionCredit) {
+            if self.connectionActivity + shrinkAfter <= now {
+                self.connectionReceive.window = UInt64(self.localSettings.initialConnectionCredit)
+                self.releaseShrunkConnectionGrowth()
+            } else {
+                consider(self.connectionActivity + shrinkAfter)
+            }
+        }
+        self.sweepDeadline = next
+        return events
+    }
+
+    /// A shrunk stream window gives its growth back to the budgets once no more credit than the
+    /// initial window is outstanding (spec §7.4 step 5). Called when octets arrive and at the shrink.
+    mutating func releaseShrunkGrowth(at index: Dictionary<StreamID, StreamState>.Index) {
+        guard self.streams.values[index].epoch.granted > 0 else { return }
+        let receive = self.streams.values[index].receive
+        let initial = UInt64(self.localSettings.initialStreamCredit)
+        guard receive.window == initial, receive.advertised - receive.received <= initial else { return }
+        var epoch = self.streams.values[index].epoch
+        self.releaseGrowth(&epoch)
+        self.streams.values[index].epoch = epoch
+    }
+
+    /// The same for the connection window (spec §7.4 step 6).
+    mutating func releaseShrunkConnectionGrowth() {
+        guard self.connectionEpoch.granted > 0 else { return }
+        let initial = UInt64(self.localSettings.initialConnectionCredit)
+        let receive = self.connectionReceive
+        guard receive.window == initial, receive.advertised - receive.received <= initial else { return }
+        var epoch = self.connectionEpoch
+        self.releaseGrowth(&epoch)
+        self.connectionEpoch = epoch
+    }
+
+    /// The connection is gone: every window's growth goes back to the process pool and nothing
+    /// grows again (spec §7.4 step 4). The handler calls it when the transport closes; a session
+    /// dropped without it keeps its growth out of the pool.
+    public mutating func releaseWindowGrowth() {
+        self.windowGrowthReleased = true
+        var epoch = self.connectionEpoch
+        self.releaseGrowth(&epoch)
+        self.connectionEpoch = epoch
+        var index = self.streams.startIndex
+        while index != self.streams.endIndex {
+            epoch = self.streams.values[index].epoch
+            self.releaseGrowth(&epoch)
+            self.streams.values[index].epoch = epoch
+            self.streams.formIndex(after: &index)
+        }
+    }
+
+    /// The exact moment the sweep next has work, for ``brokenInvariant()``: ``sweepDeadline`` must
+    /// be at or before it.
+    func exactSweepDue() -> NIODeadline? {
+        var next: NIODeadline? = nil
+        func consider(_ deadline: NIODeadline) {
+            if next.map({ deadline < $0 }) ?? true { next = deadline }
+        }
+        let shrinkAfter = self.configuration.windowTuning.idleShrink
+        let initial = UInt64(self.localSettings.initialStreamCredit)
+        for stream in self.streams.values {
+            if let timeout = self.streamTimeout(stream.phase) { consider(stream.lastActivity + timeout) }
+            if stream.receive.window > initial { consider(stream.lastActivity + shrinkAfter) }
+        }
+        if self.connectionReceive.window > UInt64(self.localSettings.initialConnectionCredit) {
+            consider(self.connectionActivity + shrinkAfter)
         }
         return next
     }

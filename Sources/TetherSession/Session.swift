@@ -54,10 +54,13 @@ public struct Session: Sendable {
     var connectionReceive: ReceiveWindow
     var connectionCreditQueued = false
     var connectionEpoch: WindowEpoch
-    /// Window growth this connection holds from its budget (spec §7.4).
+    /// Window growth this connection holds from its budget (spec §7.4): the connection window's
+    /// and every live stream's, always their sum (``brokenInvariant()`` checks it).
     var budgetUsed: UInt64 = 0
-    /// Streams whose window grew beyond the initial size, for the idle shrink (spec §7.4).
-    var grownStreams = Set<StreamID>()
+    /// When the connection last received or took DATA octets, for the idle shrink (spec §7.4 step 6).
+    var connectionActivity: NIODeadline
+    /// Set once ``releaseWindowGrowth()`` gave every window's growth back: nothing grows again.
+    var windowGrowthReleased = false
     var minimumRTT = MinimumRTT()
     /// The PING taken for an RTT sample, while it is outstanding.
     var rttPing: UInt64?
@@ -83,7 +86,10 @@ public struct Session: Sendable {
 
     // Timeouts (spec §12). Entries may be stale; they are checked against the stream when due.
     var acceptDeadlines = CircularBuffer<(StreamID, NIODeadline)>(initialCapacity: 0)
-    var halfCloseDeadlines = CircularBuffer<(StreamID, NIODeadline)>(initialCapacity: 0)
+    /// No stream's idle or half-close timeout, nor any window's idle shrink, is due before this;
+    /// nil when none is pending. A lower bound: activity only moves those deadlines later, so the
+    /// sweep at this time recomputes it exactly (``Session/tick(now:)``).
+    var sweepDeadline: NIODeadline?
 
     /// What happened on this connection, for metrics.
     public internal(set) var counters = SessionCounters()
@@ -102,6 +108,7 @@ public struct Session: Sendable {
         self.grantedToPeer = configuration.settings.initialStreams
         self.connectionReceive = ReceiveWindow(window: UInt64(configuration.settings.initialConnectionCredit))
         self.lastReceived = now
+        self.connectionActivity = now
         self.connectionEpoch = WindowEpoch(opened: now)
         self.abuse = configuration.abuseLimits
         self.prefaceDeadline = now + configuration.abuseLimits.prefaceTimeout
@@ -171,7 +178,6 @@ public struct Session: Sendable {
         guard var stream = self.streams.removeValue(forKey: id) else { return }
         self.closedStreams.remember(id, ending)
         self.releaseGrowth(&stream.epoch)
-        self.grownStreams.remove(id)
         let unconsumed = stream.receive.unconsumed
         if unconsumed > 0 {
             if keepUnconsumed {
@@ -202,6 +208,7 @@ public struct Session: Sendable {
     /// growing the connection window when it limited the sender (spec §7.4). Discarded octets
     /// (`now` nil) return credit without counting toward tuning.
     mutating func consumeConnection(_ octets: Int, now: NIODeadline?) {
+        if let now { self.connectionActivity = now }
         guard self.connectionReceive.consume(octets, early: self.renewsCreditEarly) else { return }
         if let now {
             let initial = UInt64(self.localSettings.initialConnectionCredit)

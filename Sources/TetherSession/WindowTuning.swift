@@ -103,7 +103,8 @@ extension Session {
             if epoch.history.count > 8 { epoch.history.removeFirst() }
         }
         let tuning = self.configuration.windowTuning
-        guard tuning.enabled, let minRTT = self.minimumRTT.value, minRTT.nanoseconds > 0 else { return }
+        guard tuning.enabled, !self.windowGrowthReleased, let minRTT = self.minimumRTT.value, minRTT.nanoseconds > 0
+        else { return }
         // Held back by the window: half of it was taken within two round trips, and the data came
         // in bursts with pauses between them (a sender limited by the path sends without pause).
         guard paused, elapsed < minRTT * 2 else { return }
@@ -126,6 +127,7 @@ extension Session {
         self.budgetUsed += granted
         epoch.granted += granted
         window.window += granted
+        self.armSweep(at: now + tuning.idleShrink)  // spec §7.4 step 5
     }
 
     /// Whether credit is renewed every quarter window instead of every half (spec §7.2): on a path

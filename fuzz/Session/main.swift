@@ -6,7 +6,8 @@
 // or the transport taking what the session produces.
 // Invariants after every step (`Session.brokenInvariant`): credit never negative or exceeded, no
 // stream both live and closed, the peer never holds more streams than granted, every queue the
-// peer can grow bounded. And nothing traps.
+// peer can grow bounded, window growth accounted, no timer lost. After every tick the next
+// deadline is later than now, and a tick before it does nothing. And nothing traps.
 import NIOCore
 import TetherSession
 import TetherWire
@@ -15,13 +16,20 @@ import TetherWire
 public func fuzzSession(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
     guard size > 1 else { return 0 }
     var script = Script(UnsafeRawBufferPointer(start: data, count: size))
-    let role: Role = script.next() & 1 == 0 ? .dialer : .acceptor
+    // The first octet: bit 0 the role; bits 1–7 switch on per-stream idle timers, short enough
+    // for the fuzzer's clock to reach.
+    let first = script.next()
+    let role: Role = first & 1 == 0 ? .dialer : .acceptor
     var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
     var settings = Settings()
     settings.initialStreamCredit = 4_096
     settings.initialConnectionCredit = 16_384
     settings.initialStreams = PerClass(4)
-    var session = Session(configuration: SessionConfiguration(role: role, settings: settings), now: now)
+    var configuration = SessionConfiguration(role: role, settings: settings)
+    if first & 2 != 0 { configuration.idleTimeout = .seconds(Int64(first >> 4) + 1) }
+    if first & 4 != 0 { configuration.halfCloseTimeout = .seconds(Int64(first >> 5) + 1) }
+    configuration.windowTuning.pool = WindowPool(capacity: 1 << 30)
+    var session = Session(configuration: configuration, now: now)
     // The peer's ids have the other parity (spec §6.1).
     func peerID(_ k: UInt8) -> StreamID { StreamID(UInt32(k) * 2 + (role == .dialer ? 2 : 1)) }
     var live: [StreamID] = []
@@ -104,8 +112,20 @@ public func fuzzSession(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
         case 13:
             session.goAway(now: now)
         case 14:  // time passes
-            now = now + .milliseconds(Int64(script.next()) * 40)
+            let step = TimeAmount.milliseconds(Int64(script.next()) * 40)
+            // A tick before the next deadline does nothing and leaves the deadline as it was.
+            if let deadline = session.nextDeadline, now + step < deadline {
+                var early = session
+                if !early.tick(now: now + step).isEmpty || early.nextDeadline != deadline {
+                    preconditionFailure("a tick before the deadline \(deadline) did something")
+                }
+            }
+            now = now + step
             note(session.tick(now: now))
+            // spec §6.4, §12: a deadline at or before now would make the handler's timer spin.
+            if let deadline = session.nextDeadline, deadline <= now {
+                preconditionFailure("after tick(now: \(now)) the next deadline is \(deadline)")
+            }
         default:  // the transport takes what the session produces
             var output = ByteBuffer()
             var budget = Int(script.next()) + 1
