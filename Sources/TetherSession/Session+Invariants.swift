@@ -26,6 +26,13 @@ extension Session {
         // the reset rate) and a few of our own frames may wait.
         let controlCap = self.configuration.abuseLimits.controlQueue + self.streams.count + self.counters.resetsSent + 16
         if self.control.count > controlCap { return "control queue holds \(self.control.count)" }
+        // A stream waiting for connection credit waits only while its next frame does not fit.
+        for id in self.connectionBlocked {
+            guard let stream = self.streams[id] else { continue }
+            if UInt64(stream.outbound.nextFrameMinimum) <= self.connectionSend.available {
+                return "stream \(id) waits for connection credit that covers its next frame"
+            }
+        }
         // Window growth (spec §7.4): the budget holds exactly what the windows hold.
         let held = self.streams.values.reduce(self.connectionEpoch.granted) { $0 + $1.epoch.granted }
         if held != self.budgetUsed { return "windows hold \(held) octets of growth, the budget counts \(self.budgetUsed)" }

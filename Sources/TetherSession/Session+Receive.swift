@@ -234,18 +234,12 @@ extension Session {
             self.scheduleIfReady(id)
             return .none
         case .connection(let limit):
-            let wasBlocked = self.connectionSend.available == 0
             let previous = self.connectionSend.limit
             guard self.connectionSend.raise(to: limit) else {
                 return self.fail(.flowControlError, "connection CREDIT lowered the limit to \(limit)")
             }
             if let limited = self.judgeRaise(from: previous, to: limit, now: now) { return limited }
-            if wasBlocked && self.connectionSend.available > 0 {
-                for id in self.connectionBlocked where self.streams[id] != nil {
-                    self.scheduler.enqueue(id, self.streams[id]!.streamClass)
-                }
-                self.connectionBlocked.removeAll(keepingCapacity: true)
-            }
+            if limit > previous { self.wakeConnectionBlocked() }
             return .none
         case .streams(let streamClass, let count):
             let previous = self.peerStreamLimit[streamClass]
@@ -259,6 +253,23 @@ extension Session {
             let hadRunOut = self.openedLocally[streamClass] >= previous
             return hadRunOut && count > previous ? SessionEvents(.streamCredit(streamClass)) : .none
         }
+    }
+
+    /// Schedules the streams that waited for connection credit and whose next frame now fits:
+    /// one octet of plain data, or a whole compressed unit (spec §9.3), which may need more than
+    /// was left before this CREDIT even when that was not zero. The others keep waiting.
+    private mutating func wakeConnectionBlocked() {
+        let available = self.connectionSend.available
+        var waiting: [StreamID] = []
+        for id in self.connectionBlocked {
+            guard let index = self.streams.index(forKey: id) else { continue }  // reset meanwhile
+            if UInt64(self.streams.values[index].outbound.nextFrameMinimum) <= available {
+                self.scheduler.enqueue(id, self.streams.values[index].streamClass)
+            } else {
+                waiting.append(id)
+            }
+        }
+        self.connectionBlocked = waiting
     }
 
     /// The run of empty frames and the glitch budget for a byte-limit raise; nil when within both.

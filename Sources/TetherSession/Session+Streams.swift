@@ -92,10 +92,10 @@ extension Session {
     }
 
     /// The largest compressed unit a stream can send: one frame, and no more than the peer's
-    /// initial stream credit, so a unit can always be sent.
+    /// initial stream and connection credit, so a unit can always be sent.
     public func maxCompressedUnit(_ id: StreamID) -> Int {
         guard let peer = self.peerSettings else { return 0 }
-        return min(Int(peer.maxFramePayload), Int(peer.initialStreamCredit))
+        return min(Int(peer.maxFramePayload), Int(peer.initialStreamCredit), Int(peer.initialConnectionCredit))
     }
 
     /// Whether this side may set COMPRESSED on a stream (spec §9.2): the stream has an algorithm,

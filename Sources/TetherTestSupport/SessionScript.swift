@@ -92,8 +92,12 @@ public struct SessionScript: @unchecked Sendable {
             let expected = (result?["stream"] as? Int).map { "stream \($0)" } ?? "error \(result?["error"] ?? "?")"
             if actual != expected { failure = "open: expected \(expected), got \(actual)" }
         case "write":
-            let written = session.write(
-                stream, try VectorFrame.payload(step), endMessage: step["end_msg"] as? Bool ?? false, now: now)
+            let payload = try VectorFrame.payload(step)
+            let endMessage = step["end_msg"] as? Bool ?? false
+            let written =
+                step["compressed"] as? Bool == true
+                ? session.writeCompressed(stream, payload, endMessage: endMessage, now: now)
+                : session.write(stream, payload, endMessage: endMessage, now: now)
             let expectClosed = result?["error"] as? String == "closed"
             if case .failure = written, !expectClosed { failure = "write failed" }
             if case .success = written, expectClosed { failure = "write succeeded on a closed stream" }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Tether
@@ -97,16 +98,24 @@ extension Array {
 struct TimedOut: Error {}
 
 /// Runs `body`, failing with ``TimedOut`` if it takes longer than `limit` — for a test that would
-/// otherwise hang until the keepalive gives up.
+/// otherwise hang until the keepalive gives up. The body is left running when it times out:
+/// waiting on an event-loop future ignores cancellation, so nothing could wait for it to end.
 func withTimeout<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            return nil
+    let waiter = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
+    return try await withCheckedThrowingContinuation { continuation in
+        waiter.withLockedValue { $0 = continuation }
+        let work = Task {
+            do {
+                let value = try await body()
+                waiter.withLockedValue { $0.take() }?.resume(returning: value)
+            } catch {
+                waiter.withLockedValue { $0.take() }?.resume(throwing: error)
+            }
         }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else { throw TimedOut() }
-        return value
+        Task {
+            try? await Task.sleep(for: limit)
+            waiter.withLockedValue { $0.take() }?.resume(throwing: TimedOut())
+            work.cancel()
+        }
     }
 }

@@ -314,6 +314,16 @@ files["flow-control"] = [
         app("write", [send(D(1, payload_repeat=["00", BIG]))], stream=1, payload_repeat=["00", BIG + 2]),
         recv(C(0, BIG + 2), send(D(1, "0000"))),
     ], peer={"INITIAL_CONNECTION_CREDIT": BIG}),
+    script("a compressed unit waits for connection credit that covers all of it", "§7.1, §9.3", "dialer", [
+        app("open", [send(O(1, "LOGS", "logs", 1))], **{"class": "LOGS"}, service="logs", compression=1,
+            result={"stream": 1}),
+        app("open", [send(O(3))], **{"class": "BULK"}, service="echo", result={"stream": 3}),
+        app("write", [send(D(3, payload_repeat=["00", BIG - 375]))], stream=3, payload_repeat=["00", BIG - 375]),
+        # 375 octets of connection credit left: the 1,000-octet unit does not fit, and is not cut.
+        app("write", [], stream=1, payload_repeat=["ab", 1000], compressed=True),
+        # A CREDIT that leaves 1,399: now it fits, although credit was never exhausted.
+        recv(C(0, BIG + 1024), send(D(1, payload_repeat=["ab", 1000], flags=["COMPRESSED"]))),
+    ], peer={"INITIAL_CONNECTION_CREDIT": BIG}),
     script("FIN waits for buffered data", "§6.4", "dialer", [
         app("open", [send(O(1))], **{"class": "BULK"}, service="echo", result={"stream": 1}),
         app("write", [send(D(1, "0102"))], stream=1, payload="01020304"),
