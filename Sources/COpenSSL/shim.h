@@ -44,6 +44,8 @@ static inline void tether_BIO_clear_retry_flags(BIO *bio) { BIO_clear_retry_flag
 static inline long tether_BIO_get_mem_data(BIO *bio, char **data) { return BIO_get_mem_data(bio, data); }
 
 static inline void tether_OPENSSL_free(void *pointer) { OPENSSL_free(pointer); }
+// ERR_raise is a macro over a variadic function.
+static inline void tether_ERR_raise_SSL(int reason) { ERR_raise(ERR_LIB_SSL, reason); }
 
 static inline int tether_sk_GENERAL_NAME_num(const GENERAL_NAMES *names) { return sk_GENERAL_NAME_num(names); }
 static inline GENERAL_NAME *tether_sk_GENERAL_NAME_value(const GENERAL_NAMES *names, int index) {

@@ -31,6 +31,10 @@ public struct TLSConfiguration: Sendable, Hashable {
     public var serverName: String?
     /// Servers only: require a client certificate carrying a Tether identity (spec §2.2).
     public var requireClientIdentity: Bool = true
+    /// The TLS 1.3 cipher suites offered (client) or accepted (server), in OpenSSL's
+    /// colon-separated form, in order of preference. A list OpenSSL cannot use is refused when
+    /// the context is made.
+    public var cipherSuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
     /// A handshake not finished by then fails with ``TLSError/Code/handshakeTimeout``.
     public var handshakeTimeout: TimeAmount = .seconds(10)
 

@@ -52,9 +52,9 @@ final class TLSConnection {
             // An IP address is verified as one; anything else is a DNS name, also sent as SNI.
             if X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) != 1 {
                 ERR_clear_error()
+                // Every stored property is set: if this throws, deinit frees the SSL (and the BIO).
                 guard SSL_set1_host(ssl, name) == 1, tether_SSL_set_tlsext_host_name(ssl, name) == 1 else {
-                    SSL_free(ssl)
-                    throw TLSError(.configuration, "cannot verify against the server name \(name)")
+                    throw TLSError(.configuration, "cannot verify against the server name \"\(name)\": \(OpenSSLErrors.drain())")
                 }
             }
         }

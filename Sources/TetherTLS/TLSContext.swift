@@ -51,8 +51,10 @@ public final class TLSContext: @unchecked Sendable {
         // Idle connections must be cheap: no record buffers while nothing is in flight.
         _ = tether_SSL_CTX_set_mode(self.context, Int(SSL_MODE_RELEASE_BUFFERS))
         tether_SSL_CTX_set_read_ahead(self.context, 1)
-        _ = SSL_CTX_set_ciphersuites(
-            self.context, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256")
+        guard SSL_CTX_set_ciphersuites(self.context, configuration.cipherSuites) == 1 else {
+            throw TLSError(
+                .configuration, "no usable TLS 1.3 cipher suite in \"\(configuration.cipherSuites)\": \(OpenSSLErrors.drain())")
+        }
 
         guard SSL_CTX_use_certificate_chain_file(self.context, configuration.certificateChainFile) == 1 else {
             throw TLSError(
@@ -89,6 +91,8 @@ public final class TLSContext: @unchecked Sendable {
             SSL_CTX_set_verify(
                 self.context, mode, configuration.requireClientIdentity ? Self.verifyIdentity : nil)
             SSL_CTX_set_alpn_select_cb(self.context, Self.selectALPN, UnsafeMutableRawPointer(self.alpnWire.baseAddress))
+            // OpenSSL asks the selection callback only when the client offers ALPN at all.
+            SSL_CTX_set_client_hello_cb(self.context, Self.requireALPN, nil)
         }
     }
 
@@ -113,6 +117,22 @@ public final class TLSContext: @unchecked Sendable {
             out?.pointee = UnsafePointer(selected)
             return SSL_TLSEXT_ERR_OK
         }
+
+    /// Refuses a ClientHello that offers no ALPN with a fatal `no_application_protocol` alert
+    /// (spec §2.1), during the handshake: without it the handshake would complete and the
+    /// connection close with no alert, leaving the client to guess why.
+    private static let requireALPN: @convention(c) (OpaquePointer?, UnsafeMutablePointer<Int32>?, UnsafeMutableRawPointer?) -> Int32 = {
+        ssl, alert, _ in
+        var extensionData: UnsafePointer<UInt8>? = nil
+        var length = 0
+        guard SSL_client_hello_get0_ext(ssl, UInt32(TLSEXT_TYPE_application_layer_protocol_negotiation), &extensionData, &length) == 1
+        else {
+            alert?.pointee = SSL_AD_NO_APPLICATION_PROTOCOL
+            tether_ERR_raise_SSL(SSL_R_NO_APPLICATION_PROTOCOL)  // so the failure names the cause
+            return SSL_CLIENT_HELLO_ERROR
+        }
+        return SSL_CLIENT_HELLO_SUCCESS
+    }
 
     /// The server's check of the client certificate's identity (spec §2.2): exactly one URI SAN, of
     /// the form `tether://<tenant>/<agent-id>`. The chain itself was verified by OpenSSL.

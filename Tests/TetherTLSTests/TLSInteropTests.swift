@@ -84,6 +84,20 @@ import Testing
         }
     }
 
+    /// spec §2.1: a client that offers no ALPN, or only other protocols, is refused during the
+    /// handshake with the fatal alert `no_application_protocol` (120) — not by a connection that
+    /// completes its handshake and then closes without a word.
+    @Test(arguments: [("no ALPN", [String]()), ("the wrong ALPN", ["-alpn", "http/1.1"])])
+    func aClientWithoutOurALPNGetsTheNoApplicationProtocolAlert(_ label: String, _ alpn: [String]) async throws {
+        try await self.withServer { server, _ in
+            let client = try self.sClient(
+                server.port, ["-cert", Self.fixtures.path("edge.pem"), "-key", Self.fixtures.path("edge.key")] + alpn)
+            defer { client.stop() }
+            #expect(await server.nextHandshake()?.tlsCode == .wrongALPN)
+            #expect(await client.waitFor("alert number 120"), "\(label): s_client said \(client.text)")
+        }
+    }
+
     @Test func ourClientRefusesAServerThatDoesNotMatchTheNameDialed() async throws {
         try await self.withServer { server, group in
             let client = try await TLSClient.connect(
