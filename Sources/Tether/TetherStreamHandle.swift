@@ -209,9 +209,11 @@ public final class TetherStreamHandle: @unchecked Sendable {
         self.fail(TetherError(.streamReset, errorCode: code, "reset locally with \(code.name)"))
     }
 
-    /// Refuses a stream the peer opened — no such service, no backend — with RESET `code`. Unlike
-    /// ``reset(_:)``, a refusal counts toward the peer's reset rate (spec §12): a peer that makes
-    /// us refuse stream after stream is cut off with ENHANCE_YOUR_CALM.
+    /// Refuses a stream the peer opened with RESET `code` (spec §6.2). `UNKNOWN_SERVICE` and
+    /// `POLICY_DENIED` refuse what the peer asked for and count toward its reset rate (spec §12):
+    /// a peer that makes us refuse stream after stream is cut off with ENHANCE_YOUR_CALM. Refusals
+    /// for our own state — `REFUSED_STREAM` (draining, over a local limit), `CONNECT_ERROR` (the
+    /// backend is down) — never count against the peer.
     public func refuse(_ code: ErrorCode = .refusedStream) {
         self.eventLoop.preconditionInEventLoop()
         guard self.failure == nil else { return }

@@ -11,7 +11,9 @@ import TetherWire
 
 /// `tether target` (hidden): a hub built from the library alone, for the hostile-peer tests
 /// (SECURITY.md). It accepts edges over mutual TLS and serves `echo` (bytes back), `firehose`
-/// (bytes until the stream ends) and `hold` (never reads); every other service is refused. On standard input
+/// (bytes until the stream ends) and `hold` (never reads); `down` is refused with CONNECT_ERROR, as
+/// a relay refuses a stream whose backend is down; every other service is refused with
+/// UNKNOWN_SERVICE. On standard input
 /// it answers `metrics` (Prometheus text, then `END`) and `memory` (`VmHWM <kB> VmRSS <kB>`);
 /// it exits when standard input closes.
 struct Target: AsyncParsableCommand {
@@ -82,6 +84,8 @@ struct Target: AsyncParsableCommand {
                 while let read = handle.read() { handle.consumed(read.wireOctets) }
             }
             pump()
+        case "down":
+            handle.refuse(.connectError)
         default:
             handle.refuse(.unknownService)
         }

@@ -1,4 +1,5 @@
 import NIOCore
+import TetherWire
 
 /// The connection-level abuse limits of spec §12. A peer that trips one is ended with GOAWAY
 /// `ENHANCE_YOUR_CALM`; ``Session/trippedLimit`` says which.
@@ -97,4 +98,11 @@ extension Session {
         guard self.control.count > self.configuration.abuseLimits.controlQueue else { return .none }
         return self.tripped(.controlQueue, "\(self.control.count) control frames queued for a peer that does not read")
     }
+}
+
+extension ErrorCode {
+    /// Whether refusing a stream with this code turns down what the peer asked for — a service
+    /// that does not exist, or one the policy forbids — so the refusal counts toward the peer's
+    /// reset rate (spec §12). Every other refusal is about our own state and never counts.
+    var refusesWhatThePeerAsked: Bool { self == .unknownService || self == .policyDenied }
 }

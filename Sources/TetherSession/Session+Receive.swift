@@ -176,8 +176,8 @@ extension Session {
         )
         self.armIdleTimeout(now: now)
         if self.localGoAway != nil {
-            self.resetStream(id, .refusedStream)  // spec §10.2 step 3
-            return self.countReset(now: now)
+            self.resetStream(id, .refusedStream)  // spec §10.2 step 3: our state, never counted
+            return .none
         }
         guard settings.compression.contains(open.compression) else {
             self.resetStream(id, .compressionError)  // spec §9.2
@@ -210,7 +210,10 @@ extension Session {
         self.counters.resetsReceived += 1
         self.removeStream(id, ending: .closedByPeer, keepUnconsumed: false)
         var events = SessionEvents(.reset(id, reset.code))
-        events.append(contentsOf: self.countReset(now: now))
+        // spec §12: the reset rate counts streams the peer opens and resets (rapid reset). A
+        // RESET of a stream we opened — the peer refusing or cancelling it — never counts: there
+        // are no more of those than we chose to open.
+        if stream.openedByPeer { events.append(contentsOf: self.countReset(now: now)) }
         return events
     }
 

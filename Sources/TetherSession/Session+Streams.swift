@@ -160,15 +160,19 @@ extension Session {
         }
     }
 
-    /// The application refuses an inbound stream (spec §6.2), for example with `UNKNOWN_SERVICE`.
+    /// The application refuses an inbound stream (spec §6.2).
     ///
-    /// A refusal counts toward the reset rate (spec §12): a peer that makes us refuse stream after
-    /// stream is ended with ENHANCE_YOUR_CALM, reported in the returned events.
+    /// A refusal for what the peer asked — `UNKNOWN_SERVICE`, `POLICY_DENIED` — counts toward the
+    /// reset rate (spec §12): a peer that makes us refuse stream after stream is ended with
+    /// ENHANCE_YOUR_CALM, reported in the returned events. A refusal for our own state —
+    /// `REFUSED_STREAM` (draining, over a local limit), `CONNECT_ERROR` (the backend is down), any
+    /// other code — never counts: a client retrying against a down backend must not take every
+    /// other stream of the connection down with it.
     @discardableResult
     public mutating func refuse(_ id: StreamID, code: ErrorCode, now: NIODeadline) -> SessionEvents {
         guard self.streams[id] != nil else { return .none }
         self.reset(id, code: code)
-        return self.countReset(now: now)
+        return code.refusesWhatThePeerAsked ? self.countReset(now: now) : .none
     }
 
     /// The application took `octets` delivered on a stream — read them, or a relay's backend write

@@ -96,6 +96,68 @@ import Testing
         peer.expectGoAway(.resetRate)
     }
 
+    /// A client retrying against a backend that is down: 2,000 opens at 100 per second, each
+    /// refused with CONNECT_ERROR — our own state, not the peer's fault — keep the connection up.
+    /// Counted, they would have tripped the reset rate after about ten seconds.
+    @Test(arguments: [ErrorCode.connectError, .refusedStream])
+    func refusalsForOurOwnStateNeverCount(_ code: ErrorCode) {
+        var peer = Peer()
+        for _ in 0..<2_000 {
+            peer.now = peer.now + .milliseconds(10)
+            let id = peer.open()
+            #expect(peer.session.refuse(id, code: code, now: peer.now).isEmpty)
+        }
+        #expect(peer.session.counters.resetsSent == 2_000)
+        #expect(peer.session.trippedLimit == nil)
+        #expect(peer.session.isActive)
+    }
+
+    /// spec §10.2 step 3: OPENs that arrive after our GOAWAY are refused with REFUSED_STREAM,
+    /// which does not count against the peer — it had not seen the GOAWAY yet.
+    @Test func opensRefusedWhileDrainingNeverCount() {
+        var peer = Peer()
+        peer.session.goAway(now: peer.now)
+        for _ in 0..<2_000 { _ = peer.open() }
+        #expect(peer.session.counters.resetsSent == 2_000)
+        #expect(peer.session.trippedLimit == nil)
+    }
+
+    /// The other side of the same exchange: the peer refusing or cancelling streams *we* opened
+    /// never counts toward its reset rate — there are no more of those than we chose to open.
+    @Test func resetsOfOurOwnStreamsNeverCount() {
+        var peer = Peer()
+        for index in 0..<2_000 {
+            if index % 200 == 0 {
+                #expect(peer.send(.credit(.streams(.command, count: UInt32(index + 256)))) == nil)
+            }
+            guard case .success(let id) = peer.session.openStream(.command, service: "down", now: peer.now) else {
+                Issue.record("open \(index) failed")
+                return
+            }
+            _ = peer.written()
+            #expect(peer.send(.reset(ResetFrame(streamID: id, code: .connectError, finalSize: 0))) == nil)
+        }
+        #expect(peer.session.counters.resetsReceived == 2_000)
+        #expect(peer.session.trippedLimit == nil)
+    }
+
+    /// The same rate of opens to a service that does not exist, or that the policy forbids, is
+    /// stopped: the peer is asking for what it may not have.
+    @Test(arguments: [ErrorCode.unknownService, .policyDenied])
+    func refusalsOfWhatThePeerAskedForAreStoppedAtTheResetRate(_ code: ErrorCode) {
+        var peer = Peer()
+        var refused = 0
+        for _ in 0..<2_000 {
+            peer.now = peer.now + .milliseconds(10)
+            let id = peer.open()
+            if !peer.session.refuse(id, code: code, now: peer.now).isEmpty { break }
+            refused += 1
+        }
+        // 500 of burst, then 50/s refilled against 100/s: the budget is spent after about 10 s.
+        #expect((990...1_010).contains(refused), "\(refused) refusals before the limit")
+        peer.expectGoAway(.resetRate)
+    }
+
     @Test func aRunOfEmptyFramesTrips() {
         var peer = Peer()
         let id = peer.open()

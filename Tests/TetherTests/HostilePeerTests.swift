@@ -154,6 +154,35 @@ import Testing
         try await target.stop()
     }
 
+    /// A plane client retrying against a backend that is down: 2,000 opens refused with
+    /// CONNECT_ERROR as fast as the connection carries them. Refusals for the hub's own state never
+    /// count against the edge (spec §12), so its connection — and every other stream on it — stays.
+    @Test func refusalsForADownBackendNeverCutTheEdgeOff() async throws {
+        let target = try await TargetProcess.start()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let edge = try await WellBehavedEdge.start(port: target.port, group: group)
+        for _ in 0..<20 {
+            try await withThrowingTaskGroup(of: Void.self) { streams in
+                for _ in 0..<100 {
+                    streams.addTask {
+                        let stream = try await edge.connection.openStream(service: "down", class: .command)
+                        let error = await #expect(throws: TetherError.self) {
+                            for try await _ in stream.chunks {}
+                        }
+                        #expect(error?.errorCode == .connectError)
+                    }
+                }
+                try await streams.waitForAll()
+            }
+        }
+        try await edge.roundTrips(20)
+        let metrics = try await target.metrics()
+        #expect(!metrics.contains("tether_connection_errors_total{"), "\(metrics)")
+        await edge.close()
+        try await group.shutdownGracefully()
+        try await target.stop()
+    }
+
     @Test func aReaderThatNeverReadsIsCutOffByKeepalive() async throws {
         let target = try await TargetProcess.start(keepaliveInterval: 1_000, keepaliveTimeout: 1)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
