@@ -54,12 +54,21 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // What the benchmarks measure with and through: the emulated WAN link (a delay line).
+        // The tests use it too, for paths with a real round trip on loopback.
+        .target(
+            name: "TetherBench",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // The `tether` executable: demo, bench (and later edge, hub, certs, check-config).
         .executableTarget(
             name: "TetherCommand",
             dependencies: [
                 "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire", "TetherCompression",
-                "TetherPolicy",
+                "TetherPolicy", "TetherBench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -145,7 +154,7 @@ let package = Package(
             name: "TetherTests",
             dependencies: [
                 "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire", "TetherTestSupport",
-                "TetherCompression", "TetherPolicy",
+                "TetherCompression", "TetherPolicy", "TetherBench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -171,7 +180,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TetherCommandTests",
-            dependencies: ["TetherCommand", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["TetherCommand", "TetherBench", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "TetherSessionTests",

@@ -63,6 +63,11 @@ public struct TetherConnection: Sendable {
     /// connection closes.
     public var inboundStreams: InboundStreams { InboundStreams(connection: self) }
 
+    /// Measures the round trip with a PING (spec §5.6): the time until its ACK arrived.
+    public func ping() async throws -> TimeAmount {
+        try await self.withHandler { $0.ping() }.get()
+    }
+
     /// Starts a graceful drain (spec §10.2).
     public func goAway(code: ErrorCode = .noError) {
         let handler = self.handler

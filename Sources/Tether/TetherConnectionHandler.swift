@@ -74,6 +74,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     private var readersToWake: [TetherStreamHandle] = []
     private var inboundWaiters = CircularBuffer<EventLoopPromise<TetherStreamHandle?>>(initialCapacity: 0)
     private var openWaiters: [PendingOpen] = []
+    private var pingWaiters: [UInt64: EventLoopPromise<TimeAmount>] = [:]
     private let readyPromise: EventLoopPromise<Settings>
     private let closedPromise: EventLoopPromise<ErrorCode?>
     private let goAwayPromise: EventLoopPromise<GoAwayFrame>
@@ -230,6 +231,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
                 self.goAwayPromise.succeed(frame)
             case .streamCredit:
                 self.retryOpens()
+            case .pong(let opaque, let rtt):
+                self.pingWaiters.removeValue(forKey: opaque)?.succeed(rtt)
             case .connectionError(let code, let reason):
                 self.closedError = TetherError.closed(code, reason)
                 Counter(
@@ -376,10 +379,12 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         }
     }
 
-    /// Every 10 s while streams with codecs are live.
+    /// Every ``StreamCodec/Configuration/sweepInterval`` while streams with codecs are live. It
+    /// takes only each codec's short lock, never one held across compression (spec §9).
     private func startCodecSweep() {
         guard self.codecSweep == nil, let context = self.context else { return }
-        self.codecSweep = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(10)) {
+        let interval = self.configuration.codec.sweepInterval
+        self.codecSweep = context.eventLoop.assumeIsolated().scheduleTask(in: interval) {
             self.codecSweep = nil
             let now = NIODeadline.now()
             var any = false
@@ -417,6 +422,9 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         let opens = self.openWaiters
         self.openWaiters.removeAll()
         for open in opens { open.promise.fail(error) }
+        let pings = self.pingWaiters
+        self.pingWaiters.removeAll()
+        for ping in pings.values { ping.fail(error) }
         self.readyPromise.fail(error)  // ignored when the preface already arrived
         self.goAwayPromise.fail(error)  // ignored when a GOAWAY arrived
         self.closedPromise.succeed(error.errorCode)
@@ -505,6 +513,21 @@ extension TetherConnectionHandler {
         if self.closedError != nil { return eventLoop.makeSucceededFuture(nil) }
         let promise = eventLoop.makePromise(of: TetherStreamHandle?.self)
         self.inboundWaiters.append(promise)
+        return promise.futureResult
+    }
+
+    /// Sends a PING and succeeds with the round trip when its ACK arrives (spec §5.6). Fails when
+    /// the connection closes first, or when 8 PINGs of the application are already unanswered.
+    public func ping() -> EventLoopFuture<TimeAmount> {
+        let eventLoop = self.readyPromise.futureResult.eventLoop
+        eventLoop.preconditionInEventLoop()
+        if let error = self.closedError { return eventLoop.makeFailedFuture(error) }
+        guard let opaque = self.session.ping(now: .now()) else {
+            return eventLoop.makeFailedFuture(TetherError(.notReady, "cannot PING: not ready, or 8 PINGs unanswered"))
+        }
+        let promise = eventLoop.makePromise(of: TimeAmount.self)
+        self.pingWaiters[opaque] = promise
+        self.flushOutput()
         return promise.futureResult
     }
 

@@ -25,6 +25,9 @@ public struct TetherError: Error, Hashable, Sendable, CustomStringConvertible {
         /// The policy refused the stream, or dropped a message whole (spec/POLICY.md); after a
         /// dropped message the stream carries on.
         public static let policyDenied = Code(name: "policyDenied")
+        /// The connection cannot do this yet, or not now: its preface has not arrived, or too many
+        /// of the same request are outstanding.
+        public static let notReady = Code(name: "notReady")
     }
 
     public let code: Code

@@ -253,6 +253,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
     /// delivered, so it takes several frames per wakeup.
     func deliver(_ payload: ByteBuffer, flags: DataFrame.Flags) {
         self.policy?.received(payload.readableBytes)
+        if flags.contains(.compressed) { self.codec?.noteCompressedFrame() }
         if payload.readableBytes > 0 || flags.contains(.endMessage) {
             self.inbound.append(
                 StreamRead(

@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Tether
+import TetherBench
 import TetherRelay
 import TetherTLS
 import TetherWire

@@ -302,6 +302,7 @@ extension Session {
         self.lastRTT = rtt
         self.minimumRTT.add(rtt, at: now)
         if self.rttPing == ping.opaque { self.rttPing = nil }
+        if self.applicationPings.remove(ping.opaque) != nil { return SessionEvents(.pong(ping.opaque, rtt: rtt)) }
         return .none
     }
 

@@ -78,9 +78,21 @@ extension Session {
         let opaque = self.nextPingPayload
         self.nextPingPayload &+= 1
         // Only the latest few are kept: a peer that never answers cannot grow this.
-        if self.outstandingPings.count >= 8 { self.outstandingPings.removeAll() }
+        if self.outstandingPings.count >= 8 {
+            self.outstandingPings = self.outstandingPings.filter { self.applicationPings.contains($0.key) }
+        }
         self.outstandingPings[opaque] = now
         self.control.append(.frame(.ping(PingFrame(ack: false, opaque: opaque))))
+        return opaque
+    }
+
+    /// The application measures the round trip (spec §5.6): a PING whose ACK is reported as
+    /// ``SessionEvent/pong(_:rtt:)``. Returns its payload, or nil when 8 of the application's are
+    /// already unanswered (a peer that does not answer cannot make this grow).
+    public mutating func ping(now: NIODeadline) -> UInt64? {
+        guard self.isActive, self.applicationPings.count < 8 else { return nil }
+        let opaque = self.sendPing(now: now)
+        self.applicationPings.insert(opaque)
         return opaque
     }
 

@@ -81,6 +81,8 @@ public struct Session: Sendable {
     var keepaliveDeadline: NIODeadline?
     var nextPingPayload: UInt64 = 1
     var outstandingPings: [UInt64: NIODeadline] = [:]
+    /// PINGs the application sent (``ping(now:)``), reported with ``SessionEvent/pong(_:rtt:)``.
+    var applicationPings = Set<UInt64>()
     /// The latest PING round trip.
     public internal(set) var lastRTT: TimeAmount?
 

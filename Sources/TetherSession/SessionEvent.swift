@@ -34,6 +34,8 @@ public enum SessionEvent: Hashable, Sendable {
     case goAway(GoAwayFrame)
     /// The peer raised a class's stream-count credit after it had run out (spec §7.3).
     case streamCredit(StreamClass)
+    /// The ACK of a PING the application sent with ``Session/ping(now:)``, and its round trip (spec §5.6).
+    case pong(UInt64, rtt: TimeAmount)
     /// A connection error: the session is closed; a GOAWAY reporting it is queued (spec §10.3).
     case connectionError(ErrorCode, String)
 }

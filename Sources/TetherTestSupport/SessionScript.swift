@@ -229,6 +229,7 @@ private enum Output: CustomStringConvertible {
             case .reset(let id, let code): return "reset \(id) \(code.name)"
             case .goAway(let goAway): return "goaway \(goAway.lastStreamID) \(goAway.code.name)"
             case .streamCredit(let streamClass): return "stream_credit \(streamClass.name)"
+            case .pong(let opaque, _): return "pong \(opaque)"
             case .connectionError(let code, _): return "error \(code.name)"
             }
         }

@@ -1,5 +1,5 @@
 import NIOCore
-@testable import TetherCommand
+@testable import TetherBench
 import Testing
 
 /// The emulated link the link-bound latency row measures through (`tether bench --link-rtt`).

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Tether
+import TetherBench
 import TetherRelay
 import TetherSession
 import TetherTLS
@@ -22,6 +23,8 @@ struct Loopback {
     let dialer: TetherConnection
     let acceptor: TetherConnection
     let listener: any Channel
+    /// The emulated path between them, when there is one.
+    let line: (any Channel)?
 
     static let fixtures = try! TLSFixtures()
 
@@ -29,7 +32,8 @@ struct Loopback {
         _ transport: Transport = .tcp,
         dialer dialerConfiguration: TetherConnectionHandler.Configuration = .init(role: .dialer),
         acceptor acceptorConfiguration: TetherConnectionHandler.Configuration = .init(role: .acceptor),
-        group: MultiThreadedEventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        group: MultiThreadedEventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 2),
+        through link: LinkProfile? = nil
     ) async throws -> Loopback {
         let (connections, accepted) = AsyncStream<TetherConnection>.makeStream()
         let serverTLS = transport == .tls ? try TLSContextStore(configuration: Self.fixtures.hub()) : nil
@@ -37,18 +41,34 @@ struct Loopback {
         let listener = try await TetherTransport.listen(
             group: group, host: "127.0.0.1", port: 0, tls: serverTLS, configuration: acceptorConfiguration,
             onConnection: { accepted.yield($0) })
+        // With a link, the dialer reaches the listener through an emulated path with a real round trip.
+        var address = listener.localAddress!
+        var line: (any Channel)?
+        if let link {
+            line = try await DelayLine.start(group: group, port: address.port!, link: link)
+            address = line!.localAddress!
+        }
         let dialer = try await TetherTransport.dial(
-            group: group, to: listener.localAddress!, tls: clientTLS, configuration: dialerConfiguration)
+            group: group, to: address, tls: clientTLS, configuration: dialerConfiguration)
         var iterator = connections.makeAsyncIterator()
         let acceptor = await iterator.next()!
         _ = try await acceptor.ready()
-        return Loopback(group: group, dialer: dialer, acceptor: acceptor, listener: listener)
+        return Loopback(group: group, dialer: dialer, acceptor: acceptor, listener: listener, line: line)
     }
 
-    func stop() async throws {
+    /// Closes both ends and the listeners; leaves the group running.
+    func close() async throws {
         await self.dialer.close()
         await self.acceptor.close()
         try await self.listener.close()
+        try await self.line?.close()
+        // Both handlers have shut down once both channels are closed.
+        try await self.dialer.channel.closeFuture.get()
+        try await self.acceptor.channel.closeFuture.get()
+    }
+
+    func stop() async throws {
+        try await self.close()
         try await self.group.shutdownGracefully()
     }
 }

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Tether
+import TetherBench
 import TetherSession
 import TetherWire
 import Testing
@@ -16,7 +17,7 @@ import Testing
     @Test(arguments: Transport.allCases)
     func aQuietConnectionAfterABurstSleepsAndAnswers(_ transport: Transport) async throws {
         // A pool of its own, to see that the windows grew: that is what the bug needed. Small
-        // initial windows hold the sender back even on loopback, so they grow on every run.
+        // initial windows on a 10 ms path hold the sender back, so they grow on every run.
         let pool = WindowPool(capacity: 1 << 30)
         var settings = Settings()
         settings.initialStreamCredit = 16_384
@@ -24,7 +25,8 @@ import Testing
         var acceptor = TetherConnectionHandler.Configuration(role: .acceptor, settings: settings)
         dialer.session.windowTuning.pool = pool
         acceptor.session.windowTuning.pool = pool
-        let loopback = try await Loopback.start(transport, dialer: dialer, acceptor: acceptor)
+        let loopback = try await Loopback.start(
+            transport, dialer: dialer, acceptor: acceptor, through: LinkProfile(rtt: .milliseconds(10), bitsPerSecond: 10e9))
         let server = Task {
             for try await stream in loopback.acceptor.inboundStreams {
                 Task { for try await chunk in stream.chunks { try await stream.write(chunk) } }
@@ -33,7 +35,7 @@ import Testing
 
         // A bulk upload, echoed, on a stream that stays open: its windows grow and stay grown.
         let stream = try await loopback.dialer.openStream(service: "echo", class: .bulk)
-        let total = 48 << 20
+        let total = 16 << 20
         let (progress, progressContinuation) = AsyncStream<Int>.makeStream()
         // Reads the echo of the upload, then of the command sent after the quiet seconds.
         let reader = Task {

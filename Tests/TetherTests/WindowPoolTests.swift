@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Tether
+import TetherBench
 import TetherSession
 import TetherWire
 import Testing
@@ -10,8 +11,8 @@ import Testing
 @Suite struct WindowPoolTests {
     @Test func closedConnectionsGiveTheirWindowGrowthBackToThePool() async throws {
         // A pool of its own, small enough that leaking connections would soon exhaust it. Small
-        // initial windows hold the sender back on loopback, so every connection's windows grow.
-        let pool = WindowPool(capacity: 64 << 20)
+        // initial windows on a 10 ms path hold the sender back, so every connection's windows grow.
+        let pool = WindowPool(capacity: 16 << 20)
         var settings = Settings()
         settings.initialStreamCredit = 16_384
         settings.initialConnectionCredit = 65_536
@@ -22,7 +23,8 @@ import Testing
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
 
         for round in 0...100 {
-            let loopback = try await Loopback.start(.tcp, dialer: dialer, acceptor: acceptor, group: group)
+            let loopback = try await Loopback.start(
+                .tcp, dialer: dialer, acceptor: acceptor, group: group, through: LinkProfile(rtt: .milliseconds(10), bitsPerSecond: 10e9))
             let server = Task {
                 for try await stream in loopback.acceptor.inboundStreams {
                     Task { for try await chunk in stream.chunks { try await stream.write(chunk) } }
@@ -30,7 +32,7 @@ import Testing
             }
             // A bulk upload, echoed, on a stream left open when the connection closes.
             let stream = try await loopback.dialer.openStream(service: "echo", class: .bulk)
-            let total = 1 << 20
+            let total = 512 << 10
             let reader = Task {
                 var received = 0
                 for try await chunk in stream.chunks {
@@ -45,12 +47,7 @@ import Testing
             // The 101st connection shows that windows still grow once 100 came and went.
             try #require(pool.used > 0, "round \(round): the windows did not grow")
             server.cancel()
-            await loopback.dialer.close()
-            await loopback.acceptor.close()
-            try await loopback.listener.close()
-            // Both handlers have shut down once both channels are closed.
-            try await loopback.dialer.channel.closeFuture.get()
-            try await loopback.acceptor.channel.closeFuture.get()
+            try await loopback.close()
             #expect(pool.used == 0, "round \(round): \(pool.used) octets of growth not given back")
         }
         try await group.shutdownGracefully()

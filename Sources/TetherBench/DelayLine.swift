@@ -4,26 +4,26 @@ import NIOPosix
 /// A userspace WAN between two loopback endpoints, for `tether bench --link-rtt --link-rate`
 /// (this kernel has no netem): a TCP proxy that, in each direction, serialises bytes at the link
 /// rate and delivers them half an RTT later. Beyond its buffer the proxy stops reading, so the
-/// sender's TCP backs off.
+/// sender's TCP backs off. The tests use it too, for paths with a real round trip on loopback.
 ///
 /// The model per direction is a FIFO link: a chunk arriving at `t` starts transmitting when the
 /// previous one finished (or at `t`), takes `size / rate`, and arrives `rtt / 2` after that.
-struct LinkProfile: Sendable {
-    var rtt: TimeAmount
+public struct LinkProfile: Sendable {
+    public var rtt: TimeAmount
     /// Octets per second.
-    var rate: Double
+    public var rate: Double
     /// Octets in flight plus queued, per direction.
-    var buffer: Int
+    public var buffer: Int
     /// When set, a router's buffer instead: at most this many octets wait to be transmitted,
     /// whatever is in flight (the link-bound latency row). Counted against `buffer` instead, a
     /// queue grows by whatever the flight lacks — after the sender paused, for a whole half RTT.
-    var queueLimit: Int?
+    public var queueLimit: Int?
     /// When set, the link's own sockets receive at most this much (the kernel then holds at most
     /// twice it: it doubles `SO_RCVBUF` for its bookkeeping) and read 16 KiB at a time; otherwise
     /// the kernel's defaults.
-    var receiveBuffer: Int?
+    public var receiveBuffer: Int?
 
-    init(rtt: TimeAmount, bitsPerSecond: Double) {
+    public init(rtt: TimeAmount, bitsPerSecond: Double) {
         self.rtt = rtt
         self.rate = bitsPerSecond / 8
         // At least the bandwidth-delay product, twice over, and never less than 1 MiB.
@@ -31,10 +31,10 @@ struct LinkProfile: Sendable {
     }
 }
 
-enum DelayLine {
+public enum DelayLine {
     /// Listens on 127.0.0.1 (any port); each accepted connection is joined to a new connection to
     /// 127.0.0.1:`port` through the link.
-    static func start(group: any EventLoopGroup, port: Int, link: LinkProfile) async throws -> any Channel {
+    public static func start(group: any EventLoopGroup, port: Int, link: LinkProfile) async throws -> any Channel {
         let target = try SocketAddress(ipAddress: "127.0.0.1", port: port)
         let receive = link.receiveBuffer
         let reads: UInt = receive == nil ? 4 : 1
