@@ -12,7 +12,8 @@ public struct AbuseLimits: Sendable, Hashable {
     public var emptyFrameRun = 100
     /// Control frames queued for a peer that does not read.
     public var controlQueue = 4_096
-    /// A CREDIT raising a byte limit by less than this costs a glitch point.
+    /// A CREDIT raising a byte limit by less than this, and by less than half the window the peer
+    /// announced for that limit, costs a glitch point (spec §7.2, §12).
     public var minimumCreditIncrement: UInt64 = 1_024
     /// The peer's SETTINGS must arrive within this long of the connection's start.
     public var prefaceTimeout: TimeAmount = .seconds(10)

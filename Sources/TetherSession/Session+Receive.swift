@@ -153,6 +153,9 @@ extension Session {
         guard id > self.highestPeerID else {
             return self.fail(.protocolError, "OPEN on stream \(id), not above \(self.highestPeerID)")
         }
+        guard self.peerGoAway == nil else {
+            return self.fail(.protocolError, "OPEN on stream \(id) after the peer's own GOAWAY")  // spec §10.2 step 1
+        }
         guard self.openedByPeer[open.streamClass] < self.grantedToPeer[open.streamClass] else {
             return self.fail(
                 .streamLimitError,
@@ -233,7 +236,8 @@ extension Session {
             guard self.streams.values[index].send.raise(to: limit) else {
                 return self.fail(.flowControlError, "CREDIT on stream \(id) lowered the limit to \(limit)")
             }
-            if let limited = self.judgeRaise(from: previous, to: limit, now: now) { return limited }
+            let window = UInt64(self.peerSettings!.initialStreamCredit)
+            if let limited = self.judgeRaise(from: previous, to: limit, window: window, now: now) { return limited }
             self.scheduleIfReady(id)
             return .none
         case .connection(let limit):
@@ -241,7 +245,8 @@ extension Session {
             guard self.connectionSend.raise(to: limit) else {
                 return self.fail(.flowControlError, "connection CREDIT lowered the limit to \(limit)")
             }
-            if let limited = self.judgeRaise(from: previous, to: limit, now: now) { return limited }
+            let window = UInt64(self.peerSettings!.initialConnectionCredit)
+            if let limited = self.judgeRaise(from: previous, to: limit, window: window, now: now) { return limited }
             if limit > previous { self.wakeConnectionBlocked() }
             return .none
         case .streams(let streamClass, let count):
@@ -276,10 +281,16 @@ extension Session {
     }
 
     /// The run of empty frames and the glitch budget for a byte-limit raise; nil when within both.
-    private mutating func judgeRaise(from previous: UInt64, to limit: UInt64, now: NIODeadline) -> SessionEvents? {
+    /// A raise is small — a glitch — when it is less than the minimum increment (1,024) and less
+    /// than half the window the peer announced for that limit (spec §7.2, §12): a receiver that
+    /// renews half its window, or all of it, never trips this, however small its window.
+    private mutating func judgeRaise(
+        from previous: UInt64, to limit: UInt64, window: UInt64, now: NIODeadline
+    ) -> SessionEvents? {
         let empty = self.noteEmpty(limit == previous)
         guard empty.isEmpty else { return empty }
-        if limit > previous && limit - previous < self.configuration.abuseLimits.minimumCreditIncrement {
+        let smallest = min(self.configuration.abuseLimits.minimumCreditIncrement, window / 2)
+        if limit > previous && limit - previous < smallest {
             let glitch = self.glitch("CREDIT raised a limit by \(limit - previous) octets", now: now)
             if !glitch.isEmpty { return glitch }
         }

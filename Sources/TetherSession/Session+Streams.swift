@@ -91,11 +91,15 @@ extension Session {
         return self.write(id, unit, endMessage: endMessage, compression: flags, now: now)
     }
 
-    /// The largest compressed unit a stream can send: one frame, and no more than the peer's
-    /// initial stream and connection credit, so a unit can always be sent.
+    /// The largest compressed unit a stream can send: one frame that fits one TLS record (spec
+    /// §2.1: a unit goes whole, so it must fit wherever the transport cuts frames to records,
+    /// whatever larger MAX_FRAME_PAYLOAD the peer announced), and no more than the peer's initial
+    /// stream and connection credit, so a unit can always be sent.
     public func maxCompressedUnit(_ id: StreamID) -> Int {
         guard let peer = self.peerSettings else { return 0 }
-        return min(Int(peer.maxFramePayload), Int(peer.initialStreamCredit), Int(peer.initialConnectionCredit))
+        return min(
+            Int(Settings.minMaxFramePayload), Int(peer.maxFramePayload), Int(peer.initialStreamCredit),
+            Int(peer.initialConnectionCredit))
     }
 
     /// Whether this side may set COMPRESSED on a stream (spec §9.2): the stream has an algorithm,

@@ -43,8 +43,15 @@ public struct SessionConfiguration: Sendable {
     /// Reset rate, glitch budget, empty-frame run, control-frame queue, preface timeout (spec §12).
     public var abuseLimits = AbuseLimits()
 
+    /// An acceptor that announces no instance id announces this process's (spec §3.3).
     public init(role: Role, settings: Settings = Settings()) {
         self.role = role
         self.settings = settings
+        if role == .acceptor && settings.instanceID == 0 { self.settings.instanceID = Self.processInstanceID }
     }
+
+    /// The random, non-zero id this process's acceptor connections announce in `INSTANCE_ID` (spec
+    /// §3.3): one per process, so a peer — and multi-hub routing — can tell which hub instance it
+    /// reached, and that two connections reached the same one.
+    public static let processInstanceID = UInt32.random(in: 1...UInt32.max)
 }

@@ -31,8 +31,9 @@ public struct SessionScript: @unchecked Sendable {
         var harness = Harness(session: Session(configuration: configuration, now: .uptimeNanoseconds(0)))
         var failures: [String] = []
 
+        // What the session announces: the script's settings, with an acceptor's instance id (§3.3).
         let preface = harness.drain()
-        if preface != [Output.send(.settings(.values(local.entries))).description] {
+        if preface != [Output.send(.settings(.values(configuration.settings.entries))).description] {
             failures.append("preface: expected our SETTINGS, got \(preface)")
         }
         if self.fields["preface"] as? Bool ?? true {

@@ -14,12 +14,12 @@ import Testing
         var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
         var nextStream: UInt32 = 1
 
-        init(_ configure: (inout SessionConfiguration) -> Void = { _ in }) {
+        init(peer: Settings = Settings(), _ configure: (inout SessionConfiguration) -> Void = { _ in }) {
             var configuration = SessionConfiguration(role: .acceptor, settings: Settings())
             configuration.windowTuning.enabled = false  // no RTT PINGs of ours in the way
             configure(&configuration)
             self.session = Session(configuration: configuration, now: self.now)
-            _ = self.session.receive(.settings(.values(Settings().entries)), now: self.now)
+            _ = self.session.receive(.settings(.values(peer.entries)), now: self.now)
         }
 
         /// Sends `frame`; returns the connection error it caused, if any.
@@ -202,6 +202,34 @@ import Testing
         var steady = Peer()
         // 80 per second, under the 100/s refill.
         #expect(steady.repeatedly(3_000, every: .milliseconds(12)) { frame(&$0) }.1 == nil)
+    }
+
+    /// spec §7.2, §12: a peer with a window smaller than 2 KiB renews it in raises under 1,024
+    /// octets. Raises of half its window or more — the whole window, as an independent
+    /// implementation does — are not glitches however many there are; smaller ones are.
+    @Test(arguments: [(UInt64(1_000), true), (500, true), (499, false)])
+    func aSmallWindowRenewedByHalfOrMoreIsNoGlitch(_ raise: UInt64, _ allowed: Bool) {
+        var settings = Settings()
+        settings.initialStreamCredit = 1_000
+        var peer = Peer(peer: settings)
+        guard case .success(let id) = peer.session.openStream(.bulk, service: "sink", now: peer.now) else {
+            Issue.record("open failed")
+            return
+        }
+        _ = peer.session.write(id, ByteBuffer(repeating: 0x61, count: 4 << 20), now: peer.now)
+        var limit: UInt64 = 1_000
+        let (renewals, error) = peer.repeatedly(5_000) { peer in
+            _ = peer.written()  // it sends up to the limit, then waits for the next CREDIT
+            limit += raise
+            return .credit(.stream(id, limit: limit))
+        }
+        if allowed {
+            #expect(renewals == 5_000)
+            #expect(error == nil)
+        } else {
+            #expect(renewals == 1_000)
+            peer.expectGoAway(.glitches)
+        }
     }
 
     @Test func framesOnForgottenStreamsAreGlitches() {

@@ -378,6 +378,11 @@ files["goaway"] = [
         adv(29999),
         adv(1, reset(1, "CANCEL"), send(R(1, "CANCEL")), send(S("BULK", 257)), ev("drained")),
     ], local=NOKA),
+    script("an OPEN from a peer after its own GOAWAY", "§10.2", "acceptor", [
+        recv(O(1), opened(1)),
+        recv(G(0, "NO_ERROR"), ev("goaway", last_stream=0, code="NO_ERROR")),
+        recv(O(3), err("PROTOCOL_ERROR"), send(G(1, "PROTOCOL_ERROR"))),
+    ]),
     script("a peer's GOAWAY with an error code", "§10.3", "dialer", [
         app("open", [send(O(1))], **{"class": "BULK"}, service="echo", result={"stream": 1}),
         recv(G(0, "ENHANCE_YOUR_CALM", debug="slow down"),
