@@ -11,7 +11,8 @@ public struct TetherStream: Sendable {
     /// The event-loop face of the same stream, for code that runs on the event loop (relays).
     public let handle: TetherStreamHandle
 
-    init(_ handle: TetherStreamHandle) {
+    /// The async face of a stream taken on the event loop (an inbound-stream handler's).
+    public init(_ handle: TetherStreamHandle) {
         self.handle = handle
     }
 

@@ -11,7 +11,8 @@ import TetherWire
 
 /// `tether target` (hidden): a hub built from the library alone, for the hostile-peer tests
 /// (SECURITY.md). It accepts edges over mutual TLS and serves `echo` (bytes back), `firehose`
-/// (bytes until the stream ends) and `hold` (never reads); `down` is refused with CONNECT_ERROR, as
+/// (bytes until the stream ends), `hold` (never reads) and `inflate` (reads to the end through the
+/// async face, which inflates within the bomb limits, counting `tether_target_inflated_octets_total`); `down` is refused with CONNECT_ERROR, as
 /// a relay refuses a stream whose backend is down; every other service is refused with
 /// UNKNOWN_SERVICE. On standard input
 /// it answers `metrics` (Prometheus text, then `END`) and `memory` (`VmHWM <kB> VmRSS <kB>`);
@@ -44,7 +45,10 @@ struct Target: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let listener = try await TetherTransport.listen(
             group: group, host: "127.0.0.1", port: 0, tls: try TLSContextStore(configuration: tlsConfiguration),
-            configuration: configuration, inboundStreamHandler: { Self.serve($0) })
+            configuration: configuration,
+            inboundStreamHandler: { [inflated = Metrics.Counter(label: "tether_target_inflated_octets_total", factory: factory)] in
+                Self.serve($0, inflated: inflated)
+            })
         Self.say("listening \(listener.localAddress!.port!)")
         while let line = readLine() {
             switch line {
@@ -63,7 +67,7 @@ struct Target: AsyncParsableCommand {
     }
 
     /// Serves a stream on the event loop, as a relay would.
-    static func serve(_ handle: TetherStreamHandle) {
+    static func serve(_ handle: TetherStreamHandle, inflated: Metrics.Counter) {
         switch handle.service {
         case "echo":
             handle.onReadable = {
@@ -84,6 +88,11 @@ struct Target: AsyncParsableCommand {
                 while let read = handle.read() { handle.consumed(read.wireOctets) }
             }
             pump()
+        case "inflate":
+            let stream = TetherStream(handle)
+            Task {  // a bomb ends it with COMPRESSION_ERROR
+                for try await chunk in stream.chunks { inflated.increment(by: Int64(chunk.readableBytes)) }
+            }
         case "down":
             handle.refuse(.connectError)
         default:

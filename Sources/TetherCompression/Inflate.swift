@@ -39,6 +39,10 @@ public final class Inflater {
         inflateEnd(&self.stream)
     }
 
+    /// Octets zlib produced in this context so far, including those of a frame that was refused
+    /// for inflating too far: what a bomb cost before it was stopped.
+    public var octetsProduced: UInt64 { UInt64(self.stream.total_out) }
+
     /// Inflates one COMPRESSED frame payload. Output is at most ``InflateLimits/perFrame`` + 1
     /// octets while it is produced: a frame that would inflate further is a bomb and fails.
     public func inflate(_ payload: ByteBuffer, allocator: ByteBufferAllocator = ByteBufferAllocator())

@@ -25,9 +25,15 @@ public struct SessionScript: @unchecked Sendable {
         let role: Role = try self.fields.string("role") == "dialer" ? .dialer : .acceptor
         let local = try VectorFrame.settings(self.fields["local_settings"] as? [String: Any])
         let peer = try VectorFrame.settings(self.fields["peer_settings"] as? [String: Any])
-        // Window tuning is receiver-local (spec §7.4); the scripts pin windows to their initial size.
+        // Window tuning is receiver-local (spec §7.4): scripts pin windows to their initial size
+        // unless they say `window_tuning`, with a pool of their own.
+        let tuning = self.fields["window_tuning"] as? Bool ?? false
         var configuration = SessionConfiguration(role: role, settings: local)
         configuration.windowTuning = .disabled
+        if tuning {
+            configuration.windowTuning = WindowTuning()
+            configuration.windowTuning.pool = WindowPool(capacity: 1 << 30)
+        }
         var harness = Harness(session: Session(configuration: configuration, now: .uptimeNanoseconds(0)))
         var failures: [String] = []
 
@@ -38,7 +44,9 @@ public struct SessionScript: @unchecked Sendable {
         }
         if self.fields["preface"] as? Bool ?? true {
             let ready = harness.step { $0.receive(.settings(.values(peer.entries)), now: $1) }
-            let expected = [Output.event(.ready(peer: peer)).description, Output.send(.settings(.ack)).description]
+            var expected = [Output.event(.ready(peer: peer)).description, Output.send(.settings(.ack)).description]
+            // A tuning endpoint takes its first RTT sample now (spec §7.4 step 1): PING 1.
+            if tuning { expected.append(Output.send(.ping(PingFrame(ack: false, opaque: 1))).description) }
             if ready != expected { failures.append("preface: expected \(expected), got \(ready)") }
             let ack = harness.step { $0.receive(.settings(.ack), now: $1) }
             if !ack.isEmpty { failures.append("preface ACK: expected nothing, got \(ack)") }
@@ -50,6 +58,10 @@ public struct SessionScript: @unchecked Sendable {
                 try Self.perform(step, on: &session, now: now, failure: &appFailure)
             } advancing: { step["advance_ms"] as? Int }
             if let appFailure { failures.append("step \(number + 1): \(appFailure)") }
+            // spec §6.4, §12: after time passes, no deadline is left in the past.
+            if step["advance_ms"] != nil, let deadline = harness.session.nextDeadline, deadline <= harness.now {
+                failures.append("step \(number + 1): the next deadline \(deadline) is not after now, \(harness.now)")
+            }
             let expected = try (step["expect"] as? [[String: Any]] ?? []).enumerated().map { index, output in
                 try Self.describe(expected: output, matching: index < actual.count ? actual[index] : nil)
             }

@@ -2,26 +2,34 @@ import NIOCore
 import NIOPosix
 import TetherTLS
 
-/// Our TLS server on 127.0.0.1: each connection's handshake outcome is reported; after the
-/// handshake it echoes plaintext.
+/// Our TLS server on 127.0.0.1: each connection's handshake outcome is reported, and every error
+/// that reaches the top of a connection's pipeline; after the handshake it echoes plaintext.
 struct EchoServer {
     let channel: any Channel
     let handshakes: AsyncStream<Result<TLSPeer, any Error>>
+    let errors: AsyncStream<any Error>
     var port: Int { self.channel.localAddress!.port! }
 
     static func start(group: any EventLoopGroup, store: TLSContextStore) async throws -> EchoServer {
         let (stream, continuation) = AsyncStream<Result<TLSPeer, any Error>>.makeStream()
+        let (errors, errorContinuation) = AsyncStream<any Error>.makeStream()
         let channel = try await ServerBootstrap(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let tls = try TLSHandler(context: store.current, eventLoop: channel.eventLoop)
                     try channel.pipeline.syncOperations.addHandler(tls)
-                    try channel.pipeline.syncOperations.addHandler(Echo())
+                    try channel.pipeline.syncOperations.addHandler(Echo(errors: errorContinuation))
                     tls.handshakeCompleted.whenComplete { continuation.yield($0) }
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        return EchoServer(channel: channel, handshakes: stream)
+        return EchoServer(channel: channel, handshakes: stream, errors: errors)
+    }
+
+    /// The next error a connection reported.
+    func nextError() async -> (any Error)? {
+        var iterator = self.errors.makeAsyncIterator()
+        return await iterator.next()
     }
 
     func nextHandshake() async -> Result<TLSPeer, any Error>? {
@@ -33,12 +41,18 @@ struct EchoServer {
 final class Echo: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+    let errors: AsyncStream<any Error>.Continuation
+
+    init(errors: AsyncStream<any Error>.Continuation) {
+        self.errors = errors
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.writeAndFlush(data, promise: nil)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.errors.yield(error)
         context.close(promise: nil)
     }
 }

@@ -43,12 +43,21 @@ import Testing
         try await group.shutdownGracefully()
     }
 
+    /// A record header announcing 16 KiB, two octets of it, then the client's TCP FIN: the server
+    /// reports the connection as truncated, closes it, and stays up.
     @Test func aTruncatedRecordClosesTheConnectionCleanly() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let server = try await EchoServer.start(group: group, store: try TLSContextStore(configuration: Self.fixtures.hub()))
         let client = try await self.handshakeThenRaw(group: group, port: server.port)
         try await client.channel.writeAndFlush(ByteBuffer(bytes: [0x17, 0x03, 0x03, 0x40, 0x00, 0x01, 0x02]))
-        try await client.channel.close()
+        try await client.channel.close(mode: .output)
+        let error = await server.nextError()
+        #expect((error as? TLSError)?.code == .truncated, "\(String(describing: error))")
+        try await client.collector.closed.futureResult.get()  // the server closed the connection
+        // The server is still up: a new connection completes its handshake.
+        let next = try await TLSClient.connect(group: group, port: server.port, configuration: Self.fixtures.edge())
+        #expect(try await next.handshake.get().applicationProtocol == "tether/1")
+        try await next.channel.close()
         try await server.channel.close()
         try await group.shutdownGracefully()
     }

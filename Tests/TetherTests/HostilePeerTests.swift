@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Tether
+import TetherCompression
 import TetherRelay
 import TetherTLS
 import TetherTestSupport
@@ -179,6 +180,49 @@ import Testing
         let metrics = try await target.metrics()
         #expect(!metrics.contains("tether_connection_errors_total{"), "\(metrics)")
         await edge.close()
+        try await group.shutdownGracefully()
+        try await target.stop()
+    }
+
+    /// spec §9.4: a LOGS stream whose frames inflate without end — 32,768 frames of 64 KiB of
+    /// zeros, 2 GiB from about 2.6 MB on the wire — becomes a stream error at the per-stream
+    /// limit (1 GiB), the hub inflating as it reads into bounded output: its peak resident memory
+    /// (VmHWM, the target's own) stays under the bound although a GiB went through zlib.
+    @Test func aDecompressionBombIsAStreamErrorAndTheHubsMemoryStaysFlat() async throws {
+        let target = try await TargetProcess.start()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let good = try await WellBehavedEdge.start(port: target.port, group: group)
+        let bomber = try await WellBehavedEdge.start(port: target.port, group: group)
+        let stream = try await bomber.connection.openStream(service: "inflate", class: .logs, compression: .deflate)
+        let handle = stream.handle
+        let level9 = { var parameters = DeflateParameters(); parameters.level = 9; return parameters }()
+        let deflater = try Deflater(parameters: level9)
+        var first = ByteBuffer()
+        try deflater.compress(ByteBuffer(repeating: 0, count: 65_536), into: &first)
+        // With the context warm, each further unit of zeros is the same few octets.
+        var warm = ByteBuffer()
+        try deflater.compress(ByteBuffer(repeating: 0, count: 65_536), into: &warm)
+        var steady = ByteBuffer()
+        try deflater.compress(ByteBuffer(repeating: 0, count: 65_536), into: &steady)
+        let units = [first, warm, steady]
+        let sender = Task {
+            for index in 0..<32_768 {
+                let unit = units[min(index, 2)]
+                try await handle.eventLoop.flatSubmit {
+                    handle.writeCompressedUnit(unit, endMessage: false, resetContext: index == 0)
+                }.get()
+            }
+        }
+        let refused = await #expect(throws: TetherError.self) { try await sender.value }
+        #expect(refused?.errorCode == .compressionError, "\(String(describing: refused))")
+        // It was real: the hub inflated (and dropped) a GiB before the limit stopped it.
+        let inflated = Self.value(of: "tether_target_inflated_octets_total", in: try await target.metrics())
+        #expect(inflated >= 1 << 30 && inflated <= (1 << 30) + 65_536, "\(inflated) octets inflated")
+        try await good.roundTrips(20)
+        let peak = try await target.peakKiB()
+        #expect(peak > 0 && peak < Self.memoryBoundKiB, "VmHWM \(peak) KiB, bound \(Self.memoryBoundKiB) KiB")
+        await bomber.close()
+        await good.close()
         try await group.shutdownGracefully()
         try await target.stop()
     }

@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Tether
+import TetherCompression
 import TetherPolicy
 import TetherRelay
 import TetherWire
@@ -186,11 +187,13 @@ import Testing
         for try await message in received.messages() { messages.append(String(buffer: message)) }
         #expect(messages == [Self.filteredInventory(1), Self.filteredInventory(2)])
 
-        let wire = tunnel.tap.captured()
+        // What crossed the wire, with every COMPRESSED frame inflated: deflate must not hide a value.
+        let wire = try tunnel.tap.capturedPlain()
         #expect(!wire.contains(Self.secretValue), "a forbidden value crossed the wire")
         #expect(!wire.contains(Self.secretKey), "a forbidden key crossed the wire")
         #expect(!wire.contains("hostname"))
-        if compression == .none { #expect(wire.contains("node-1")) }  // the tap does see the traffic
+        #expect(wire.contains("node-1"))  // the tap does see the traffic
+        if compression == .deflate { #expect(!tunnel.tap.captured().contains("node-1"), "the stream was compressed") }
         #expect(observed.count("tether_policy_removed_fields_total", [("rule", "inventory")]) == 6)
         #expect(observed.count("tether_policy_dropped_messages_total", [("rule", "inventory"), ("reason", "duplicate-key")]) == 1)
         #expect(observed.count("tether_policy_removed_open_metadata_total", [("rule", "inventory")]) == 1)
@@ -374,7 +377,33 @@ struct WireTap {
 
     /// Everything recorded, as text (Latin-1, so every octet maps to one character).
     func captured() -> String {
-        String(self.recorded.withLockedValue { $0 }.map { Character(Unicode.Scalar($0)) })
+        Self.latin1(self.recorded.withLockedValue { $0 })
+    }
+
+    /// Everything recorded, decoded as Tether frames, with each COMPRESSED payload inflated in
+    /// its stream's context (spec §9.3): what the wire carried, readable.
+    func capturedPlain() throws -> String {
+        var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF), expectsPreface: true)
+        decoder.append(ByteBuffer(bytes: self.recorded.withLockedValue { $0 }))
+        var inflaters: [StreamID: Inflater] = [:]
+        var plain: [UInt8] = []
+        while let frame = try decoder.nextFrame() {
+            guard case .data(let data) = frame, data.flags.contains(.compressed) else {
+                var bytes = ByteBuffer()
+                bytes.writeFrame(frame)
+                plain += bytes.readableBytesView
+                continue
+            }
+            if data.flags.contains(.resetContext) || inflaters[data.streamID] == nil {
+                inflaters[data.streamID] = try Inflater()
+            }
+            plain += try inflaters[data.streamID]!.inflate(data.payload).readableBytesView
+        }
+        return Self.latin1(plain)
+    }
+
+    private static func latin1(_ bytes: [UInt8]) -> String {
+        String(bytes.map { Character(Unicode.Scalar($0)) })
     }
 
     func close() async throws {

@@ -47,11 +47,12 @@ def data(stream, payload="", flags=None, **kw):
     return e
 def reset(stream, code): return ev("reset", stream=stream, code=code)
 
-def script(name, spec, role, steps, local=None, peer=None, preface=True):
+def script(name, spec, role, steps, local=None, peer=None, preface=True, tuning=False):
     s = {"name": name, "spec": spec, "role": role}
     if local: s["local_settings"] = local
     if peer: s["peer_settings"] = peer
     if not preface: s["preface"] = False
+    if tuning: s["window_tuning"] = True
     s["steps"] = steps
     return s
 
@@ -324,6 +325,22 @@ files["flow-control"] = [
         # A CREDIT that leaves 1,399: now it fits, although credit was never exhausted.
         recv(C(0, BIG + 1024), send(D(1, payload_repeat=["ab", 1000], flags=["COMPRESSED"]))),
     ], peer={"INITIAL_CONNECTION_CREDIT": BIG}),
+    script("a grown window shrinks back after 5 s without data", "§7.4", "acceptor", [
+        adv(50),
+        recv(P("0000000000000001", ack=True)),                  # minRTT 50 ms
+        recv(O(1), opened(1)),
+        recv(D(1, payload_repeat=["00", 8000]), data(1, payload_repeat=["00", 8000])),
+        app("consume", [send(C(1, 24000))], stream=1, bytes=8000),      # no pause before: no growth
+        adv(50),
+        recv(D(1, payload_repeat=["00", 8000]), data(1, payload_repeat=["00", 8000])),
+        app("consume", [send(C(1, 48000))], stream=1, bytes=8000),      # a burst per RTT: 16,000 → 32,000
+        adv(4999),
+        adv(1),                                                  # 5 s idle: back to 16,000, nothing sent
+        recv(D(1, payload_repeat=["00", 16000]), data(1, payload_repeat=["00", 16000])),
+        app("consume", [send(P())], stream=1, bytes=16000),     # the RTT sample is over 1 s old
+        recv(D(1, payload_repeat=["00", 8000]), data(1, payload_repeat=["00", 8000])),
+        app("consume", [send(C(1, 56000))], stream=1, bytes=8000),      # 40,000 taken + the initial 16,000
+    ], local={"INITIAL_STREAM_CREDIT": 16000, "KEEPALIVE_INTERVAL_MS": 0}, tuning=True),
     script("FIN waits for buffered data", "§6.4", "dialer", [
         app("open", [send(O(1))], **{"class": "BULK"}, service="echo", result={"stream": 1}),
         app("write", [send(D(1, "0102"))], stream=1, payload="01020304"),
