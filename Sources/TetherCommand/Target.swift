@@ -30,6 +30,7 @@ struct Target: AsyncParsableCommand {
     @Option(help: "Seconds a connection may take to send its preface (spec §12).") var prefaceTimeout: Double = 10
 
     func run() async throws {
+        try FileDescriptorLimit.raiseToHardLimit()  // thousands of sockets: Debian's soft limit is 1,024
         let registry = PrometheusCollectorRegistry()
         let factory = PrometheusMetricsFactory(registry: registry)
         var tlsConfiguration = TLSConfiguration(

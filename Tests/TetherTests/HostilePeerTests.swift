@@ -129,6 +129,9 @@ import Testing
     }
 
     @Test func handshakesThatNeverFinishAreClosedAndCounted() async throws {
+        // 2,000 sockets here and as many in the target: above Debian's default soft limit (1,024).
+        let files = try FileDescriptorLimit.raiseToHardLimit()
+        try #require(files >= 4_096, "RLIMIT_NOFILE's hard limit is \(files): this test needs 4,096 descriptors")
         let target = try await TargetProcess.start(handshakeTimeout: 2)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let address = try SocketAddress(ipAddress: "127.0.0.1", port: target.port)
@@ -234,7 +237,7 @@ import Testing
         let offender = try await RawPeer.connect(
             to: try SocketAddress(ipAddress: "127.0.0.1", port: target.port), group: group,
             tls: try TLSContext(configuration: Self.fixtures.edge()))
-        try await offender.channel.setOption(.autoRead, value: false)
+        try await offender.channel.setOption(.autoRead, value: false).get()
         var hello = ByteBuffer()
         hello.writePreface(Settings())
         hello.writeFrame(Self.open(1, service: "firehose"))
@@ -245,7 +248,7 @@ import Testing
             try await good.roundTrips(1)
             try await Task.sleep(for: .milliseconds(200))
         }
-        try await offender.channel.setOption(.autoRead, value: true)
+        try await offender.channel.setOption(.autoRead, value: true).get()
         offender.channel.read()
         _ = await offender.goAwayUntilClosed()  // closed: reading to the end terminates
         try await good.roundTrips(20)

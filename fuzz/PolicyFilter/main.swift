@@ -4,7 +4,8 @@
 // Invariants: filtering never traps; whether a message is dropped does not depend on the
 // patterns; with `**` a kept message comes back whole; what is kept is never longer than the
 // message, passes the filter again unchanged with nothing removed (it is valid, and filtering
-// is idempotent).
+// is idempotent), and holds only paths the patterns allow — checked by an independent reader
+// and matcher (AllowedPaths.swift) that shares nothing with the filter.
 import TetherPolicy
 
 private let patternSets: [[String]] = [
@@ -12,13 +13,15 @@ private let patternSets: [[String]] = [
     ["*"], ["**.name"], ["a[][]", "b.**"], ["*.*[]", "x"],
 ]
 private let filters = patternSets.map { set in JSONFilter(allowing: set.map { try! FieldPattern($0) }, maxBytes: 4_096) }
+private let references = patternSets.map { set in set.map(Pattern.init) }
 private let everything = JSONFilter(allowing: [try! FieldPattern("**")], maxBytes: 4_096)
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPolicyFilter(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
     guard size > 0 else { return 0 }
     let input = UnsafeRawBufferPointer(start: data, count: size)
-    let filter = filters[Int(input[0]) % filters.count]
+    let set = Int(input[0]) % filters.count
+    let filter = filters[set]
     let message = Array(input.dropFirst())
 
     let filtered = Result { () throws(DropReason) in try filter.filter(message) }
@@ -31,6 +34,9 @@ public func fuzzPolicyFilter(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
         let again = Result { () throws(DropReason) in try filter.filter(output) }
         guard case .success(let (second, removedAgain)) = again else { preconditionFailure("the output is not valid") }
         precondition(second == output && removedAgain.count == 0, "filtering is not idempotent")
+        if let path = forbiddenPath(in: output, allowing: references[set]) {
+            preconditionFailure("the output holds \(path), which \(patternSets[set]) does not allow")
+        }
     case (.failure(let first), .failure(let second)):
         precondition(first == second, "the patterns changed why a message was dropped")
     default:
