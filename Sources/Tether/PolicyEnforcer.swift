@@ -185,7 +185,10 @@ extension PolicyClass {
 
 /// One stream under a policy: its rule (replaced on reload), the METADATA message being
 /// gathered, and the octets each way for the audit of opaque streams. Used from the writer's or
-/// reader's task and from the event loop, so behind a lock.
+/// reader's task and from the event loop, so behind locks — two of them: `message` is held
+/// across a filter run and taken only by whoever filters; `state` is held for a few assignments
+/// and is all the event loop takes (octet counts, a reload's new rule), so the loop never waits
+/// for a filter running in a writer's task.
 public final class StreamPolicy: Sendable {
     let enforcer: PolicyEnforcer
     let direction: PolicyDirection
@@ -194,15 +197,20 @@ public final class StreamPolicy: Sendable {
     let peer: String
     let openedLocally: Bool
     private let state: NIOLockedValueBox<State>
+    private let message: NIOLockedValueBox<Message>
 
     private struct State {
         var rule: PolicyRule
-        var pending = ByteBuffer()
-        /// The message grew past the limit: the rest of it is discarded, then it is dropped.
-        var overflowed = false
         var octetsSent = 0
         var octetsReceived = 0
         var ended = false
+    }
+
+    /// The METADATA message being gathered.
+    private struct Message {
+        var pending = ByteBuffer()
+        /// The message grew past the limit: the rest of it is discarded, then it is dropped.
+        var overflowed = false
     }
 
     init(
@@ -216,6 +224,7 @@ public final class StreamPolicy: Sendable {
         self.peer = peer
         self.openedLocally = openedLocally
         self.state = NIOLockedValueBox(State(rule: rule))
+        self.message = NIOLockedValueBox(Message())
     }
 
     /// The rule in force for the stream.
@@ -239,28 +248,29 @@ public final class StreamPolicy: Sendable {
     /// Gathers `bytes` into the current message and filters it when `endMessage` completes it
     /// (spec/POLICY.md §5). Messages over the limit are dropped whole, without being held.
     public func filter(_ bytes: ByteBuffer, endMessage: Bool) -> Outcome {
-        let (result, rule) = self.state.withLockedValue { state -> (Result<(ByteBuffer, RemovedFields), DropReason>?, PolicyRule) in
-            let filter = state.rule.fields!
-            if !state.overflowed {
-                if state.pending.readableBytes + bytes.readableBytes > filter.maxBytes {
-                    state.overflowed = true
-                    state.pending = ByteBuffer()
+        let rule = self.rule  // the rule in force when the piece arrived; a reload swaps it
+        let result = self.message.withLockedValue { message -> Result<(ByteBuffer, RemovedFields), DropReason>? in
+            let filter = rule.fields!
+            if !message.overflowed {
+                if message.pending.readableBytes + bytes.readableBytes > filter.maxBytes {
+                    message.overflowed = true
+                    message.pending = ByteBuffer()
                 } else {
                     var bytes = bytes
-                    state.pending.writeBuffer(&bytes)
+                    message.pending.writeBuffer(&bytes)
                 }
             }
-            guard endMessage else { return (nil, state.rule) }
+            guard endMessage else { return nil }
             defer {
-                state.pending = ByteBuffer()
-                state.overflowed = false
+                message.pending = ByteBuffer()
+                message.overflowed = false
             }
-            if state.overflowed { return (.failure(.tooLarge(limit: filter.maxBytes)), state.rule) }
+            if message.overflowed { return .failure(.tooLarge(limit: filter.maxBytes)) }
             var output: [UInt8] = []
-            let result = state.pending.withUnsafeReadableBytes { input in
+            let result = message.pending.withUnsafeReadableBytes { input in
                 Result { () throws(DropReason) in try filter.filter(input, into: &output) }
             }
-            return (result.map { (ByteBuffer(bytes: output), $0) }, state.rule)
+            return result.map { (ByteBuffer(bytes: output), $0) }
         }
         switch result {
         case nil:
@@ -281,13 +291,13 @@ public final class StreamPolicy: Sendable {
 
     /// The stream ended inside a message: what was gathered is dropped.
     public func endedInsideMessage() {
-        let (gathered, rule) = self.state.withLockedValue { state in
-            let gathered = state.pending.readableBytes > 0 || state.overflowed
-            state.pending = ByteBuffer()
-            state.overflowed = false
-            return (gathered, state.rule)
+        let gathered = self.message.withLockedValue { message in
+            let gathered = message.pending.readableBytes > 0 || message.overflowed
+            message.pending = ByteBuffer()
+            message.overflowed = false
+            return gathered
         }
-        if gathered { _ = self.dropped("truncated", detail: "the stream ended inside a message", rule: rule) }
+        if gathered { _ = self.dropped("truncated", detail: "the stream ended inside a message", rule: self.rule) }
     }
 
     private func dropped(_ reason: String, detail: String, rule: PolicyRule) -> TetherError {
