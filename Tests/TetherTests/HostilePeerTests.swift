@@ -231,7 +231,9 @@ import Testing
     }
 
     @Test func aReaderThatNeverReadsIsCutOffByKeepalive() async throws {
-        let target = try await TargetProcess.start(keepaliveInterval: 1_000, keepaliveTimeout: 1)
+        // A PING after 1 s of silence and 8 s to answer it: the offender never does, and the
+        // well-behaved edge has a margin that a loaded machine's stalls do not eat.
+        let target = try await TargetProcess.start(keepaliveInterval: 1_000, keepaliveTimeout: 8)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let good = try await WellBehavedEdge.start(port: target.port, group: group)
         let offender = try await RawPeer.connect(
