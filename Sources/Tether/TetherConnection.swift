@@ -59,8 +59,8 @@ public struct TetherConnection: Sendable {
         return TetherStream(handle)
     }
 
-    /// The streams the peer opens, each accepted as it is taken (spec §6.2). Ends when the
-    /// connection closes.
+    /// The streams the peer opens, each accepted as it is taken (spec §6.2) — those that arrived
+    /// together are taken together, in one hop to the event loop. Ends when the connection closes.
     public var inboundStreams: InboundStreams { InboundStreams(connection: self) }
 
     /// Measures the round trip with a PING (spec §5.6): the time until its ACK arrived.
@@ -99,10 +99,14 @@ public struct TetherConnection: Sendable {
 
         public struct AsyncIterator: AsyncIteratorProtocol {
             let connection: TetherConnection
+            var taken: [TetherStreamHandle] = []
 
             public mutating func next() async throws -> TetherStream? {
-                let handle = try await self.connection.withHandler { $0.nextInboundStream() }.get()
-                return handle.map(TetherStream.init)
+                if self.taken.isEmpty {
+                    self.taken = try await self.connection.withHandler { $0.nextInboundStreams(upTo: 256) }.get()
+                    self.taken.reverse()
+                }
+                return self.taken.popLast().map(TetherStream.init)
             }
         }
 

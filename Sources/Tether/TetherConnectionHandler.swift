@@ -503,17 +503,26 @@ extension TetherConnectionHandler {
     /// The next stream the peer opened and the application has not taken yet; nil once the
     /// connection has closed. Taking it accepts it (spec §6.2).
     public func nextInboundStream() -> EventLoopFuture<TetherStreamHandle?> {
+        self.nextInboundStreams(upTo: 1).map(\.first)
+    }
+
+    /// Up to `count` streams the peer opened and the application has not taken yet, waiting for
+    /// at least one; empty once the connection has closed. Taking them accepts them (spec §6.2).
+    /// An application that takes a burst of streams in one hop accepts each in time however
+    /// loaded its threads are — one hop per stream could outlast the open timeout.
+    public func nextInboundStreams(upTo count: Int) -> EventLoopFuture<[TetherStreamHandle]> {
         let eventLoop = self.readyPromise.futureResult.eventLoop
         eventLoop.preconditionInEventLoop()
-        while let handle = self.pendingInbound.popFirst() {
+        var taken: [TetherStreamHandle] = []
+        while taken.count < count, let handle = self.pendingInbound.popFirst() {
             guard handle.failure == nil else { continue }  // reset or timed out while waiting
             self.session.accept(handle.id)
-            return eventLoop.makeSucceededFuture(handle)
+            taken.append(handle)
         }
-        if self.closedError != nil { return eventLoop.makeSucceededFuture(nil) }
+        if !taken.isEmpty || self.closedError != nil { return eventLoop.makeSucceededFuture(taken) }
         let promise = eventLoop.makePromise(of: TetherStreamHandle?.self)
         self.inboundWaiters.append(promise)
-        return promise.futureResult
+        return promise.futureResult.map { $0.map { [$0] } ?? [] }
     }
 
     /// Sends a PING and succeeds with the round trip when its ACK arrives (spec §5.6). Fails when

@@ -19,7 +19,7 @@ import Testing
         for _ in 0..<17 {
             frames.append(.data(DataFrame(streamID: 1, payload: ByteBuffer(repeating: 7, count: 16_375))))
         }
-        try await peer.send(frames, preface: Settings())
+        await peer.send(frames, preface: Settings())
 
         let received = try await peer.framesUntilClosed()
         let goAway = received.compactMap { frame -> GoAwayFrame? in

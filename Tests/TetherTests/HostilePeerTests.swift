@@ -102,8 +102,8 @@ import Testing
     @Test(arguments: Self.attacks)
     func aHostileEdgeIsCutOffAndTheHubCarriesOn(_ attack: FrameAttack) async throws {
         // The attacks follow a valid preface; on a loaded machine this process may send it late,
-        // and the attack must meet its own limit, not the preface timeout.
-        let target = try await TargetProcess.start(prefaceTimeout: 300)
+        // and the attack must meet its own limit, not the preface timeout (TargetProcess.start).
+        let target = try await TargetProcess.start()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let good = try await WellBehavedEdge.start(port: target.port, group: group)
         let offender = try await RawPeer.connect(
@@ -233,27 +233,31 @@ import Testing
     @Test func aReaderThatNeverReadsIsCutOffByKeepalive() async throws {
         // A PING after 1 s of silence and 8 s to answer it: the offender never does, and the
         // well-behaved edge has a margin that a loaded machine's stalls do not eat.
-        let target = try await TargetProcess.start(keepaliveInterval: 1_000, keepaliveTimeout: 8)
+        let target = try await phase("start the target") {
+            try await TargetProcess.start(keepaliveInterval: 1_000, keepaliveTimeout: 8)
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let good = try await WellBehavedEdge.start(port: target.port, group: group)
-        let offender = try await RawPeer.connect(
-            to: try SocketAddress(ipAddress: "127.0.0.1", port: target.port), group: group,
-            tls: try TLSContext(configuration: Self.fixtures.edge()))
-        try await offender.channel.setOption(.autoRead, value: false).get()
+        let good = try await phase("connect the good edge") { try await WellBehavedEdge.start(port: target.port, group: group) }
+        let offender = try await phase("connect the offender") {
+            try await RawPeer.connect(
+                to: try SocketAddress(ipAddress: "127.0.0.1", port: target.port), group: group,
+                tls: try TLSContext(configuration: Self.fixtures.edge()))
+        }
+        try await phase("stop reading") { try await offender.channel.setOption(.autoRead, value: false).get() }
         var hello = ByteBuffer()
         hello.writePreface(Settings())
         hello.writeFrame(Self.open(1, service: "firehose"))
         await offender.sendRaw(hello)
         // The hub sends until our windows and socket buffers are full, then waits; we never read.
         // It must cut us off (its PINGs go unanswered) without holding more than credit allows.
-        while !(try await target.metrics()).contains(#"code="KEEPALIVE_TIMEOUT""#) {
-            try await good.roundTrips(1)
+        while !(try await phase("read the metrics") { try await target.metrics() }).contains(#"code="KEEPALIVE_TIMEOUT""#) {
+            try await phase("round trips while the offender waits") { try await good.roundTrips(1) }
             try await Task.sleep(for: .milliseconds(200))
         }
         try? await offender.channel.setOption(.autoRead, value: true).get()  // it may be closed already
         offender.channel.read()
         _ = await offender.goAwayUntilClosed()  // closed: reading to the end terminates
-        try await good.roundTrips(20)
+        try await phase("round trips after") { try await good.roundTrips(20) }
         let peak = try await target.peakKiB()
         #expect(peak > 0 && peak < Self.memoryBoundKiB, "VmHWM \(peak) KiB, bound \(Self.memoryBoundKiB) KiB")
         await good.close()
@@ -310,9 +314,12 @@ final class TargetProcess: @unchecked Sendable {
         return me.deletingLastPathComponent().appendingPathComponent("tether")
     }
 
+    /// The handshake and preface timeouts default to minutes, not the product's 10 s: the suite
+    /// runs a dozen targets at once, and on a loaded machine a target can finish a handshake its
+    /// peer already considers done more than 10 s later. A test of those timeouts sets them.
     static func start(
-        handshakeTimeout: Double = 10, keepaliveInterval: Int = 15_000, keepaliveTimeout: Double = 20,
-        prefaceTimeout: Double = 10
+        handshakeTimeout: Double = 120, keepaliveInterval: Int = 15_000, keepaliveTimeout: Double = 20,
+        prefaceTimeout: Double = 300
     ) async throws -> TargetProcess {
         let target = TargetProcess()
         guard FileManager.default.isExecutableFile(atPath: Self.executable.path) else {
@@ -396,4 +403,14 @@ final class TargetProcess: @unchecked Sendable {
 struct TetherTestError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Runs one phase of a test, naming it in any error it throws: "I/O on closed channel" alone
+/// does not say which of a test's many channel operations met a closed channel.
+func phase<T>(_ name: String, _ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch {
+        throw TetherTestError("\(name): \(error)")
+    }
 }

@@ -48,11 +48,14 @@ struct RawPeer {
         return nil
     }
 
-    func send(_ frames: [Frame], preface settings: Settings? = nil) async throws {
+    /// Writes frames (after a preface, when `settings` are given). Like ``sendRaw(_:)``, a
+    /// connection the other side closes halfway through is not an error: tests send frames that
+    /// make it do exactly that, and read its answer with ``framesUntilClosed()``.
+    func send(_ frames: [Frame], preface settings: Settings? = nil) async {
         var bytes = ByteBuffer()
         if let settings { bytes.writePreface(settings) }
         for frame in frames { bytes.writeFrame(frame) }
-        try await self.channel.writeAndFlush(bytes)
+        await self.sendRaw(bytes)
     }
 
     /// Everything the other side sent until it closed, decoded (the preface's magic first).

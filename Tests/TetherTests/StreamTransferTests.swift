@@ -1,6 +1,6 @@
 import NIOCore
 import NIOPosix
-import Tether
+@testable import Tether
 import TetherSession
 import TetherWire
 import Testing
@@ -44,6 +44,26 @@ import Testing
         #expect(length == 1 << 20)
         #expect(sum == payload.checksum)
         server.cancel()
+        try await loopback.stop()
+    }
+
+    /// Streams that arrived together are taken together: one hop to the event loop for a burst,
+    /// so a busy application accepts each within the open timeout (spec §6.2).
+    @Test func aBurstOfStreamsIsTakenInOneHop() async throws {
+        var settings = Settings()
+        settings.initialStreams[.bulk] = 1_024
+        let loopback = try await Loopback.start(.tcp, acceptor: .init(role: .acceptor, settings: settings))
+        for _ in 0..<300 { _ = try await loopback.dialer.openStream(service: "burst", class: .bulk) }
+        let handler = loopback.acceptor.handler
+        let arrived = try await BackpressureTests.waitUntil(eventLoop: loopback.acceptor.eventLoop) {
+            handler.value.activeStreamCount == 300 ? true : nil
+        }
+        #expect(arrived == true)
+        let first = try await loopback.acceptor.withHandler { $0.nextInboundStreams(upTo: 256) }.get()
+        let second = try await loopback.acceptor.withHandler { $0.nextInboundStreams(upTo: 256) }.get()
+        #expect(first.count == 256)
+        #expect(second.count == 44)
+        #expect(Set((first + second).map(\.id)).count == 300)
         try await loopback.stop()
     }
 
