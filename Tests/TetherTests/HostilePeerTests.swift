@@ -238,16 +238,15 @@ import Testing
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let good = try await phase("connect the good edge") { try await WellBehavedEdge.start(port: target.port, group: group) }
-        let offender = try await phase("connect the offender") {
-            try await RawPeer.connect(
-                to: try SocketAddress(ipAddress: "127.0.0.1", port: target.port), group: group,
-                tls: try TLSContext(configuration: Self.fixtures.edge()))
-        }
-        try await phase("stop reading") { try await offender.channel.setOption(.autoRead, value: false).get() }
+        // The offender opens a firehose and never reads, from the moment the handshake is done.
         var hello = ByteBuffer()
         hello.writePreface(Settings())
         hello.writeFrame(Self.open(1, service: "firehose"))
-        await offender.sendRaw(hello)
+        let offender = try await phase("connect the offender") {
+            try await RawPeer.connect(
+                to: try SocketAddress(ipAddress: "127.0.0.1", port: target.port), group: group,
+                tls: try TLSContext(configuration: Self.fixtures.edge()), first: hello, reading: false)
+        }
         // The hub sends until our windows and socket buffers are full, then waits; we never read.
         // It must cut us off (its PINGs go unanswered) without holding more than credit allows.
         while !(try await phase("read the metrics") { try await target.metrics() }).contains(#"code="KEEPALIVE_TIMEOUT""#) {

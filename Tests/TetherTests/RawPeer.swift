@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Tether
@@ -9,28 +10,49 @@ import TetherWire
 struct RawPeer {
     let channel: any Channel
     let received: AsyncStream<ByteBuffer>
+    /// Every error that reached the top of the pipeline, for a test's failure message.
+    let errors: NIOLockedValueBox<[String]>
 
     /// Connects over TCP, and over TLS first when `tls` is given (returning once the handshake is
     /// done, so what the test writes is Tether's, inside the encrypted connection).
-    static func connect(to address: SocketAddress, group: any EventLoopGroup, tls: TLSContext? = nil) async throws -> RawPeer {
+    ///
+    /// `first` is written, and with `reading` false reading stops, the moment the handshake is
+    /// done — on the event loop, not when this test's task next runs: on a loaded machine that
+    /// can be seconds later, and the peer's timers would meet a connection that said nothing.
+    static func connect(
+        to address: SocketAddress, group: any EventLoopGroup, tls: TLSContext? = nil, first: ByteBuffer? = nil,
+        reading: Bool = true
+    ) async throws -> RawPeer {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        let errors = NIOLockedValueBox<[String]>([])
         let handshake = group.any().makePromise(of: Void.self)
         let channel = try await ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Runs on the event loop as the handshake completes, before anything is read.
+                    let connected: @Sendable () -> Void = {
+                        if !reading { try? channel.syncOptions?.setOption(.autoRead, value: false) }
+                        if let first { channel.writeAndFlush(first, promise: nil) }
+                        handshake.succeed()
+                    }
                     if let tls {
                         let handler = try TLSHandler(context: tls, eventLoop: channel.eventLoop)
                         try channel.pipeline.syncOperations.addHandler(handler)
-                        handler.handshakeCompleted.map { _ in }.cascade(to: handshake)
+                        handler.handshakeCompleted.whenComplete { result in
+                            switch result {
+                            case .success: connected()
+                            case .failure(let error): handshake.fail(error)
+                            }
+                        }
                     } else {
-                        handshake.succeed()
+                        connected()
                     }
-                    try channel.pipeline.syncOperations.addHandler(Collector(continuation: continuation))
+                    try channel.pipeline.syncOperations.addHandler(Collector(continuation: continuation, errors: errors))
                 }
             }
             .connect(to: address).get()
         try await handshake.futureResult.get()
-        return RawPeer(channel: channel, received: stream)
+        return RawPeer(channel: channel, received: stream, errors: errors)
     }
 
     /// Writes octets as they are; a closed connection is not an error (the peer may cut us off
@@ -72,9 +94,11 @@ struct RawPeer {
     private final class Collector: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         let continuation: AsyncStream<ByteBuffer>.Continuation
+        let errors: NIOLockedValueBox<[String]>
 
-        init(continuation: AsyncStream<ByteBuffer>.Continuation) {
+        init(continuation: AsyncStream<ByteBuffer>.Continuation, errors: NIOLockedValueBox<[String]>) {
             self.continuation = continuation
+            self.errors = errors
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -86,6 +110,7 @@ struct RawPeer {
         }
 
         func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            self.errors.withLockedValue { $0.append("\(error)") }
             context.close(promise: nil)
         }
     }
