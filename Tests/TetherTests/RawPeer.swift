@@ -118,12 +118,21 @@ struct RawPeer {
 
 /// A listener whose connections run Tether as the acceptor; hands them out as they arrive.
 struct TetherListener {
+    static let patient: TetherConnectionHandler.Configuration = {
+        var configuration = TetherConnectionHandler.Configuration(role: .acceptor)
+        configuration.session.abuseLimits.prefaceTimeout = .seconds(300)
+        return configuration
+    }()
+
     let address: SocketAddress
     let connections: AsyncStream<TetherConnection>
     let channel: any Channel
 
+    /// By default the preface timeout is minutes, not the product's 10 s: on a loaded machine a
+    /// test's task can run seconds after its connection is up, and the test is about what the peer
+    /// then sends, not about the preface timeout.
     static func start(
-        group: any EventLoopGroup, configuration: TetherConnectionHandler.Configuration = .init(role: .acceptor)
+        group: any EventLoopGroup, configuration: TetherConnectionHandler.Configuration = Self.patient
     ) async throws -> TetherListener {
         let (stream, continuation) = AsyncStream<TetherConnection>.makeStream()
         let channel = try await ServerBootstrap(group: group)
