@@ -3,32 +3,57 @@ import TetherSession
 import TetherWire
 
 /// A Tether connection, the async face of a ``TetherConnectionHandler``: open streams, take the
-/// streams the peer opens, drain and close. Works over any NIO `Channel` carrying bytes.
+/// streams the peer opens, drain and close. Works over any NIO `Channel` carrying bytes. Every
+/// stream knows its connection (``TetherStreamHandle/connection``), so a server that routes
+/// streams learns who opened each one.
 public struct TetherConnection: Sendable {
     public let channel: any Channel
 
     /// The peer's verified identity (spec §2.2): set on the acceptor when TLS authenticated the
     /// dialer's certificate; nil otherwise. Nothing the peer sends in-band changes it.
     public let peerIdentity: TetherIdentity?
+    /// SHA-256 of the certificate the peer presented (hex), when TLS runs below.
+    public let peerCertificateSHA256: String?
     let handler: NIOLoopBound<TetherConnectionHandler>
+
+    init(channel: any Channel, facts: TetherConnectionHandler.TransportFacts, handler: NIOLoopBound<TetherConnectionHandler>) {
+        self.channel = channel
+        self.peerIdentity = facts.peerIdentity
+        self.peerCertificateSHA256 = facts.peerCertificateSHA256
+        self.handler = handler
+    }
 
     public var eventLoop: any EventLoop { self.channel.eventLoop }
 
-    /// Adds the Tether handler to an active or activating channel, at the end of its pipeline
-    /// (above TLS, when there is TLS). Must be called on the channel's event loop, as in a
-    /// channel initializer.
+    /// The peer's address.
+    public var remoteAddress: SocketAddress? { self.channel.remoteAddress }
+
+    /// Adds the Tether handler to an active or activating channel, at the end of its pipeline.
+    /// Must be called on the channel's event loop, as in a channel initializer. For plain
+    /// transports (tests, benchmarks): the peer has no verified identity. ``TetherTransport`` sets
+    /// up TLS first and passes on what the handshake established.
     public static func configure(
         channel: any Channel,
         configuration: TetherConnectionHandler.Configuration,
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil
     ) throws -> TetherConnection {
+        try self.configure(
+            channel: channel, configuration: configuration, facts: .init(), inboundStreamHandler: inboundStreamHandler)
+    }
+
+    /// The same, with what the transport below established (its verified peer, record size).
+    package static func configure(
+        channel: any Channel,
+        configuration: TetherConnectionHandler.Configuration,
+        facts: TetherConnectionHandler.TransportFacts,
+        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil
+    ) throws -> TetherConnection {
         channel.eventLoop.preconditionInEventLoop()
         let handler = TetherConnectionHandler(
-            configuration: configuration, eventLoop: channel.eventLoop, inboundStreamHandler: inboundStreamHandler)
+            configuration: configuration, facts: facts, eventLoop: channel.eventLoop,
+            inboundStreamHandler: inboundStreamHandler)
         try channel.pipeline.syncOperations.addHandler(handler)
-        return TetherConnection(
-            channel: channel, peerIdentity: configuration.peerIdentity,
-            handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+        return handler.connection!
     }
 
     /// Runs `body` with the handler, on the event loop.
@@ -42,6 +67,17 @@ public struct TetherConnection: Sendable {
     /// The peer's settings, once its preface arrived (spec §3.1).
     public func ready() async throws -> Settings {
         try await self.withHandler { $0.ready }.get()
+    }
+
+    /// Opens a stream toward `service` and returns its event-loop face; callable from any
+    /// thread — a relay on the connection's event loop gets the future there (spec §6.2).
+    public func openStreamHandle(
+        service: String,
+        class streamClass: StreamClass,
+        metadata: OpenMetadata = OpenMetadata(),
+        compression: CompressionAlgorithm? = nil
+    ) -> EventLoopFuture<TetherStreamHandle> {
+        self.withHandler { $0.openStream(streamClass, service: service, metadata: metadata, compression: compression) }
     }
 
     /// Opens a stream toward `service` (spec §6.2). Waits for the peer's preface and for

@@ -14,16 +14,10 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
     public struct Configuration: Sendable {
         public var session: SessionConfiguration
-        /// Set when TLS runs below: frames are written whole, packed into writes of at most this many
-        /// octets, each one TLS record, so no frame straddles two records (spec §2.1). Nil for plain
-        /// transports, where large payloads are written without a copy.
-        public var recordSize: Int?
-        /// The peer's verified identity (spec §2.2), from the TLS handshake; nil on the dialer and
-        /// on plain transports.
-        public var peerIdentity: TetherIdentity?
 
-        /// How streams compress (spec §9): contexts, batching, bomb limits.
-        public var codec = StreamCodec.Configuration()
+        /// How streams compress (spec §9): contexts, batching, bomb limits, where large units
+        /// are deflated.
+        public var compression = CompressionConfiguration()
 
         /// Where connection errors this side detects are counted (`tether_connection_errors_total`
         /// with `code` and, for ENHANCE_YOUR_CALM, the abuse `limit`); nil is the process's
@@ -34,16 +28,30 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         /// An edge must set one: nothing leaves the site that it does not allow.
         public var policy: PolicyEnforcer?
 
-        /// Whether octets are waiting, unread, in the transport below (spec §8.2 rule 5). A
-        /// sender the kernel lets write at once (loopback, a fast LAN) stops between writing
-        /// passes while this says yes, so what arrived — a command, the answer to one, credit —
-        /// is read first; the read goes on writing. Nil: passes follow each other until the credit
-        /// or the data runs out. ``TetherTransport`` sets it for TCP sockets on Linux.
-        public var unreadInput: (@Sendable (any Channel) -> Bool)?
-
         public init(role: Role, settings: Settings = Settings()) {
             self.session = SessionConfiguration(role: role, settings: settings)
         }
+    }
+
+    /// What the transport below established — facts, not knobs: only ``TetherTransport`` (or a
+    /// test in this package) sets them, so no caller can claim an identity on a plain socket.
+    package struct TransportFacts: Sendable {
+        /// The peer's verified identity (spec §2.2) and which certificate it presented, from the
+        /// TLS handshake; nil on the dialer and on plain transports.
+        package var peerIdentity: TetherIdentity?
+        package var peerCertificateSHA256: String?
+        /// Set when TLS runs below: frames are written whole, packed into writes of at most this
+        /// many octets, each one TLS record, so no frame straddles two records (spec §2.1). Nil
+        /// for plain transports, where large payloads are written without a copy.
+        package var recordSize: Int?
+        /// Whether octets are waiting, unread, in the transport below (spec §8.2 rule 5). A
+        /// sender the kernel lets write at once (loopback, a fast LAN) stops between writing
+        /// passes while this says yes, so what arrived — a command, the answer to one, credit — is
+        /// read first; the read goes on writing. Nil: passes follow each other until the credit
+        /// or the data runs out.
+        package var unreadInput: (@Sendable (any Channel) -> Bool)?
+
+        package init() {}
     }
 
     /// Called on the event loop for every stream the peer opens, instead of queueing it for
@@ -53,7 +61,10 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     var session: Session
     private var decoder: FrameDecoder
     private let configuration: Configuration
+    private let facts: TransportFacts
     private var context: ChannelHandlerContext?
+    /// This connection as the application sees it, while the handler is in a pipeline.
+    private(set) var connection: TetherConnection?
     private var streams: [StreamID: TetherStreamHandle] = [:]
     private var started = false
     private var flushScheduled = false
@@ -65,8 +76,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     private var isShutDown = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
-    /// Frees idle compression contexts (spec §9.3) while any stream has a codec.
-    private var codecSweep: Scheduled<Void>?
+    /// Frees idle compression contexts (spec §9.3) while any stream compresses.
+    private var compressionSweep: Scheduled<Void>?
 
     private let inboundStreamHandler: InboundStreamHandler?
     private var pendingInbound = CircularBuffer<TetherStreamHandle>(initialCapacity: 0)
@@ -90,10 +101,18 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         var promise: EventLoopPromise<TetherStreamHandle>
     }
 
-    public init(
+    public convenience init(
         configuration: Configuration, eventLoop: any EventLoop, inboundStreamHandler: InboundStreamHandler? = nil
     ) {
+        self.init(configuration: configuration, facts: TransportFacts(), eventLoop: eventLoop, inboundStreamHandler: inboundStreamHandler)
+    }
+
+    package init(
+        configuration: Configuration, facts: TransportFacts, eventLoop: any EventLoop,
+        inboundStreamHandler: InboundStreamHandler? = nil
+    ) {
         self.configuration = configuration
+        self.facts = facts
         self.session = Session(configuration: configuration.session, now: .now())
         self.decoder = FrameDecoder(limits: .init(configuration.session.settings), expectsPreface: true)
         self.inboundStreamHandler = inboundStreamHandler
@@ -116,6 +135,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.connection = TetherConnection(
+            channel: context.channel, facts: self.facts, handler: NIOLoopBound(self, eventLoop: context.eventLoop))
         self.configuration.policy?.register(self, on: context.eventLoop)
         if context.channel.isActive { self.start(context: context) }
     }
@@ -123,6 +144,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     public func handlerRemoved(context: ChannelHandlerContext) {
         self.shutDown(TetherError.closed(nil, "handler removed"))
         self.context = nil
+        self.connection = nil  // it holds this handler
     }
 
     public func channelActive(context: ChannelHandlerContext) {
@@ -248,15 +270,13 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         id: StreamID, streamClass: StreamClass, service: String, metadata: OpenMetadata,
         compression: CompressionAlgorithm, policy: StreamPolicy?
     ) -> TetherStreamHandle {
-        let codec = compression == .none ? nil : StreamCodec(configuration: self.configuration.codec)
         let handle = TetherStreamHandle(
             id: id, streamClass: streamClass, service: service, metadata: metadata, compression: compression,
-            owner: self, eventLoop: self.context!.eventLoop,
-            sendBufferLimit: self.configuration.session.sendBufferLimit, codec: codec,
             compressesOutbound: self.session.mayCompress(id), maxCompressedUnit: self.session.maxCompressedUnit(id),
-            policy: policy)
+            compressionConfiguration: self.configuration.compression, policy: policy, owner: self,
+            connection: self.connection!, sendBufferLimit: self.configuration.session.sendBufferLimit)
         self.streams[id] = handle
-        if codec != nil { self.startCodecSweep() }
+        if handle.usesCompression { self.startCompressionSweep() }
         return handle
     }
 
@@ -307,7 +327,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         repeat {
             self.flushAgain = false
             exhausted = self.writeProduced(context: context)
-            inputWaiting = self.flushAgain && self.configuration.unreadInput?(context.channel) == true
+            inputWaiting = self.flushAgain && self.facts.unreadInput?(context.channel) == true
         } while self.flushAgain && !inputWaiting
         self.flushing = false
         if inputWaiting { self.continueUnlessRead() }
@@ -319,7 +339,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     /// nothing more to send.
     private func writeProduced(context: ChannelHandlerContext) -> Bool {
         let now = NIODeadline.now()
-        let recordSize = self.configuration.recordSize
+        let recordSize = self.facts.recordSize
         var pending = context.channel.allocator.buffer(capacity: recordSize ?? 4_096)
         var wrote = false
         var exhausted = false
@@ -379,20 +399,20 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         }
     }
 
-    /// Every ``StreamCodec/Configuration/sweepInterval`` while streams with codecs are live. It
-    /// takes only each codec's short lock, never one held across compression (spec §9).
-    private func startCodecSweep() {
-        guard self.codecSweep == nil, let context = self.context else { return }
-        let interval = self.configuration.codec.sweepInterval
-        self.codecSweep = context.eventLoop.assumeIsolated().scheduleTask(in: interval) {
-            self.codecSweep = nil
+    /// Every ``CompressionConfiguration/sweepInterval`` while streams compress: contexts that
+    /// idled are freed (spec §9.3).
+    private func startCompressionSweep() {
+        guard self.compressionSweep == nil, let context = self.context else { return }
+        let interval = self.configuration.compression.sweepInterval
+        self.compressionSweep = context.eventLoop.assumeIsolated().scheduleTask(in: interval) {
+            self.compressionSweep = nil
             let now = NIODeadline.now()
             var any = false
-            for handle in self.streams.values where handle.codec != nil {
-                handle.codec!.freeIdle(now: now)
+            for handle in self.streams.values where handle.usesCompression {
+                handle.freeIdleContexts(now: now)
                 any = true
             }
-            if any { self.startCodecSweep() }
+            if any { self.startCompressionSweep() }
         }
     }
 
@@ -409,8 +429,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         self.closedError = error
         self.timer?.cancel()
         self.timer = nil
-        self.codecSweep?.cancel()
-        self.codecSweep = nil
+        self.compressionSweep?.cancel()
+        self.compressionSweep = nil
         self.readFallback?.cancel()
         self.readFallback = nil
         let streams = self.streams
@@ -550,7 +570,7 @@ extension TetherConnectionHandler {
 
     /// What the audit log calls the peer: its verified identity, or the hub an edge dialled.
     var peerName: String {
-        if let identity = self.configuration.peerIdentity { return identity.description }
+        if let identity = self.facts.peerIdentity { return identity.description }
         return self.configuration.session.role == .dialer ? "hub" : "unauthenticated"
     }
 
@@ -601,6 +621,14 @@ extension TetherConnectionHandler {
     func streamRefuse(_ id: StreamID, code: ErrorCode) {
         self.streams.removeValue(forKey: id)
         self.dispatch(self.session.refuse(id, code: code, now: .now()))
+        self.scheduleFlush()
+    }
+
+    /// A stream error the peer caused, found above the session (a bomb, invalid DEFLATE: spec
+    /// §9.4): RESET, counted toward the peer's reset rate (spec §12).
+    func streamError(_ id: StreamID, code: ErrorCode) {
+        self.streams.removeValue(forKey: id)
+        self.dispatch(self.session.streamError(id, code: code, now: .now()))
         self.scheduleFlush()
     }
 

@@ -13,23 +13,28 @@ public struct InflateLimits: Hashable, Sendable {
     public init() {}
 }
 
+/// Compressed and inflated octets of one stream so far, for the per-stream limits (spec §9.4):
+/// they count across every context the stream uses.
+public struct InflateTotals: Hashable, Sendable {
+    public var compressed: UInt64 = 0
+    public var inflated: UInt64 = 0
+
+    public init() {}
+}
+
 /// One direction's raw-DEFLATE decompressor with context takeover (spec §9.3): each COMPRESSED
 /// payload gets `00 00 FF FF` back and is inflated into bounded output.
 public final class Inflater {
     private var stream = z_stream()
     public let limits: InflateLimits
-    /// Compressed and inflated octets so far, for the ratio limit.
-    public private(set) var compressedTotal: UInt64 = 0
-    public private(set) var inflatedTotal: UInt64 = 0
+    /// The stream's totals, this context's octets included.
+    public private(set) var totals: InflateTotals
 
-    /// - Parameter previous: the stream's earlier context, when this one replaces it (RESET_CONTEXT):
-    ///   the per-stream limits keep counting across contexts.
-    public init(limits: InflateLimits = InflateLimits(), carryingTotalsFrom previous: Inflater? = nil)
-        throws(CompressionError)
-    {
+    /// - Parameter totals: the stream's totals from its earlier contexts, when this one replaces
+    ///   one (RESET_CONTEXT, or a context freed while idle): the per-stream limits keep counting.
+    public init(limits: InflateLimits = InflateLimits(), totals: InflateTotals = InflateTotals()) throws(CompressionError) {
         self.limits = limits
-        self.compressedTotal = previous?.compressedTotal ?? 0
-        self.inflatedTotal = previous?.inflatedTotal ?? 0
+        self.totals = totals
         // windowBits 15 accepts any window a sender may use (spec §9.3).
         let result = tether_inflateInit2(&self.stream, -15)
         guard result == Z_OK else { throw CompressionError(.zlib, "inflateInit2 failed (\(result))") }
@@ -51,12 +56,12 @@ public final class Inflater {
         var output = allocator.buffer(capacity: min(self.limits.perFrame + 1, max(4 * payload.readableBytes, 1_024)))
         try self.run(payload, into: &output)
         try self.run(ByteBuffer(bytes: syncTrailer), into: &output)
-        self.compressedTotal += UInt64(payload.readableBytes)
-        self.inflatedTotal += UInt64(output.readableBytes)
-        guard self.inflatedTotal <= self.limits.perStream else {
+        self.totals.compressed += UInt64(payload.readableBytes)
+        self.totals.inflated += UInt64(output.readableBytes)
+        guard self.totals.inflated <= self.limits.perStream else {
             throw CompressionError(.limit, "the stream inflated past \(self.limits.perStream) octets")
         }
-        guard self.inflatedTotal <= UInt64(self.limits.ratio) * max(self.compressedTotal, 1) else {
+        guard self.totals.inflated <= UInt64(self.limits.ratio) * max(self.totals.compressed, 1) else {
             throw CompressionError(.limit, "the stream inflated more than \(self.limits.ratio) times its size")
         }
         return output

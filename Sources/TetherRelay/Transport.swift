@@ -42,13 +42,14 @@ public enum TetherTransport {
     ) -> EventLoopFuture<TetherConnection> {
         channel.eventLoop.preconditionInEventLoop()
         var configuration = configuration
-        if configuration.unreadInput == nil, let probe = try? UnreadInputProbe.add(to: channel) {
-            configuration.unreadInput = probe
-        }
+        if configuration.compression.offload == nil { configuration.compression.offload = Self.threadPool }
+        var facts = TetherConnectionHandler.TransportFacts()
+        if let probe = try? UnreadInputProbe.add(to: channel) { facts.unreadInput = probe }
         guard let tls else {
             return channel.eventLoop.makeCompletedFuture {
                 try TetherConnection.configure(
-                    channel: channel, configuration: configuration, inboundStreamHandler: inboundStreamHandler)
+                    channel: channel, configuration: configuration, facts: facts,
+                    inboundStreamHandler: inboundStreamHandler)
             }
         }
         let handler: TLSHandler
@@ -60,12 +61,18 @@ public enum TetherTransport {
         }
         // Runs inside the handshake's completion, before any plaintext goes up (TLSHandler).
         return handler.handshakeCompleted.assumeIsolated().flatMapThrowing { peer in
-            var configuration = configuration
-            configuration.recordSize = TLSHandler.recordSize
-            configuration.peerIdentity = peer.identity
+            var facts = facts
+            facts.recordSize = TLSHandler.recordSize
+            facts.peerIdentity = peer.identity
+            facts.peerCertificateSHA256 = peer.certificateSHA256
             return try TetherConnection.configure(
-                channel: channel, configuration: configuration, inboundStreamHandler: inboundStreamHandler)
+                channel: channel, configuration: configuration, facts: facts, inboundStreamHandler: inboundStreamHandler)
         }.nonisolated()
+    }
+
+    /// Where streams deflate large units (spec §9): NIO's shared thread pool, off every event loop.
+    static let threadPool: BlockingWorkRunner = { work in
+        NIOThreadPool.singleton.submit { _ in work() }
     }
 
     /// Listens on `host:port`; every accepted connection runs TLS (a fresh context from `tls` per

@@ -179,6 +179,16 @@ extension Session {
         return code.refusesWhatThePeerAsked ? self.countReset(now: now) : .none
     }
 
+    /// A stream error the peer caused that the application found — data that does not inflate,
+    /// a decompression limit (spec §9.4): the stream is reset with `code`, and it counts toward
+    /// the peer's reset rate (spec §12), reported in the returned events.
+    @discardableResult
+    public mutating func streamError(_ id: StreamID, code: ErrorCode, now: NIODeadline) -> SessionEvents {
+        guard self.streams[id] != nil else { return .none }
+        self.reset(id, code: code)
+        return self.countReset(now: now)
+    }
+
     /// The application took `octets` delivered on a stream — read them, or a relay's backend write
     /// completed. Only now is credit returned (spec §7.2), and windows tuned (spec §7.4).
     public mutating func consume(_ id: StreamID, octets: Int, now: NIODeadline) {

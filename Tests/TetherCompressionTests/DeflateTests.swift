@@ -97,7 +97,7 @@ import Testing
         var payload = ByteBuffer()
         try deflater.compress(ByteBuffer(repeating: 7, count: 60_000), into: &payload)
         _ = try first.inflate(payload)
-        let second = try Inflater(limits: limits, carryingTotalsFrom: first)
+        let second = try Inflater(limits: limits, totals: first.totals)
         let fresh = try Deflater()
         var again = ByteBuffer()
         try fresh.compress(ByteBuffer(repeating: 7, count: 60_000), into: &again)

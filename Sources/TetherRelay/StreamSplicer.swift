@@ -1,0 +1,248 @@
+import NIOCore
+import NIOPosix
+import Tether
+import TetherWire
+
+/// Joins a socket (TCP or Unix) and a stream, both ways, in the style of swift-nio-ssh's glue
+/// handler: what a relay does with every connection it carries (spec §7.2).
+///
+/// - Socket → stream: the socket is read only while the stream takes writes (its send buffer is at
+///   most half full), so a stream that cannot send holds at most one read's worth.
+/// - Stream → socket: what the stream delivers is written to the socket, and its credit goes back
+///   to the peer only when the socket took the octets — a slow socket slows the peer, through
+///   credit, not through memory.
+/// - FIN ↔ half-close, both ways: the socket's end of input finishes the stream; the stream's FIN
+///   shuts the socket's output once everything before it was written.
+/// - RESET ↔ abortive close (RST), both ways.
+///
+/// The socket and the stream may live on different event loops; every touch of either happens on
+/// its own loop.
+public enum StreamSplicer {
+    /// How a splice ended, and what it carried.
+    public struct Outcome: Sendable, Hashable {
+        /// Octets read from the socket and written to the stream.
+        public var toStream = 0
+        /// Octets the stream delivered and the socket took.
+        public var toSocket = 0
+        /// Nil when both directions ended with FIN; otherwise what cut the splice short.
+        public var error: String?
+    }
+
+    /// The socket options a spliced socket needs: reads only on demand, and half-closure seen as
+    /// such. Set them before the socket is active (a bootstrap's channel options), or call
+    /// ``splice(_:with:)``, which sets them on an active one.
+    public static let autoRead = ChannelOptions.autoRead
+    public static let halfClosure = ChannelOptions.allowRemoteHalfClosure
+
+    /// Splices `channel` and `stream` until both directions have ended or either was cut off;
+    /// the future (on the socket's event loop) says how. Call on the socket's event loop.
+    public static func splice(_ channel: any Channel, with stream: TetherStreamHandle) -> EventLoopFuture<Outcome> {
+        channel.eventLoop.preconditionInEventLoop()
+        let glue = SocketGlue(stream: stream, eventLoop: channel.eventLoop)
+        do {
+            try channel.pipeline.syncOperations.addHandler(glue)
+        } catch {
+            stream.eventLoop.execute { stream.reset(.internalError) }
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        let options = channel.setOption(.autoRead, value: false).flatMap {
+            channel.setOption(.allowRemoteHalfClosure, value: true)
+        }
+        options.whenComplete { result in
+            switch result {
+            case .success: glue.start()
+            case .failure(let error): glue.abort("cannot set up the socket: \(error)")
+            }
+        }
+        return glue.done.futureResult
+    }
+}
+
+/// The socket's half of a splice, on the socket's event loop; it reaches the stream only on the
+/// stream's loop.
+private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let stream: TetherStreamHandle
+    let done: EventLoopPromise<StreamSplicer.Outcome>
+    private var context: ChannelHandlerContext?
+    private var outcome = StreamSplicer.Outcome()
+    /// The socket may be read: the stream takes writes, and no read is already under way.
+    private var readRequested = false
+    /// The socket's input ended (FIN), or the stream's FIN was written to it.
+    private var inputClosed = false
+    private var outputClosed = false
+    /// Writes to the socket not yet completed; the stream's FIN waits for them.
+    private var writesInFlight = 0
+    private var streamEnded = false
+    private var finished = false
+
+    init(stream: TetherStreamHandle, eventLoop: any EventLoop) {
+        self.stream = stream
+        self.done = eventLoop.makePromise()
+    }
+
+    // MARK: Setup and teardown
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    /// Both sides are set up: the stream calls back when it has data or room; the socket is read.
+    func start() {
+        let stream = self.stream
+        self.onStream {
+            stream.onReadable = { [weak self] in self?.streamReadable() }
+            stream.onWritable = { [weak self] in self?.streamWritable() }
+            self.streamReadable()
+            self.streamWritable()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Closed under us (not by `end`): the stream cannot go on.
+        self.abort("the socket closed")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.abort("the socket failed: \(error)")  // a reset by the other end, typically
+    }
+
+    /// Cuts both sides off: the stream is reset, the socket closed with RST.
+    func abort(_ reason: String) {
+        guard !self.finished else { return }
+        let stream = self.stream
+        self.onStream { stream.reset(.cancel) }
+        self.closeAbortively()
+        self.finish(error: reason)
+    }
+
+    private func closeAbortively() {
+        guard let context = self.context, context.channel.isActive else { return }
+        // SO_LINGER 0: the close sends RST instead of FIN (spec: RESET ↔ abortive close).
+        let channel = context.channel
+        channel.setOption(.socketOption(.so_linger), value: linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    private func finish(error: String?) {
+        guard !self.finished else { return }
+        self.finished = true
+        self.outcome.error = error
+        let stream = self.stream
+        self.onStream {
+            stream.onReadable = nil
+            stream.onWritable = nil
+        }
+        self.done.succeed(self.outcome)
+    }
+
+    /// Closes the socket once both directions ended cleanly.
+    private func closeIfBothEnded() {
+        guard self.inputClosed, self.outputClosed, !self.finished, let context = self.context else { return }
+        self.finish(error: nil)
+        context.close(promise: nil)
+    }
+
+    // MARK: Socket → stream
+
+    func read(context: ChannelHandlerContext) {
+        context.read()
+    }
+
+    /// Reads once more if nothing is under way (the stream said it takes writes).
+    private func readSocket() {
+        guard let context = self.context, !self.inputClosed, !self.finished, !self.readRequested else { return }
+        self.readRequested = true
+        context.read()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = self.unwrapInboundIn(data)
+        self.outcome.toStream += bytes.readableBytes
+        let stream = self.stream
+        self.onStream {
+            stream.write(bytes).whenFailure { [weak self] error in self?.onSocket { self?.abort("the stream refused a write: \(error)") } }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.readRequested = false
+        let stream = self.stream
+        // Read on only while the stream takes writes; otherwise its `onWritable` asks again.
+        self.onStream { [weak self] in if stream.isWritable { self?.onSocket { self?.readSocket() } } }
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case ChannelEvent.inputClosed = event else { return context.fireUserInboundEventTriggered(event) }
+        self.inputClosed = true
+        let stream = self.stream
+        self.onStream { _ = stream.finish() }  // FIN after everything read before it
+        self.closeIfBothEnded()
+    }
+
+    /// On the stream's loop: it has room.
+    private func streamWritable() {
+        self.onSocket { self.readSocket() }
+    }
+
+    // MARK: Stream → socket
+
+    /// On the stream's loop: write what arrived; credit goes back as the socket takes it.
+    private func streamReadable() {
+        let stream = self.stream
+        var reads: [TetherStreamHandle.StreamRead] = []
+        while let read = stream.read() { reads.append(read) }
+        let failed = stream.failure != nil
+        let ended = stream.isReadEnded && !failed
+        self.onSocket {
+            guard let context = self.context, !self.finished else { return }
+            for read in reads {
+                self.writesInFlight += 1
+                let wire = read.wireOctets
+                let octets = read.bytes.readableBytes
+                context.write(self.wrapOutboundOut(read.bytes)).whenComplete { result in
+                    self.writesInFlight -= 1
+                    if case .success = result {
+                        self.outcome.toSocket += octets
+                        self.onStream { stream.consumed(wire) }
+                    }
+                    self.closeOutputIfDone()
+                }
+            }
+            if !reads.isEmpty { context.flush() }
+            if failed {
+                self.closeAbortively()  // the peer reset the stream: RST the socket
+                self.finish(error: "the stream was reset: \(stream.failure.map { "\($0)" } ?? "")")
+                return
+            }
+            if ended { self.streamEnded = true }
+            self.closeOutputIfDone()
+        }
+    }
+
+    /// The stream's FIN becomes the socket's half-close once every write before it is done.
+    private func closeOutputIfDone() {
+        guard self.streamEnded, self.writesInFlight == 0, !self.outputClosed, let context = self.context else { return }
+        self.outputClosed = true
+        context.close(mode: .output, promise: nil)
+        self.closeIfBothEnded()
+    }
+
+    // MARK: Hops
+
+    private func onStream(_ body: @escaping () -> Void) {
+        let stream = self.stream
+        if stream.eventLoop.inEventLoop { body() } else { stream.eventLoop.execute { body() } }
+    }
+
+    private func onSocket(_ body: @escaping () -> Void) {
+        guard let context = self.context else { return }
+        if context.eventLoop.inEventLoop { body() } else { context.eventLoop.execute { body() } }
+    }
+}
