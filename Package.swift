@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "TetherTLS", targets: ["TetherTLS"]),
         .library(name: "TetherCompression", targets: ["TetherCompression"]),
         .library(name: "TetherPolicy", targets: ["TetherPolicy"]),
+        .library(name: "TetherRelay", targets: ["TetherRelay"]),
         .executable(name: "tether", targets: ["TetherCommand"]),
     ],
     dependencies: [
@@ -19,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // Wire codec: frame types, encoder, resumable decoder. Pure; NIOCore only. spec/PROTOCOL.md §3–§5.
@@ -44,34 +46,53 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        // Relays and their plumbing: transports (TLS then Tether), later the edge and hub services.
+        // Relays and their plumbing: transports (TLS, admission, then Tether), the splicer between
+        // sockets and streams, the listener and dialer services; later the edge and the hub.
         .target(
             name: "TetherRelay",
             dependencies: [
                 "Tether", "TetherTLS", "TetherSession", "TetherWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // What the benchmarks measure with and through: the emulated WAN link (a delay line).
-        // The tests use it too, for paths with a real round trip on loopback.
+        // The benchmarks `tether bench` runs (throughput, latency, the policy filter, compression),
+        // their workloads and far end, and the emulated WAN link (a delay line) the tests use too.
         .target(
             name: "TetherBench",
             dependencies: [
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-            ]
-        ),
-        // The `tether` executable: demo, bench (and later edge, hub, certs, check-config).
-        .executableTarget(
-            name: "TetherCommand",
-            dependencies: [
                 "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire", "TetherCompression",
-                "TetherPolicy", "TetherBench",
+                "TetherPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // The `tether` executable: the product's commands (demo, bench, certs; later edge, hub,
+        // check-config).
+        .executableTarget(
+            name: "TetherCommand",
+            dependencies: [
+                "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire", "TetherBench",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // `TetherTarget`: a hub built from the library alone, in its own process, that the
+        // hostile-peer tests attack (SECURITY.md). Built with the tests; not a product.
+        .executableTarget(
+            name: "TetherTarget",
+            dependencies: [
+                "Tether", "TetherRelay", "TetherTLS", "TetherWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -160,6 +181,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

@@ -40,9 +40,9 @@ public typealias BlockingWorkRunner = @Sendable (_ work: @escaping @Sendable () 
 /// each fit one COMPRESSED frame, and says what to do next — send octets raw, send a unit, or
 /// deflate one. Only one unit is deflated at a time, whether here or on another thread, so the
 /// zlib context is never used by two threads at once and units leave in the order they were made.
-final class OutboundCompression {
+package final class OutboundCompression {
     /// What the stream does next with what was written.
-    enum Step {
+    package enum Step {
         /// Nothing now: the batch is not full, or a unit is being deflated.
         case idle
         /// Octets to send raw (a stream whose data did not compress, spec §9.2).
@@ -66,21 +66,21 @@ final class OutboundCompression {
     /// The unit being deflated, while one is.
     private(set) var deflatingOctets = 0
 
-    init(configuration: CompressionConfiguration, maxUnit: Int) {
+    package init(configuration: CompressionConfiguration, maxUnit: Int) {
         self.configuration = configuration
         self.maxUnit = maxUnit
     }
 
     /// Written octets waiting here, counted against the stream's send buffer.
-    var bufferedOctets: Int { self.pending.readableBytes + self.deflatingOctets }
+    package var bufferedOctets: Int { self.pending.readableBytes + self.deflatingOctets }
 
     /// Whether everything written has left (nothing pending, nothing being deflated).
-    var isEmpty: Bool { self.bufferedOctets == 0 }
+    package var isEmpty: Bool { self.bufferedOctets == 0 }
 
     /// Whether octets wait for a batch to fill (the caller arms the flush timer).
-    var waitsForBatch: Bool { self.pending.readableBytes > 0 && !self.flushRequested }
+    package var waitsForBatch: Bool { self.pending.readableBytes > 0 && !self.flushRequested }
 
-    func append(_ bytes: ByteBuffer, endMessage: Bool) {
+    package func append(_ bytes: ByteBuffer, endMessage: Bool) {
         var bytes = bytes
         self.pending.writeBuffer(&bytes)
         self.pendingEndsMessage = endMessage
@@ -88,7 +88,7 @@ final class OutboundCompression {
     }
 
     /// Everything pending goes, whatever the batch size (a flush, the flush timer, FIN).
-    func requestFlush() {
+    package func requestFlush() {
         if self.pending.readableBytes > 0 { self.flushRequested = true }
     }
 
@@ -99,7 +99,7 @@ final class OutboundCompression {
     /// The next thing to do. Unless a flush was asked for, a tail too short to fill a unit waits
     /// for more: a tiny unit costs a frame header and a sync flush, and would be judged
     /// incompressible.
-    func next(now: NIODeadline) throws(CompressionError) -> Step {
+    package func next(now: NIODeadline) throws(CompressionError) -> Step {
         guard self.deflatingOctets == 0, self.pending.readableBytes > 0 else { return .idle }
         if self.rawBudget > 0 {
             let length = min(self.pending.readableBytes, self.rawBudget)
@@ -134,7 +134,7 @@ final class OutboundCompression {
     }
 
     /// A unit came back from ``DeflateJob/run()``: judges its ratio (spec §9.2) and returns it.
-    func finished(_ job: DeflateJob, _ unit: ByteBuffer, now: NIODeadline) -> ByteBuffer {
+    package func finished(_ job: DeflateJob, _ unit: ByteBuffer, now: NIODeadline) -> ByteBuffer {
         self.deflatingOctets = 0
         self.lastCompressed = now
         let length = job.input.readableBytes
@@ -169,14 +169,14 @@ final class OutboundCompression {
 /// One unit to deflate, wherever that runs. `@unchecked Sendable`: the zlib context inside is
 /// used by one thread at a time — the job's, while ``OutboundCompression`` has it out — and the
 /// hand-over to and from that thread orders every access.
-struct DeflateJob: @unchecked Sendable {
+package struct DeflateJob: @unchecked Sendable {
     let deflater: Deflater
-    let input: ByteBuffer
-    let resetContext: Bool
-    let endsMessage: Bool
+    package let input: ByteBuffer
+    package let resetContext: Bool
+    package let endsMessage: Bool
 
     /// The frame's payload: the input deflated and sync-flushed, without `00 00 FF FF`.
-    func run() -> Result<ByteBuffer, CompressionError> {
+    package func run() -> Result<ByteBuffer, CompressionError> {
         var output = ByteBuffer()
         do {
             try self.deflater.compress(self.input, into: &output)
@@ -191,7 +191,7 @@ struct DeflateJob: @unchecked Sendable {
 /// event loop: each COMPRESSED frame is inflated when the reader takes it, into bounded output,
 /// within the stream's bomb limits. A frame inflates to at most 65,536 octets, so taking one
 /// costs the loop a bounded moment.
-final class InboundInflation {
+package final class InboundInflation {
     let configuration: CompressionConfiguration
     private var inflater: Inflater?
     /// The stream's totals from contexts that were replaced or freed (spec §9.4: per stream).
@@ -199,13 +199,13 @@ final class InboundInflation {
     private var lastInflated = NIODeadline.uptimeNanoseconds(0)
     private var everInflated = false
 
-    init(configuration: CompressionConfiguration) {
+    package init(configuration: CompressionConfiguration) {
         self.configuration = configuration
     }
 
     /// One COMPRESSED frame's octets. A frame without RESET_CONTEXT after the decompressor was
     /// freed is an error (spec §9.3); so is anything past the limits (spec §9.4).
-    func inflate(_ payload: ByteBuffer, resetContext: Bool, now: NIODeadline) throws(CompressionError) -> ByteBuffer {
+    package func inflate(_ payload: ByteBuffer, resetContext: Bool, now: NIODeadline) throws(CompressionError) -> ByteBuffer {
         if resetContext || self.inflater == nil {
             guard resetContext || !self.everInflated else {
                 throw CompressionError(.invalidData, "a compressed frame after the context was freed, without RESET_CONTEXT")

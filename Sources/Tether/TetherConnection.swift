@@ -104,6 +104,13 @@ public struct TetherConnection: Sendable {
         try await self.withHandler { $0.ping() }.get()
     }
 
+    /// Refuses the connection right after its preface (spec §10.3): GOAWAY `REFUSED` with
+    /// `reason` as debug text, then close. Call before any stream (an admission check).
+    public func refuse(_ reason: String) {
+        let handler = self.handler
+        self.eventLoop.execute { handler.value.refuse(reason) }
+    }
+
     /// Starts a graceful drain (spec §10.2).
     public func goAway(code: ErrorCode = .noError) {
         let handler = self.handler
@@ -118,6 +125,11 @@ public struct TetherConnection: Sendable {
     /// Waits for the peer's GOAWAY (spec §10.2); throws if the connection closes without one.
     public func goAwayReceived() async throws -> GoAwayFrame {
         try await self.withHandler { $0.goAwayReceived }.get()
+    }
+
+    /// Succeeds when the connection has closed, with the GOAWAY code that ended it, if any.
+    public var closeCode: EventLoopFuture<ErrorCode?> {
+        self.withHandler { $0.closed }
     }
 
     /// Waits until the connection has closed; returns the GOAWAY code that ended it, if any.

@@ -560,6 +560,12 @@ extension TetherConnectionHandler {
         return promise.futureResult
     }
 
+    /// Refuses the connection (spec §10.3): GOAWAY `REFUSED`, then close once it is written.
+    public func refuse(_ reason: String) {
+        self.dispatch(self.session.refuse(reason: reason))
+        self.flushOutput()
+    }
+
     /// Starts a graceful drain (spec §10.2): no new streams; the connection closes when the last
     /// stream finishes, or when the grace period ends.
     public func goAway(code: ErrorCode = .noError) {
@@ -588,6 +594,12 @@ extension TetherConnectionHandler {
 
     /// Live streams.
     public var activeStreamCount: Int { self.session.activeStreamCount }
+
+    /// Octets this end holds for its streams: delivered and not yet taken (credit bounds it,
+    /// spec §7.2), and written and not yet sent (the send buffers bound it).
+    package var heldOctets: Int {
+        self.streams.reduce(0) { $0 + self.session.unconsumedOctets($1.key) + $1.value.bufferedOutboundOctets }
+    }
 
     // Called by TetherStreamHandle.
 

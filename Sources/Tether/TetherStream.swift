@@ -45,8 +45,8 @@ public struct TetherStream: Sendable {
     }
 
     /// Sends what a compressed stream has batched (spec §9.3). Nothing to do on other streams.
-    public func flush() async {
-        try? await self.onLoop {
+    public func flush() async throws {
+        try await self.onLoop {
             $0.flush()
             return $0.eventLoop.makeSucceededVoidFuture()
         }.get()

@@ -208,7 +208,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
     // MARK: Writing
 
     /// Octets this side holds to send: queued in the session, and written but not yet compressed.
-    private var bufferedOutboundOctets: Int {
+    package var bufferedOutboundOctets: Int {
         (self.owner?.bufferedOctets(self.id) ?? 0) + (self.outbound?.bufferedOctets ?? 0)
     }
 

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Tether
+import TetherBench
 import TetherRelay
 import TetherSession
 import TetherTLS

@@ -124,9 +124,8 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
         guard let context = self.context, context.channel.isActive else { return }
         // SO_LINGER 0: the close sends RST instead of FIN (spec: RESET ↔ abortive close).
         let channel = context.channel
-        channel.setOption(.socketOption(.so_linger), value: linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in
-            channel.close(promise: nil)
-        }
+        guard let socket = channel as? any SocketOptionProvider else { return channel.close(promise: nil) }
+        socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     private func finish(error: String?) {
@@ -166,7 +165,7 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
         self.outcome.toStream += bytes.readableBytes
         let stream = self.stream
         self.onStream {
-            stream.write(bytes).whenFailure { [weak self] error in self?.onSocket { self?.abort("the stream refused a write: \(error)") } }
+            stream.write(bytes).whenFailure { error in self.onSocket { self.abort("the stream refused a write: \(error)") } }
         }
     }
 
@@ -174,7 +173,7 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
         self.readRequested = false
         let stream = self.stream
         // Read on only while the stream takes writes; otherwise its `onWritable` asks again.
-        self.onStream { [weak self] in if stream.isWritable { self?.onSocket { self?.readSocket() } } }
+        self.onStream { if stream.isWritable { self.onSocket { self.readSocket() } } }
         context.fireChannelReadComplete()
     }
 
@@ -196,8 +195,9 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
     /// On the stream's loop: write what arrived; credit goes back as the socket takes it.
     private func streamReadable() {
         let stream = self.stream
-        var reads: [TetherStreamHandle.StreamRead] = []
-        while let read = stream.read() { reads.append(read) }
+        var taken: [TetherStreamHandle.StreamRead] = []
+        while let read = stream.read() { taken.append(read) }
+        let reads = taken
         let failed = stream.failure != nil
         let ended = stream.isReadEnded && !failed
         self.onSocket {
@@ -236,12 +236,12 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
 
     // MARK: Hops
 
-    private func onStream(_ body: @escaping () -> Void) {
+    private func onStream(_ body: @escaping @Sendable () -> Void) {
         let stream = self.stream
         if stream.eventLoop.inEventLoop { body() } else { stream.eventLoop.execute { body() } }
     }
 
-    private func onSocket(_ body: @escaping () -> Void) {
+    private func onSocket(_ body: @escaping @Sendable () -> Void) {
         guard let context = self.context else { return }
         if context.eventLoop.inEventLoop { body() } else { context.eventLoop.execute { body() } }
     }

@@ -23,12 +23,27 @@ public enum TetherTransport {
         public var notSentLowWaterMark: NotSentLimit? = NotSentLimit()
         /// Socket reads per wakeup before the frames read are acted on and answers flushed.
         public var readsPerWakeup: UInt = 4
+        /// Between writing passes, read first what waits unread in the socket (spec §8.2 rule 5;
+        /// Linux TCP sockets). Off, passes follow each other until credit or data runs out.
+        public var readFirst = true
 
         public init() {}
     }
 
     /// Called for each connection that completed its handshake, on its event loop.
     public typealias ConnectionHandler = @Sendable (TetherConnection) -> Void
+
+    /// Decides, between the TLS handshake and the Tether session, whether a connection may go on
+    /// (DESIGN: a revoked identity, a connection cap, a handshake rate). Called on the
+    /// connection's event loop with what TLS verified; a refused connection gets its preface and
+    /// GOAWAY `REFUSED` with the reason (spec §10.3), then closes — it never opens a stream.
+    public typealias Admission = @Sendable (TLSPeer, _ remoteAddress: SocketAddress?) -> AdmissionDecision
+
+    public enum AdmissionDecision: Sendable, Hashable {
+        case admit
+        /// The reason goes to the peer in GOAWAY's debug text: no secrets.
+        case refuse(String)
+    }
     /// Called for each connection whose TLS handshake failed.
     public typealias HandshakeFailureHandler = @Sendable (any Error) -> Void
 
@@ -38,13 +53,15 @@ public enum TetherTransport {
         channel: any Channel,
         tls: TLSContext?,
         configuration: TetherConnectionHandler.Configuration,
-        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil
+        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
+        readFirst: Bool = true,
+        admission: Admission? = nil
     ) -> EventLoopFuture<TetherConnection> {
         channel.eventLoop.preconditionInEventLoop()
         var configuration = configuration
         if configuration.compression.offload == nil { configuration.compression.offload = Self.threadPool }
         var facts = TetherConnectionHandler.TransportFacts()
-        if let probe = try? UnreadInputProbe.add(to: channel) { facts.unreadInput = probe }
+        if readFirst, let probe = try? UnreadInputProbe.add(to: channel) { facts.unreadInput = probe }
         guard let tls else {
             return channel.eventLoop.makeCompletedFuture {
                 try TetherConnection.configure(
@@ -65,8 +82,13 @@ public enum TetherTransport {
             facts.recordSize = TLSHandler.recordSize
             facts.peerIdentity = peer.identity
             facts.peerCertificateSHA256 = peer.certificateSHA256
-            return try TetherConnection.configure(
+            let connection = try TetherConnection.configure(
                 channel: channel, configuration: configuration, facts: facts, inboundStreamHandler: inboundStreamHandler)
+            if case .refuse(let reason) = admission?(peer, channel.remoteAddress) ?? .admit {
+                connection.refuse(reason)
+                throw AdmissionRefused(reason: reason)
+            }
+            return connection
         }.nonisolated()
     }
 
@@ -85,6 +107,7 @@ public enum TetherTransport {
         configuration: TetherConnectionHandler.Configuration,
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
         queueLimits: QueueLimits = QueueLimits(),
+        admission: Admission? = nil,
         onConnection: @escaping ConnectionHandler = { _ in },
         onHandshakeFailure: @escaping HandshakeFailureHandler = { _ in }
     ) async throws -> any Channel {
@@ -98,10 +121,17 @@ public enum TetherTransport {
                     try self.applyNotSentLowWaterMark(queueLimits, to: channel)
                     self.configure(
                         channel: channel, tls: tls?.current, configuration: configuration,
-                        inboundStreamHandler: inboundStreamHandler
+                        inboundStreamHandler: inboundStreamHandler, readFirst: queueLimits.readFirst,
+                        admission: admission
                     ).whenComplete { result in
                         switch result {
                         case .success(let connection): onConnection(connection)
+                        case .failure(let refused as AdmissionRefused):
+                            Counter(
+                                label: "tether_connections_refused_total", dimensions: [("reason", refused.reason)],
+                                factory: configuration.metricsFactory ?? MetricsSystem.factory
+                            ).increment()
+                            onHandshakeFailure(refused)
                         case .failure(let error):
                             let reason = (error as? TLSError)?.code.description ?? "other"
                             Counter(
@@ -144,7 +174,7 @@ public enum TetherTransport {
                         try self.applyNotSentLowWaterMark(queueLimits, to: channel)
                         self.configure(
                             channel: channel, tls: tls, configuration: configuration,
-                            inboundStreamHandler: inboundStreamHandler
+                            inboundStreamHandler: inboundStreamHandler, readFirst: queueLimits.readFirst
                         ).cascade(to: configured)
                     }
                 }
@@ -162,4 +192,10 @@ public enum TetherTransport {
             throw error
         }
     }
+}
+
+/// A connection the admission check refused (``TetherTransport/Admission``).
+public struct AdmissionRefused: Error, Hashable, Sendable, CustomStringConvertible {
+    public var reason: String
+    public var description: String { "connection refused: \(self.reason)" }
 }

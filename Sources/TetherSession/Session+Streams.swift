@@ -130,6 +130,11 @@ extension Session {
         return .success(self.streams.values[index].outbound.bufferedBytes)
     }
 
+    /// Octets delivered on a stream and not yet taken by the application (spec §7.2).
+    public func unconsumedOctets(_ id: StreamID) -> Int {
+        Int(self.streams[id]?.receive.unconsumed ?? self.lingering[id] ?? 0)
+    }
+
     /// Octets buffered and not yet sent on a stream.
     public func bufferedOctets(_ id: StreamID) -> Int {
         self.streams[id]?.outbound.bufferedBytes ?? 0

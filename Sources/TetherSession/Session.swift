@@ -158,6 +158,12 @@ public struct Session: Sendable {
         return SessionEvents(.connectionError(code, reason))
     }
 
+    /// This side refuses the connection (spec §10.3, an admission check): GOAWAY `REFUSED` with
+    /// `reason`, and nothing more is processed.
+    public mutating func refuse(reason: String) -> SessionEvents {
+        self.fail(.refused, reason)
+    }
+
     /// Reports a frame the decoder rejected (spec §10.3): the connection fails with its code.
     public mutating func decodingFailed(_ error: WireError) -> SessionEvents {
         self.fail(error.code, error.description)

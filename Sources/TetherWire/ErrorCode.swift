@@ -47,12 +47,16 @@ public struct ErrorCode: Hashable, Sendable, RawRepresentable {
     public static let connectError = ErrorCode(rawValue: 0x11)
     /// An open, idle or half-close timeout (spec §12).
     public static let timeout = ErrorCode(rawValue: 0x12)
+    /// The acceptor refused the connection before any stream: an admission check (a revoked
+    /// identity, a connection cap, a handshake rate); the GOAWAY's debug text says which.
+    public static let refused = ErrorCode(rawValue: 0x13)
 
     /// Every code spec §11 defines, in order.
     public static let allDefined: [ErrorCode] = [
         .noError, .protocolError, .internalError, .flowControlError, .streamLimitError, .frameSizeError,
         .streamClosed, .settingsError, .versionMismatch, .enhanceYourCalm, .keepaliveTimeout, .replaced,
         .refusedStream, .cancel, .unknownService, .policyDenied, .compressionError, .connectError, .timeout,
+        .refused,
     ]
 
     /// The spec's name for the code (`PROTOCOL_ERROR`), or `0x…` for an unknown code.
@@ -77,6 +81,7 @@ public struct ErrorCode: Hashable, Sendable, RawRepresentable {
         case 0x10: "COMPRESSION_ERROR"
         case 0x11: "CONNECT_ERROR"
         case 0x12: "TIMEOUT"
+        case 0x13: "REFUSED"
         default: "0x" + String(self.rawValue, radix: 16)
         }
     }

@@ -28,10 +28,11 @@ import Testing
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(WriteCounter(writes))
-                    var configuration = TetherConnectionHandler.Configuration(role: .dialer)
-                    configuration.unreadInput = { _ in true }
-                    TetherTransport.configure(channel: channel, tls: nil, configuration: configuration)
-                        .cascade(to: configured)
+                    // Input always waits unread: every pass stops after the high watermark.
+                    var facts = TetherConnectionHandler.TransportFacts()
+                    facts.unreadInput = { _ in true }
+                    configured.succeed(
+                        try TetherConnection.configure(channel: channel, configuration: .init(role: .dialer), facts: facts))
                 }
             }
             .connect(to: listener.localAddress!).get()

@@ -10,8 +10,8 @@ import Testing
 /// left before. A stream parked with some credit left used to be woken only when credit had run
 /// out entirely: with every other stream done, it and its FIN waited forever.
 @Suite struct CompressedCreditTests {
-    @Test(arguments: Transport.allCases)
-    func compressedStreamsUnderConnectionCreditPressureAllFinish(_ transport: Transport) async throws {
+    @Test(arguments: Face.all)
+    func compressedStreamsUnderConnectionCreditPressureAllFinish(_ transport: Transport, _ face: Face) async throws {
         // A small connection window that does not grow: units of several KiB often find less left.
         var settings = Settings()
         settings.initialConnectionCredit = 32_768
@@ -22,17 +22,12 @@ import Testing
             try await withThrowingDiscardingTaskGroup { group in
                 for try await stream in loopback.acceptor.inboundStreams {
                     group.addTask {
-                        var sum = Checksum()
-                        var length = 0
-                        for try await chunk in stream.chunks {
-                            sum.add(chunk)
-                            length += chunk.readableBytes
-                        }
+                        let received = try await face.readAll(stream)
                         var answer = ByteBuffer()
-                        answer.writeInteger(sum.value)
-                        answer.writeInteger(UInt64(length))
-                        try await stream.writeMessage(answer)
-                        try await stream.finish()
+                        answer.writeInteger(received.checksum)
+                        answer.writeInteger(UInt64(received.readableBytes))
+                        try await face.write(stream, answer, endMessage: true)
+                        try await face.finish(stream)
                     }
                 }
             }
@@ -52,11 +47,10 @@ import Testing
                             bytes.writeBuffer(&noise)
                             sent.add(bytes)
                             length += bytes.readableBytes
-                            try await stream.write(bytes)
+                            try await face.write(stream, bytes)
                         }
-                        try await stream.finish()
-                        var iterator = stream.messages().makeAsyncIterator()
-                        var answer = try #require(try await iterator.next())
+                        try await face.finish(stream)
+                        var answer = try #require(try await face.messages(stream).first)
                         #expect(answer.readInteger(as: UInt64.self) == sent.value, "stream \(index)")
                         #expect(answer.readInteger(as: UInt64.self) == UInt64(length), "stream \(index)")
                     }

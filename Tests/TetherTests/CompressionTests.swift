@@ -26,11 +26,12 @@ import Testing
         return all
     }
 
-    @Test(arguments: Transport.allCases)
-    func logStreamsCompressByDefault(_ transport: Transport) async throws {
+    /// On either face: what is written compresses, and what is read is plain.
+    @Test(arguments: Face.all)
+    func logStreamsCompressByDefault(_ transport: Transport, _ face: Face) async throws {
         let loopback = try await Loopback.start(transport)
         let received = Task { () -> ByteBuffer? in
-            for try await stream in loopback.acceptor.inboundStreams { return try await Self.readAll(stream) }
+            for try await stream in loopback.acceptor.inboundStreams { return try await face.readAll(stream) }
             return nil
         }
         let stream = try await loopback.dialer.openStream(service: "logs/kubelet", class: .logs)
@@ -40,26 +41,27 @@ import Testing
             for line in 0..<40 {
                 let text = Self.logText(lines: 1, seed: batch * 40 + line)
                 sent.writeImmutableBuffer(text)
-                try await stream.write(text)
+                try await face.write(stream, text)
             }
         }
-        try await stream.finish()
+        try await face.finish(stream)
         #expect(try await received.value == sent)
         let wire = try await loopback.dialer.counters().dataOctetsSent
         #expect(wire * 3 < sent.readableBytes, "\(wire) octets on the wire for \(sent.readableBytes)")
         try await loopback.stop()
     }
 
-    @Test func incompressibleDataGoesRaw() async throws {
+    @Test(arguments: Face.allCases)
+    func incompressibleDataGoesRaw(_ face: Face) async throws {
         let loopback = try await Loopback.start()
         let received = Task { () -> ByteBuffer? in
-            for try await stream in loopback.acceptor.inboundStreams { return try await Self.readAll(stream) }
+            for try await stream in loopback.acceptor.inboundStreams { return try await face.readAll(stream) }
             return nil
         }
         let stream = try await loopback.dialer.openStream(service: "logs/binary", class: .logs)
         let payload = randomPayload(count: 2 << 20, seed: 5)
-        try await stream.write(payload)
-        try await stream.finish()
+        try await face.write(stream, payload)
+        try await face.finish(stream)
         #expect(try await received.value == payload)
         let wire = try await loopback.dialer.counters().dataOctetsSent
         // One probe unit may come out slightly larger; the rest goes raw.
@@ -71,43 +73,44 @@ import Testing
     /// and a receiver that freed its idle decompressor needs that flag: without it, the unit is a
     /// COMPRESSION_ERROR. Both sides free their contexts between rounds here, so the stream only
     /// arrives whole if every new context was announced.
-    @Test func aCompressorFreedWhileIdleResetsTheContext() async throws {
+    @Test(arguments: Face.allCases)
+    func aCompressorFreedWhileIdleResetsTheContext(_ face: Face) async throws {
         var dialer = TetherConnectionHandler.Configuration(role: .dialer)
-        dialer.codec.idleCompressor = .milliseconds(50)
-        dialer.codec.sweepInterval = .milliseconds(10)
+        dialer.compression.idleCompressor = .milliseconds(50)
+        dialer.compression.sweepInterval = .milliseconds(10)
         var acceptor = TetherConnectionHandler.Configuration(role: .acceptor)
-        acceptor.codec.idleDecompressor = .milliseconds(50)
-        acceptor.codec.sweepInterval = .milliseconds(10)
+        acceptor.compression.idleDecompressor = .milliseconds(50)
+        acceptor.compression.sweepInterval = .milliseconds(10)
         let loopback = try await Loopback.start(dialer: dialer, acceptor: acceptor)
         let (inbound, accepted) = AsyncStream<TetherStream>.makeStream()
         let received = Task { () -> ByteBuffer? in
             for try await stream in loopback.acceptor.inboundStreams {
                 accepted.yield(stream)
-                return try await Self.readAll(stream)
+                return try await face.readAll(stream)
             }
             return nil
         }
         let stream = try await loopback.dialer.openStream(service: "logs/app", class: .logs)
-        let sender = try #require(stream.handle.codec)
         var sent = ByteBuffer()
-        var receiver: StreamCodec?
+        var receiver: TetherStreamHandle?
         for round in 0..<3 {
             let text = Self.logText(lines: 300, seed: round)
             sent.writeImmutableBuffer(text)
-            try await stream.write(text)
-            try await stream.flush()
+            try await face.write(stream, text)
+            try await face.flush(stream)
             if receiver == nil {
                 var streams = inbound.makeAsyncIterator()
-                receiver = try #require(await streams.next()?.handle.codec)
+                receiver = try #require(await streams.next()?.handle)
             }
             // Both contexts freed: the next unit comes from a new compressor, to a receiver that
             // can only inflate it as the start of a new context.
-            let codecs = [sender, receiver!]
-            #expect(try await BackpressureTests.waitUntil(eventLoop: loopback.dialer.eventLoop) {
-                codecs.allSatisfy { !$0.holdsContexts } ? true : nil
-            } == true)
+            for handle in [stream.handle, receiver!] {
+                #expect(try await BackpressureTests.waitUntil(eventLoop: handle.eventLoop) {
+                    handle.holdsCompressionContexts ? nil : true
+                } == true)
+            }
         }
-        try await stream.finish()
+        try await face.finish(stream)
         #expect(try await received.value == sent)
         try await loopback.stop()
     }

@@ -10,7 +10,7 @@ import TetherWire
 import Testing
 
 /// SECURITY.md "Memory bound under attack": each attack, over mutual TLS, against a fresh
-/// library-level hub in its own process (`tether target`). For each, the hub stays up, its peak
+/// library-level hub in its own process (`TetherTarget`). For each, the hub stays up, its peak
 /// resident memory (VmHWM) stays under the bound SECURITY.md states, a well-behaved edge's
 /// streams keep flowing, the offender is cut off with the right code, and a metric counts it.
 @Suite(.timeLimit(.minutes(5))) struct HostilePeerTests {
@@ -299,7 +299,7 @@ struct WellBehavedEdge {
     }
 }
 
-/// `tether target` in its own process, built next to this test bundle by `swift test`.
+/// `TetherTarget` in its own process, built next to this test bundle by `swift test`.
 final class TargetProcess: @unchecked Sendable {
     let process = Process()
     let input = Pipe()
@@ -308,9 +308,9 @@ final class TargetProcess: @unchecked Sendable {
     private var buffer = Data()
 
     static var executable: URL {
-        // .build/<triple>/debug/tetherPackageTests.xctest → .build/<triple>/debug/tether
+        // .build/<triple>/debug/tetherPackageTests.xctest → .build/<triple>/debug/TetherTarget
         let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        return me.deletingLastPathComponent().appendingPathComponent("tether")
+        return me.deletingLastPathComponent().appendingPathComponent("TetherTarget")
     }
 
     /// The handshake and preface timeouts default to minutes, not the product's 10 s: the suite
@@ -327,7 +327,7 @@ final class TargetProcess: @unchecked Sendable {
         let fixtures = Loopback.fixtures
         target.process.executableURL = Self.executable
         target.process.arguments = [
-            "target", "--certificate", fixtures.path("hub.pem"), "--key", fixtures.path("hub.key"),
+            "--certificate", fixtures.path("hub.pem"), "--key", fixtures.path("hub.key"),
             "--ca", fixtures.path("ca.pem"), "--handshake-timeout", "\(handshakeTimeout)",
             "--keepalive-interval", "\(keepaliveInterval)", "--keepalive-timeout", "\(keepaliveTimeout)",
             "--preface-timeout", "\(prefaceTimeout)",
@@ -337,7 +337,7 @@ final class TargetProcess: @unchecked Sendable {
         try target.process.run()
         let line = try await target.line()
         guard line.hasPrefix("listening "), let port = Int(line.dropFirst("listening ".count)) else {
-            throw TetherTestError("tether target said \(line)")
+            throw TetherTestError("TetherTarget said \(line)")
         }
         target.port = port
         return target
@@ -356,7 +356,7 @@ final class TargetProcess: @unchecked Sendable {
                     }
                     let more = self.output.fileHandleForReading.availableData
                     guard !more.isEmpty else {
-                        continuation.resume(throwing: TetherTestError("tether target exited"))
+                        continuation.resume(throwing: TetherTestError("TetherTarget exited"))
                         return
                     }
                     self.buffer.append(more)

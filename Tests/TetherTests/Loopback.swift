@@ -33,14 +33,15 @@ struct Loopback {
         dialer dialerConfiguration: TetherConnectionHandler.Configuration = .init(role: .dialer),
         acceptor acceptorConfiguration: TetherConnectionHandler.Configuration = .init(role: .acceptor),
         group: MultiThreadedEventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 2),
-        through link: LinkProfile? = nil
+        through link: LinkProfile? = nil,
+        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil
     ) async throws -> Loopback {
         let (connections, accepted) = AsyncStream<TetherConnection>.makeStream()
         let serverTLS = transport == .tls ? try TLSContextStore(configuration: Self.fixtures.hub()) : nil
         let clientTLS = transport == .tls ? try TLSContext(configuration: Self.fixtures.edge()) : nil
         let listener = try await TetherTransport.listen(
             group: group, host: "127.0.0.1", port: 0, tls: serverTLS, configuration: acceptorConfiguration,
-            onConnection: { accepted.yield($0) })
+            inboundStreamHandler: inboundStreamHandler, onConnection: { accepted.yield($0) })
         // With a link, the dialer reaches the listener through an emulated path with a real round trip.
         var address = listener.localAddress!
         var line: (any Channel)?

@@ -156,8 +156,8 @@ import Testing
         try await tunnel.stop()
     }
 
-    @Test(arguments: [CompressionAlgorithm.none, .deflate])
-    func metadataLeavesWithAllowedFieldsOnlyAndTheWireProvesIt(_ compression: CompressionAlgorithm) async throws {
+    @Test(arguments: [CompressionAlgorithm.none, .deflate], Face.allCases)
+    func metadataLeavesWithAllowedFieldsOnlyAndTheWireProvesIt(_ compression: CompressionAlgorithm, _ face: Face) async throws {
         let observed = Observed()
         let tunnel = try await Tunnel.start(edgePolicy: observed.enforcer(.edge, try Self.policy()), hubPolicy: nil)
         var metadata = OpenMetadata()
@@ -165,26 +165,25 @@ import Testing
         metadata["hostname"] = ByteBuffer(string: Self.secretValue)
         let stream = try await tunnel.edge.openStream(
             service: "inventory", class: .metadata, metadata: metadata, compression: compression)
-        try await stream.writeMessage(Self.inventory(1))
+        try await face.write(stream, Self.inventory(1), endMessage: true)
         // A message the filter cannot read is dropped whole; the stream goes on.
         let dropped = await #expect(throws: TetherError.self) {
-            try await stream.writeMessage(ByteBuffer(string: #"{"node": {"name": "x", "name": "\#(Self.secretValue)"}}"#))
+            try await face.write(stream, ByteBuffer(string: #"{"node": {"name": "x", "name": "\#(Self.secretValue)"}}"#), endMessage: true)
         }
         #expect(dropped?.code == .policyDenied)
         // A message written in pieces is gathered and filtered whole.
         var pieces = Self.inventory(2)
         while pieces.readableBytes > 0 {
             let piece = pieces.readSlice(length: min(7, pieces.readableBytes))!
-            try await stream.write(piece, endMessage: pieces.readableBytes == 0)
+            try await face.write(stream, piece, endMessage: pieces.readableBytes == 0)
         }
-        try await stream.finish()
+        try await face.finish(stream)
 
         var inbound = tunnel.hub.inboundStreams.makeAsyncIterator()
         let received = try #require(try await inbound.next())
         #expect(received.metadata["agent-version"] == ByteBuffer(string: "1.2.3"))
         #expect(received.metadata["hostname"] == nil)
-        var messages: [String] = []
-        for try await message in received.messages() { messages.append(String(buffer: message)) }
+        let messages = try await face.messages(received).map { String(buffer: $0) }
         #expect(messages == [Self.filteredInventory(1), Self.filteredInventory(2)])
 
         // What crossed the wire, with every COMPRESSED frame inflated: deflate must not hide a value.
@@ -204,7 +203,8 @@ import Testing
         try await tunnel.stop()
     }
 
-    @Test func theHubReChecksWhatAnEdgeSends() async throws {
+    @Test(arguments: Face.allCases)
+    func theHubReChecksWhatAnEdgeSends(_ face: Face) async throws {
         let observed = Observed()
         // An edge without the policy — misconfigured or compromised — against a hub that has it.
         let tunnel = try await Tunnel.start(edgePolicy: nil, hubPolicy: observed.enforcer(.hub, try Self.policy()))
@@ -214,14 +214,13 @@ import Testing
         #expect(reset?.errorCode == .policyDenied)
 
         let stream = try await tunnel.edge.openStream(service: "inventory", class: .metadata)
-        try await stream.writeMessage(Self.inventory(3))
-        try await stream.writeMessage(ByteBuffer(string: "not json"))
-        try await stream.writeMessage(Self.inventory(4))
-        try await stream.finish()
+        try await face.write(stream, Self.inventory(3), endMessage: true)
+        try await face.write(stream, ByteBuffer(string: "not json"), endMessage: true)
+        try await face.write(stream, Self.inventory(4), endMessage: true)
+        try await face.finish(stream)
         var inbound = tunnel.hub.inboundStreams.makeAsyncIterator()
         let received = try #require(try await inbound.next())
-        var messages: [String] = []
-        for try await message in received.messages() { messages.append(String(buffer: message)) }
+        let messages = try await face.messages(received).map { String(buffer: $0) }
         #expect(messages == [Self.filteredInventory(3), Self.filteredInventory(4)])
         #expect(observed.count("tether_policy_dropped_messages_total", [("side", "hub"), ("reason", "invalid-json")]) == 1)
         #expect(observed.count("tether_policy_refused_streams_total", [("side", "hub"), ("direction", "toPlane")]) == 1)

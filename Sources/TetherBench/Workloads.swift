@@ -5,10 +5,10 @@ import TetherWire
 
 /// Event-loop workloads over ``TetherStreamHandle``s, the way a relay drives streams: no async
 /// hops per chunk. Shared by `tether demo` and `tether bench`.
-enum Workloads {
+public enum Workloads {
     /// Writes `chunk` repeatedly until `octets` are written (or, when nil, until `stop` says so),
     /// then half-closes. Succeeds with the octets written.
-    static func push(
+    public static func push(
         _ handle: TetherStreamHandle, chunk: ByteBuffer, octets: Int?, endMessage: Bool = false,
         stop: @escaping () -> Bool = { false }, progress: @escaping (Int) -> Void = { _ in }
     ) -> EventLoopFuture<Int> {
@@ -37,7 +37,7 @@ enum Workloads {
     }
 
     /// Reads a stream to its FIN, returning credit as it goes; succeeds with the octets read.
-    static func drain(_ handle: TetherStreamHandle, onChunk: @escaping (ByteBuffer) -> Void = { _ in })
+    public static func drain(_ handle: TetherStreamHandle, onChunk: @escaping (ByteBuffer) -> Void = { _ in })
         -> EventLoopFuture<Int>
     {
         let promise = handle.eventLoop.makePromise(of: Int.self)
@@ -69,7 +69,7 @@ enum Workloads {
     }
 
     /// Reads one whole message (END_MSG), returning credit; nil when the stream ended first.
-    static func readMessage(_ handle: TetherStreamHandle) -> EventLoopFuture<ByteBuffer?> {
+    public static func readMessage(_ handle: TetherStreamHandle) -> EventLoopFuture<ByteBuffer?> {
         let promise = handle.eventLoop.makePromise(of: ByteBuffer?.self)
         var message: ByteBuffer?
         func step() {
@@ -91,7 +91,7 @@ enum Workloads {
     /// - `sink`: reads to FIN, answers with the octet count (8 octets, one message), finishes;
     /// - `echo`: sends every message back;
     /// - anything else: refused with `UNKNOWN_SERVICE`.
-    static func serve(_ handle: TetherStreamHandle, onChunk: @escaping (ByteBuffer) -> Void = { _ in }) {
+    public static func serve(_ handle: TetherStreamHandle, onChunk: @escaping (ByteBuffer) -> Void = { _ in }) {
         switch handle.service {
         case "sink", "metadata", "logs":
             self.drain(handle, onChunk: onChunk).assumeIsolated().whenSuccess { total in
@@ -133,7 +133,7 @@ enum Workloads {
 
     /// Sends `payload` as a message and waits for it to come back, again and again until
     /// `deadline`; succeeds with the round-trip times in microseconds.
-    static func pingPong(_ handle: TetherStreamHandle, payload: ByteBuffer, until deadline: NIODeadline)
+    public static func pingPong(_ handle: TetherStreamHandle, payload: ByteBuffer, until deadline: NIODeadline)
         -> EventLoopFuture<Samples>
     {
         let promise = handle.eventLoop.makePromise(of: Samples.self)
@@ -166,7 +166,7 @@ enum Workloads {
     /// other, so a link with a long round trip still yields thousands of samples (a one-at-a-time
     /// ping-pong gets one per round trip, and its p99 would be its second-worst sample). Succeeds
     /// with the round-trip times in microseconds once every echo is back.
-    static func probe(_ handle: TetherStreamHandle, size: Int, every interval: TimeAmount, until deadline: NIODeadline)
+    public static func probe(_ handle: TetherStreamHandle, size: Int, every interval: TimeAmount, until deadline: NIODeadline)
         -> EventLoopFuture<Samples>
     {
         precondition(size >= 8)
@@ -206,7 +206,7 @@ enum Workloads {
     }
 
     /// Random octets (xorshift), for payloads that do not compress.
-    static func randomBytes(_ count: Int, seed: UInt64 = 0x7e7e_7e7e) -> ByteBuffer {
+    public static func randomBytes(_ count: Int, seed: UInt64 = 0x7e7e_7e7e) -> ByteBuffer {
         var state = seed | 1
         var buffer = ByteBufferAllocator().buffer(capacity: count + 8)
         for _ in 0..<(count + 7) / 8 {
@@ -248,17 +248,17 @@ enum ProcessMemory {
 }
 
 /// Latency samples, reported as percentiles.
-struct Samples {
-    private(set) var values: [Double] = []
+public struct Samples: Sendable {
+    public private(set) var values: [Double] = []
 
-    mutating func add(_ value: Double) { self.values.append(value) }
+    public mutating func add(_ value: Double) { self.values.append(value) }
 
-    func percentile(_ p: Double) -> Double {
+    public func percentile(_ p: Double) -> Double {
         guard !self.values.isEmpty else { return .nan }
         let sorted = self.values.sorted()
         let index = min(sorted.count - 1, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1)
         return sorted[max(0, index)]
     }
 
-    var count: Int { self.values.count }
+    public var count: Int { self.values.count }
 }

@@ -8,7 +8,7 @@ import TetherPolicy
 /// `**`, against Foundation's JSON parser on the same octets in the same run.
 struct BenchPolicy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench-policy",
+        commandName: "policy",
         abstract: "METADATA filtering MB/s on node-inventory JSON, against Foundation's JSON parser.")
 
     @Option(help: "Distinct documents to generate.")

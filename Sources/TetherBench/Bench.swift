@@ -4,16 +4,27 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Tether
-import TetherBench
 import TetherRelay
 import TetherTLS
 import TetherWire
 
-/// `tether bench`: throughput and latency between two processes on loopback, with a plain TCP
-/// connection measured in the same run as the baseline.
-struct Bench: AsyncParsableCommand {
+/// `tether bench`: the benchmarks, each a subcommand; without one, the throughput and latency rows.
+public struct BenchCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure the tunnel: throughput and latency (the default), the policy filter, log compression.",
+        subcommands: [BenchThroughput.self, BenchPolicy.self, BenchCompression.self, BenchServer.self],
+        defaultSubcommand: BenchThroughput.self)
+
+    public init() {}
+}
+
+/// `tether bench [throughput]`: throughput and latency between two processes on loopback, with a
+/// plain TCP connection and a raw TLS connection measured in the same run as the baselines.
+struct BenchThroughput: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure tunnel throughput and command latency against plain TCP, in one run.")
+        commandName: "throughput",
+        abstract: "Measure tunnel throughput and command latency against plain TCP and TLS, in one run.")
 
     @Option(help: "Stream counts for the throughput rows, comma-separated.")
     var streams: String = "1,8,64"
@@ -57,6 +68,11 @@ struct Bench: AsyncParsableCommand {
 
     @Flag(help: "Print one JSON object per line per scenario instead of a table.")
     var json = false
+
+    @OptionGroup(visibility: .hidden) var experiment: BenchSettings
+
+    @Flag(help: ArgumentHelp("With --link-rtt: print the auto-tuned row's rate every 250 ms.", visibility: .hidden))
+    var trace = false
 
     struct Row: Encodable {
         var scenario: String
@@ -114,13 +130,13 @@ struct Bench: AsyncParsableCommand {
         }
         let certificates = self.transport == .tls ? try ThrowAwayCertificates() : nil
         defer { certificates?.remove() }
-        let server = try BenchProcess.start(certificates: certificates?.directory)
+        let server = try BenchProcess.start(certificates: certificates?.directory, experiment: self.experiment)
         defer { server.stop() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let tls = try certificates.map { try TLSContext(configuration: $0.edge) }
         let tetherAddress = try SocketAddress(ipAddress: "127.0.0.1", port: server.tetherPort)
         let chunk = Workloads.randomBytes(65_536)
-        let configuration = BenchSettings.configuration(.dialer)
+        let configuration = self.experiment.configuration(.dialer)
 
         let rows = Set(self.only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         if let link = try self.link() {
@@ -130,13 +146,13 @@ struct Bench: AsyncParsableCommand {
         }
         // Memory first, while both processes are fresh (freed buffers would hide growth later).
         if rows.contains("idle") && self.idleStreams > 0 {
-            let idle = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
+            let idle = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration, queueLimits: self.experiment.queueLimits)
             self.emit(try await Self.idleMemory(idle, streams: self.idleStreams))
             await idle.close()
         }
 
         // Baselines, in this run: one plain TCP connection, and one through our TLS handler.
-        let connection = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
+        let connection = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration, queueLimits: self.experiment.queueLimits)
         let cpu = CPUMeter(connection: connection)
         var baseline: Row? = nil
         if rows.contains("raw") {
@@ -203,8 +219,8 @@ struct Bench: AsyncParsableCommand {
             mib_per_s: Self.mib(octets, rawSeconds), link: self.linkLabel)
         self.emit(raw)
 
-        let configuration = BenchSettings.configuration(.dialer)
-        let tuned = try await TetherTransport.dial(group: group, to: tunedLine.localAddress!, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
+        let configuration = self.experiment.configuration(.dialer)
+        let tuned = try await TetherTransport.dial(group: group, to: tunedLine.localAddress!, tls: tls, configuration: configuration, queueLimits: self.experiment.queueLimits)
         let progress = NIOLockedValueBox([(NIODeadline, Int)]())
         let started = NIODeadline.now()
         let handle = try await tuned.openStream(service: "sink", class: .bulk).handle
@@ -215,7 +231,7 @@ struct Bench: AsyncParsableCommand {
             ).flatMap { _ in Workloads.readMessage(handle) }
         }.get()
         let tunedSeconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
-        if ProcessInfo.processInfo.environment["TETHER_BENCH_TRACE"] != nil {
+        if self.trace {
             var last = (started, 0)
             for sample in progress.withLockedValue({ $0 }) where sample.0 - last.0 >= .milliseconds(250) {
                 let rate = Double(sample.1 - last.1) / (Double((sample.0 - last.0).nanoseconds) / 1e9) / 1_048_576
@@ -232,7 +248,7 @@ struct Bench: AsyncParsableCommand {
                 link: self.linkLabel))
         await tuned.close()
 
-        let fixed = try await TetherTransport.dial(group: group, to: fixedLine.localAddress!, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
+        let fixed = try await TetherTransport.dial(group: group, to: fixedLine.localAddress!, tls: tls, configuration: configuration, queueLimits: self.experiment.queueLimits)
         let (fixedOctets, fixedSeconds) = try await Self.bulk(fixed, seconds: 5, chunk: chunk, streams: 1) { _ in nil }
         self.emit(
             Row(
@@ -250,14 +266,14 @@ struct Bench: AsyncParsableCommand {
         link: LinkProfile, server: BenchProcess, tls: TLSContext?, chunk: ByteBuffer, group: any EventLoopGroup,
         linkGroup: any EventLoopGroup
     ) async throws {
-        let configuration = BenchSettings.configuration(.dialer)
+        let configuration = self.experiment.configuration(.dialer)
         guard let queue = Self.parseSize(self.linkQueue) else { throw ValidationError("--link-queue: a size such as 256K") }
         var bounded = link
         bounded.queueLimit = queue
         bounded.receiveBuffer = 16_384
         let boundLine = try await DelayLine.start(group: linkGroup, port: server.tetherPort, link: bounded)
         let latencyConnection = try await TetherTransport.dial(
-            group: group, to: boundLine.localAddress!, tls: tls, configuration: configuration, queueLimits: BenchSettings.queueLimits)
+            group: group, to: boundLine.localAddress!, tls: tls, configuration: configuration, queueLimits: self.experiment.queueLimits)
         // Commands at a steady pace: one-at-a-time round trips of 50 ms would give too few samples for a p99.
         let interval = TimeAmount.milliseconds(2)
         let idleSteal = StealMeter()
@@ -554,7 +570,7 @@ struct StealMeter {
     }
 }
 
-/// The `tether bench-server` child process.
+/// The `tether bench serve` child process.
 struct BenchProcess {
     let process: Process
     let input: Pipe
@@ -563,14 +579,14 @@ struct BenchProcess {
     let rawTLSPort: Int
     let fixedWindowPort: Int
 
-    static func start(certificates: String?) throws -> BenchProcess {
+    static func start(certificates: String?, experiment: BenchSettings) throws -> BenchProcess {
         let process = Process()
         // argv[0] when it is a path (it is also right under valgrind, where /proc/self/exe is not).
         let argumentZero = CommandLine.arguments[0]
         let executable =
             argumentZero.hasPrefix("/") ? argumentZero : try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["bench-server"] + (certificates.map { ["--certificates", $0] } ?? [])
+        process.arguments = ["bench", "serve"] + (certificates.map { ["--certificates", $0] } ?? []) + experiment.arguments
         let input = Pipe()
         let output = Pipe()
         process.standardInput = input
@@ -585,7 +601,7 @@ struct BenchProcess {
             let rawTLS = Int(parts[3]), let fixed = Int(parts[4])
         else {
             process.terminate()
-            throw ValidationError("bench-server did not report its ports")
+            throw ValidationError("the far end (tether bench serve) did not report its ports")
         }
         return BenchProcess(
             process: process, input: input, tetherPort: tether, rawPort: raw, rawTLSPort: rawTLS, fixedWindowPort: fixed)

@@ -9,7 +9,7 @@ import TetherRelay
 import TetherTLS
 import TetherWire
 
-/// `tether target` (hidden): a hub built from the library alone, for the hostile-peer tests
+/// `TetherTarget`: a hub built from the library alone, for the hostile-peer tests
 /// (SECURITY.md). It accepts edges over mutual TLS and serves `echo` (bytes back), `firehose`
 /// (bytes until the stream ends), `hold` (never reads) and `inflate` (reads to the end through the
 /// async face, which inflates within the bomb limits, counting `tether_target_inflated_octets_total`); `down` is refused with CONNECT_ERROR, as
@@ -17,9 +17,10 @@ import TetherWire
 /// UNKNOWN_SERVICE. On standard input
 /// it answers `metrics` (Prometheus text, then `END`) and `memory` (`VmHWM <kB> VmRSS <kB>`);
 /// it exits when standard input closes.
-struct Target: AsyncParsableCommand {
+@main
+struct TetherTarget: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "target", abstract: "A library-level hub for the hostile-peer tests.", shouldDisplay: false)
+        commandName: "TetherTarget", abstract: "A library-level hub for the hostile-peer tests.")
 
     @Option var certificate: String
     @Option var key: String

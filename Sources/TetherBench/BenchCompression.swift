@@ -13,7 +13,7 @@ import TetherWire
 /// compressing streams; and the command round trip while 8 compressed log streams run.
 struct BenchCompression: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench-compression",
+        commandName: "compression",
         abstract: "Log compression as the tunnel frames it, against one-shot zlib; memory; latency under log load.")
 
     @Option(help: "Octets of generated log text.")
@@ -23,7 +23,7 @@ struct BenchCompression: AsyncParsableCommand {
     var seconds: Double = 3
 
     func run() async throws {
-        guard let size = Bench.parseSize(self.bytes), size > 0 else { throw ValidationError("--bytes: a size such as 64M") }
+        guard let size = BenchThroughput.parseSize(self.bytes), size > 0 else { throw ValidationError("--bytes: a size such as 64M") }
         let log = Self.generateLog(octets: size)
         print("log text: \(log.readableBytes) octets of syslog/kubelet-style lines")
         let python = Self.pythonReference(log)
@@ -107,27 +107,39 @@ struct BenchCompression: AsyncParsableCommand {
         return Result(mbPerSecond: Double(log.readableBytes) / 1e6 / seconds, ratio: Double(log.readableBytes) / Double(output.readableBytes))
     }
 
-    /// As the tunnel does it: the stream's codec (8 KiB window, memLevel 6) batching 16 KiB writes
-    /// into units that each fit one frame, sync-flushed, trailers stripped; the payloads are what
-    /// goes on the wire.
+    /// As the tunnel does it: the stream's compressor (8 KiB window, memLevel 6) batching 4 KiB
+    /// writes into units that each fit one frame, sync-flushed, trailers stripped; the payloads are
+    /// what goes on the wire.
     static func framed(_ log: ByteBuffer, level: Int32) throws -> Result {
-        var configuration = StreamCodec.Configuration()
+        var configuration = CompressionConfiguration()
         configuration.deflate.level = level
-        let codec = StreamCodec(configuration: configuration)
+        let compression = OutboundCompression(configuration: configuration, maxUnit: 16_375)
         var input = log
         var wire = 0
         let start = NIODeadline.now()
         while input.readableBytes > 0 {
-            let piece = input.readSlice(length: min(4_096, input.readableBytes))!  // a log shipper's writes
-            try codec.write(piece, maxUnit: 16_375, now: start) { units in
-                for unit in units { wire += unit.bytes.readableBytes }
-            }
+            compression.append(input.readSlice(length: min(4_096, input.readableBytes))!, endMessage: false)  // a log shipper's writes
+            wire += try Self.drain(compression)
         }
-        try codec.write(nil, maxUnit: 16_375, now: start) { units in
-            for unit in units { wire += unit.bytes.readableBytes }
-        }
+        compression.requestFlush()
+        wire += try Self.drain(compression)
         let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
         return Result(mbPerSecond: Double(log.readableBytes) / 1e6 / seconds, ratio: Double(log.readableBytes) / Double(wire))
+    }
+
+    /// Runs the compressor until it waits; returns the octets it made.
+    static func drain(_ compression: OutboundCompression) throws -> Int {
+        var octets = 0
+        while true {
+            switch try compression.next(now: .now()) {
+            case .idle:
+                return octets
+            case .raw(let bytes, _):
+                octets += bytes.readableBytes
+            case .deflate(let job):
+                octets += compression.finished(job, try job.run().get(), now: .now()).readableBytes
+            }
+        }
     }
 
     /// Python's zlib on the same octets, as an independent reference (when python3 is there).
@@ -164,29 +176,31 @@ struct BenchCompression: AsyncParsableCommand {
     /// Resident memory of 1,000 streams compressing (one unit each) and 1,000 decompressing.
     static func memory() throws {
         let sample = generateLog(octets: 16_384)
-        var codecs: [StreamCodec] = []
-        var units: [StreamCodec.Unit] = []
+        var compressors: [OutboundCompression] = []
+        var unit: ByteBuffer?
         let before = ProcessMemory.residentBytes()
         for _ in 0..<1_000 {
-            let codec = StreamCodec()
-            try codec.write(sample, endMessage: true, maxUnit: 16_375, now: .now()) { units = $0 }
-            codecs.append(codec)
+            let compression = OutboundCompression(configuration: CompressionConfiguration(), maxUnit: 16_375)
+            compression.append(sample, endMessage: true)
+            guard case .deflate(let job) = try compression.next(now: .now()) else { continue }
+            unit = compression.finished(job, try job.run().get(), now: .now())
+            compressors.append(compression)
         }
         let compressing = ProcessMemory.residentBytes() - before
         let middle = ProcessMemory.residentBytes()
-        var readers: [StreamCodec] = []
+        var readers: [InboundInflation] = []
         for _ in 0..<1_000 {
-            let codec = StreamCodec()
-            _ = try codec.inflate(units[0].bytes, resetContext: true, now: .now())
-            readers.append(codec)
+            let inflation = InboundInflation(configuration: CompressionConfiguration())
+            _ = try inflation.inflate(unit!, resetContext: true, now: .now())
+            readers.append(inflation)
         }
         let decompressing = ProcessMemory.residentBytes() - middle
-        let stated = StreamCodec.Configuration().deflate.compressorBytes
+        let stated = CompressionConfiguration().deflate.compressorBytes
         print(
             "memory: 1,000 compressing streams \(compressing >> 20) MiB (\(compressing / 1_000) B each; zlib's formula "
                 + "says \(stated) B); 1,000 decompressing \(decompressing >> 20) MiB (\(decompressing / 1_000) B each); "
                 + "idle streams hold no context")
-        withExtendedLifetime((codecs, readers)) {}
+        withExtendedLifetime((compressors, readers)) {}
     }
 
     /// The command round trip with no other traffic, then while 8 compressed log streams run.

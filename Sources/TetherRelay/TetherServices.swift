@@ -1,0 +1,238 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Tether
+import TetherTLS
+import TetherWire
+
+/// Accepts Tether connections as a swift-service-lifecycle `Service`, the way Hummingbird's server
+/// is one: `run()` listens until graceful shutdown, which stops accepting, sends GOAWAY on every
+/// connection (spec §10.2), lets open streams finish within the drain grace, closes what is left,
+/// and returns. The TLS files are reloaded on a timer (and on ``reloadTLS()``, for SIGHUP): new
+/// connections get new certificates, live ones keep theirs (spec §2.1).
+public final class TetherListenerService: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// What every accepted connection runs with (the acceptor role).
+        public var connection: TetherConnectionHandler.Configuration
+        public var queueLimits = TetherTransport.QueueLimits()
+        /// How often the TLS files are checked for changes; nil: only on ``reloadTLS()``.
+        public var tlsReloadInterval: Duration? = .seconds(60)
+        /// Open streams get this long after GOAWAY before what is left is closed (spec §10.2).
+        public var drainGrace: Duration = .seconds(30)
+
+        public init(host: String, port: Int, connection: TetherConnectionHandler.Configuration = .init(role: .acceptor)) {
+            self.host = host
+            self.port = port
+            self.connection = connection
+        }
+    }
+
+    /// Called as connections come and go, on their event loop: a registry tracks agents with them.
+    public typealias ConnectionUp = @Sendable (TetherConnection) -> Void
+    /// `code` is the GOAWAY code that ended the connection, nil when it just closed.
+    public typealias ConnectionDown = @Sendable (TetherConnection, _ code: ErrorCode?) -> Void
+
+    public let configuration: Configuration
+    private let group: any EventLoopGroup
+    private let tls: TLSContextStore?
+    private let logger: Logger
+    private let inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler?
+    private let admission: TetherTransport.Admission?
+    private let up: ConnectionUp
+    private let down: ConnectionDown
+    private let live = NIOLockedValueBox<[ObjectIdentifier: TetherConnection]>([:])
+    private let address: EventLoopPromise<SocketAddress>
+
+    public init(
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, configuration: Configuration,
+        tls: TLSContextStore?, logger: Logger = Logger(label: "tether.listener"),
+        admission: TetherTransport.Admission? = nil,
+        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
+        onConnectionUp: @escaping ConnectionUp = { _ in }, onConnectionDown: @escaping ConnectionDown = { _, _ in }
+    ) {
+        self.group = group
+        self.configuration = configuration
+        self.tls = tls
+        self.logger = logger
+        self.admission = admission
+        self.inboundStreamHandler = inboundStreamHandler
+        self.up = onConnectionUp
+        self.down = onConnectionDown
+        self.address = group.any().makePromise()
+    }
+
+    /// Where it listens, once it does (port 0 picks one).
+    public var localAddress: SocketAddress {
+        get async throws { try await self.address.futureResult.get() }
+    }
+
+    /// The connections open now.
+    public var connections: [TetherConnection] { self.live.withLockedValue { Array($0.values) } }
+
+    /// Reads the TLS files again if they changed; a file that does not load keeps the old
+    /// certificates in use, and is logged.
+    public func reloadTLS() {
+        do {
+            if try self.tls?.reloadIfChanged() == true { self.logger.notice("TLS files reloaded") }
+        } catch {
+            self.logger.error("TLS files not reloaded; the previous ones stay in use", metadata: ["error": "\(error)"])
+        }
+    }
+
+    public func run() async throws {
+        let live = self.live
+        let up = self.up
+        let down = self.down
+        let channel: any Channel
+        do {
+            channel = try await TetherTransport.listen(
+                group: self.group, host: self.configuration.host, port: self.configuration.port, tls: self.tls,
+                configuration: self.configuration.connection, inboundStreamHandler: self.inboundStreamHandler,
+                queueLimits: self.configuration.queueLimits, admission: self.admission,
+                onConnection: { connection in
+                    let key = ObjectIdentifier(connection.channel)
+                    live.withLockedValue { $0[key] = connection }
+                    up(connection)
+                    connection.closeCode.whenComplete { result in
+                        live.withLockedValue { _ = $0.removeValue(forKey: key) }
+                        down(connection, (try? result.get()) ?? nil)
+                    }
+                })
+        } catch {
+            self.address.fail(error)
+            throw error
+        }
+        self.address.succeed(channel.localAddress!)
+        self.logger.info("listening", metadata: ["address": "\(channel.localAddress!)"])
+
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { tasks in
+                if let interval = self.configuration.tlsReloadInterval, self.tls != nil {
+                    tasks.addTask {
+                        while true {
+                            try await Task.sleep(for: interval)
+                            self.reloadTLS()
+                        }
+                    }
+                }
+                try await channel.closeFuture.get()
+                tasks.cancelAll()
+            }
+        } onGracefulShutdown: {
+            channel.close(promise: nil)  // quiesce: accept nothing more
+        }
+        try await self.drain()
+    }
+
+    /// GOAWAY on every connection; then waits until they closed, at most the drain grace (and a
+    /// moment for the last writes), and closes what is left.
+    private func drain() async throws {
+        let connections = self.connections
+        guard !connections.isEmpty else { return }
+        self.logger.info("draining", metadata: ["connections": "\(connections.count)"])
+        for connection in connections { connection.goAway() }
+        let deadline = ContinuousClock.now + self.configuration.drainGrace + .seconds(2)
+        while !self.connections.isEmpty, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for connection in self.connections { await connection.close() }
+    }
+}
+
+/// Dials a Tether acceptor and keeps the connection as a swift-service-lifecycle `Service`: it
+/// dials again after a connection ends, with full-jitter exponential backoff reset once a
+/// connection has stayed up for a while. Graceful shutdown sends GOAWAY (spec §10.2), lets open
+/// streams finish within the session's GOAWAY grace, and returns.
+public final class TetherDialerService: Service, Sendable {
+    public struct Configuration: Sendable {
+        /// Resolved again on every attempt (a name may move).
+        public var host: String
+        public var port: Int
+        public var connection: TetherConnectionHandler.Configuration
+        public var queueLimits = TetherTransport.QueueLimits()
+        public var backoff = Backoff()
+
+        public init(host: String, port: Int, connection: TetherConnectionHandler.Configuration = .init(role: .dialer)) {
+            self.host = host
+            self.port = port
+            self.connection = connection
+        }
+    }
+
+    /// Full-jitter exponential backoff: attempt n waits a random time in 0…min(cap, base × 2ⁿ).
+    public struct Backoff: Sendable {
+        public var base: Duration = .milliseconds(500)
+        public var cap: Duration = .seconds(30)
+        /// A connection up this long resets the attempts.
+        public var stable: Duration = .seconds(60)
+
+        public init() {}
+
+        /// The wait before attempt `attempt` (0 for the first retry).
+        public func delay(attempt: Int) -> Duration {
+            let ceiling = min(self.cap, self.base * Double(1 << min(attempt, 30)))
+            return ceiling * Double.random(in: 0...1)
+        }
+    }
+
+    public let configuration: Configuration
+    private let group: any EventLoopGroup
+    private let tls: TLSContextStore?
+    private let logger: Logger
+    private let inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler?
+    private let onConnection: @Sendable (TetherConnection) -> Void
+    private let current = NIOLockedValueBox<TetherConnection?>(nil)
+
+    public init(
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, configuration: Configuration,
+        tls: TLSContextStore?, logger: Logger = Logger(label: "tether.dialer"),
+        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
+        onConnection: @escaping @Sendable (TetherConnection) -> Void = { _ in }
+    ) {
+        self.group = group
+        self.configuration = configuration
+        self.tls = tls
+        self.logger = logger
+        self.inboundStreamHandler = inboundStreamHandler
+        self.onConnection = onConnection
+    }
+
+    /// The connection, while one is up.
+    public var connection: TetherConnection? { self.current.withLockedValue { $0 } }
+
+    public func run() async throws {
+        var attempt = 0
+        try await withGracefulShutdownHandler {
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                let started = ContinuousClock.now
+                do {
+                    let address = try SocketAddress.makeAddressResolvingHost(self.configuration.host, port: self.configuration.port)
+                    let connection = try await TetherTransport.dial(
+                        group: self.group, to: address, tls: try self.tls.map { _ = try $0.reloadIfChanged(); return $0.current },
+                        configuration: self.configuration.connection, inboundStreamHandler: self.inboundStreamHandler,
+                        queueLimits: self.configuration.queueLimits)
+                    self.current.withLockedValue { $0 = connection }
+                    self.logger.info("connected", metadata: ["address": "\(address)"])
+                    self.onConnection(connection)
+                    let code = await connection.closed()
+                    self.current.withLockedValue { $0 = nil }
+                    self.logger.notice("connection ended", metadata: ["code": "\(code.map { $0.name } ?? "none")"])
+                } catch {
+                    self.logger.warning("dial failed", metadata: ["error": "\(error)"])
+                }
+                if ContinuousClock.now - started >= self.configuration.backoff.stable { attempt = 0 }
+                guard !Task.isShuttingDownGracefully else { break }
+                try? await Task.sleep(for: self.configuration.backoff.delay(attempt: attempt))
+                attempt += 1
+            }
+        } onGracefulShutdown: {
+            // The connection drains (spec §10.2): the loop above sees it close, and stops. The
+            // session itself ends what is left when its GOAWAY grace runs out.
+            self.current.withLockedValue { $0 }?.goAway()
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Tether
+import TetherRelay
+import TetherTLS
+import TetherWire
+import Testing
+
+/// The listener and the dialer as swift-service-lifecycle services (spec §10.2): graceful shutdown
+/// quiesces, sends GOAWAY, lets open streams finish and returns; connections are reported up and
+/// down; an admission check refuses before any stream (spec §10.3).
+@Suite struct ServiceTests {
+    static let logger = Logger(label: "tether.test")
+
+    static func serviceGroup(_ services: [any Service]) -> ServiceGroup {
+        ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: Self.logger))
+    }
+
+    /// Graceful shutdown with a transfer under way: the stream finishes whole, a new open is
+    /// refused (the peer's GOAWAY), the connection closes, and `run()` returns.
+    @Test func aGracefulShutdownLetsOpenStreamsFinish() async throws {
+        let events = NIOLockedValueBox<[String]>([])
+        let listener = TetherListenerService(
+            configuration: .init(host: "127.0.0.1", port: 0), tls: nil,
+            onConnectionUp: { _ in events.withLockedValue { $0.append("up") } },
+            onConnectionDown: { _, code in events.withLockedValue { $0.append("down \(code?.name ?? "none")") } })
+        let services = Self.serviceGroup([listener])
+        let running = Task { try await services.run() }
+        let address = try await listener.localAddress
+        let server = Task {
+            try await waitFor { listener.connections.first }
+        }
+        let dialer = try await TetherTransport.dial(
+            group: MultiThreadedEventLoopGroup.singleton, to: address, tls: nil, configuration: .init(role: .dialer))
+        let acceptor = try await server.value
+        let serving = Task { try await StreamTransferTests.serveChecksums(acceptor) }
+
+        // A stream half-written when the shutdown begins.
+        let stream = try await dialer.openStream(service: "echo", class: .bulk)
+        let first = randomPayload(count: 1 << 20, seed: 1)
+        try await stream.write(first)
+        await services.triggerGracefulShutdown()
+        let goAway = try await dialer.goAwayReceived()
+        #expect(goAway.code == .noError)
+        let refused = await #expect(throws: TetherError.self) {
+            _ = try await dialer.openStream(service: "echo", class: .bulk)
+        }
+        #expect(refused?.openError == .draining)
+        // It finishes whole.
+        let second = randomPayload(count: 1 << 20, seed: 2)
+        try await stream.write(second)
+        try await stream.finish()
+        var answers = try await Face.async.messages(stream)
+        let (sum, length) = answers[0].readMultipleIntegers(as: (UInt64, UInt64).self)!
+        var whole = first
+        whole.writeImmutableBuffer(second)
+        #expect(length == UInt64(whole.readableBytes))
+        #expect(sum == whole.checksum)
+        try await running.value  // run() returned once the connection had drained
+        _ = await dialer.closed()
+        // A drain that finished closes the transport without an error code.
+        #expect(try await waitFor { events.withLockedValue { $0.count == 2 ? $0 : nil } } == ["up", "down none"])
+        serving.cancel()
+    }
+
+    /// spec §10.3: an identity the admission check refuses gets the acceptor's preface, then GOAWAY
+    /// REFUSED with the reason, and no stream; a connection it admits works.
+    @Test func anAdmissionCheckRefusesBeforeAnyStream() async throws {
+        let fixtures = Loopback.fixtures
+        let store = try TLSContextStore(configuration: fixtures.hub())
+        let listener = TetherListenerService(
+            configuration: .init(host: "127.0.0.1", port: 0), tls: store,
+            admission: { peer, _ in peer.identity == fixtures.identity ? .refuse("identity revoked") : .admit })
+        let services = Self.serviceGroup([listener])
+        let running = Task { try await services.run() }
+        let address = try await listener.localAddress
+        let peer = try await RawPeer.connect(
+            to: address, group: MultiThreadedEventLoopGroup.singleton, tls: try TLSContext(configuration: fixtures.edge()),
+            first: { var hello = ByteBuffer(); hello.writePreface(Settings()); return hello }())
+        let frames = try await peer.framesUntilClosed()
+        guard case .goAway(let goAway)? = frames.last else {
+            Issue.record("expected GOAWAY last, got \(frames)")
+            return
+        }
+        #expect(goAway.code == .refused)
+        #expect(goAway.debug == "identity revoked")
+        #expect(goAway.lastStreamID == .connection)
+        #expect(listener.connections.isEmpty)
+        await services.triggerGracefulShutdown()
+        try await running.value
+    }
+
+    /// The dialer keeps its connection: dropped by the acceptor, it dials again (backoff reset).
+    @Test func theDialerDialsAgainAfterItsConnectionDrops() async throws {
+        let listener = TetherListenerService(configuration: .init(host: "127.0.0.1", port: 0), tls: nil)
+        let listening = Self.serviceGroup([listener])
+        let serving = Task { try await listening.run() }
+        let address = try await listener.localAddress
+        var configuration = TetherDialerService.Configuration(host: "127.0.0.1", port: address.port!)
+        configuration.backoff.base = .milliseconds(10)
+        configuration.backoff.cap = .milliseconds(100)
+        let connected = NIOLockedValueBox(0)
+        let dialer = TetherDialerService(configuration: configuration, tls: nil, onConnection: { _ in
+            connected.withLockedValue { $0 += 1 }
+        })
+        let dialing = Self.serviceGroup([dialer])
+        let running = Task { try await dialing.run() }
+        let first = try await waitFor { listener.connections.first }
+        await first.close()
+        _ = try await waitFor { connected.withLockedValue { $0 } >= 2 ? true : nil }
+        let second = try await waitFor { dialer.connection }
+        _ = try await second.ready()
+        await dialing.triggerGracefulShutdown()
+        try await running.value
+        await listening.triggerGracefulShutdown()
+        try await serving.value
+    }
+}
