@@ -601,6 +601,11 @@ extension TetherConnectionHandler {
         self.streams.reduce(0) { $0 + self.session.unconsumedOctets($1.key) + $1.value.bufferedOutboundOctets }
     }
 
+    /// The receive windows of the open streams, together: what the peer may send before it waits.
+    package var receiveWindows: Int {
+        self.streams.keys.reduce(0) { $0 + self.session.receiveWindow($1) }
+    }
+
     // Called by TetherStreamHandle.
 
     func bufferedOctets(_ id: StreamID) -> Int {

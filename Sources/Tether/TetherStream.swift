@@ -85,7 +85,8 @@ public struct TetherStream: Sendable {
                         wire += read.wireOctets
                         batch.append(read)
                     }
-                    if let failure = handle.failure { throw failure }
+                    // What was read before the stream failed is delivered first; the error next time.
+                    if let failure = handle.failure, batch.isEmpty { throw failure }
                     handle.consumed(wire)
                     return (batch, handle.isReadEnded)
                 }

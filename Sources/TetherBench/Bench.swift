@@ -43,8 +43,12 @@ struct BenchThroughput: AsyncParsableCommand {
     @Option(help: "Transport under the tunnel: tls (mutual TLS 1.3, throw-away certificates) or tcp.")
     var transport: TransportOption = .tls
 
-    @Option(help: "Which rows to run, comma-separated: idle, raw, tunnel, latency (with --link-rtt: tunnel, latency).")
-    var only: String = "idle,raw,tunnel,latency"
+    @Option(
+        help: """
+            Which rows to run, comma-separated: idle, raw, tunnel, relay, latency (with --link-rtt: \
+            tunnel, latency).
+            """)
+    var only: String = "idle,raw,tunnel,relay,latency"
 
     @Option(help: "Idle streams to hold open for the memory row (0 to skip).")
     var idleStreams: Int = 10_000
@@ -164,15 +168,38 @@ struct BenchThroughput: AsyncParsableCommand {
         }
 
         let scenario = "tunnel-\(self.transport.rawValue)"
+        var tunnelRows: [Int: Row] = [:]
         for count in counts where rows.contains("tunnel") {
             let before = try await cpu.total()
             let seconds = try await Self.throughput(connection, streams: count, octets: octets, chunk: chunk)
             let spent = try await cpu.total() - before
-            self.emit(
-                Row(
-                    scenario: scenario, streams: count, bytes: octets, seconds: seconds, mib_per_s: Self.mib(octets, seconds),
-                    baseline: baseline?.scenario, ratio_to_baseline: baseline.map { $0.seconds / seconds },
-                    cpu_ns_per_byte: Double(spent) / Double(octets)))
+            let row = Row(
+                scenario: scenario, streams: count, bytes: octets, seconds: seconds, mib_per_s: Self.mib(octets, seconds),
+                baseline: baseline?.scenario, ratio_to_baseline: baseline.map { $0.seconds / seconds },
+                cpu_ns_per_byte: Double(spent) / Double(octets))
+            tunnelRows[count] = row
+            self.emit(row)
+        }
+
+        // The relay path: local TCP → splice → the same tunnel → splice → TCP sink, one connection
+        // per stream, against the tunnel row with as many streams.
+        if rows.contains("relay") {
+            let entrance = try await RelayPath.entrance(group: group, connection: connection)
+            let applications = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            for count in counts {
+                let before = try await cpu.total()
+                let seconds = try await RelayPath.push(
+                    group: applications, to: entrance.localAddress!, connections: count, octets: octets, chunk: chunk)
+                let spent = try await cpu.total() - before
+                let tunnel = tunnelRows[count]
+                self.emit(
+                    Row(
+                        scenario: "relay-\(self.transport.rawValue)", streams: count, bytes: octets, seconds: seconds,
+                        mib_per_s: Self.mib(octets, seconds), baseline: tunnel?.scenario,
+                        ratio_to_baseline: tunnel.map { $0.seconds / seconds }, cpu_ns_per_byte: Double(spent) / Double(octets)))
+            }
+            try await entrance.close()
+            try await applications.shutdownGracefully()
         }
 
         if rows.contains("latency") {

@@ -26,11 +26,20 @@ struct BenchServer: AsyncParsableCommand {
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
         let tls = try self.certificates.map { try TLSContextStore(configuration: ThrowAwayCertificates(directory: $0).hub) }
+        let raw = try await RawTCP.listen(group: group, tls: nil)
+        let sink = raw.localAddress!
         let tether = try await TetherTransport.listen(
             group: group, host: "127.0.0.1", port: 0, tls: tls,
             configuration: self.experiment.configuration(.acceptor),
-            inboundStreamHandler: { Workloads.serve($0) }, queueLimits: self.experiment.queueLimits)
-        let raw = try await RawTCP.listen(group: group, tls: nil)
+            inboundStreamHandler: { handle in
+                // The relay path's far end splices to the raw sink; everything else is a workload.
+                if handle.service == RelayPath.service {
+                    RelayPath.exit(handle, to: sink, group: group)
+                } else {
+                    Workloads.serve(handle)
+                }
+            },
+            queueLimits: self.experiment.queueLimits)
         var rawTLS: (any Channel)? = nil
         if let tls { rawTLS = try await RawTCP.listen(group: group, tls: tls) }
         // The same service with windows pinned to their initial size, for the WAN rows: tuning runs

@@ -102,8 +102,18 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        // Closed under us (not by `end`): the stream cannot go on.
-        self.abort("the socket closed")
+        if self.outputClosed && !self.inputClosed && !self.finished {
+            // NIO turns an EOF that arrives after our half-close into a full close, without an
+            // `inputClosed` event (errors come through `errorCaught` first): the socket's input
+            // ended cleanly, after everything it delivered.
+            self.inputClosed = true
+            let stream = self.stream
+            self.onStream { _ = stream.finish() }
+            self.finish(error: nil)
+        } else {
+            // Closed under us (not by `closeIfBothEnded`): the stream cannot go on.
+            self.abort("the socket closed")
+        }
         context.fireChannelInactive()
     }
 

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import Tether
+import TetherSession
 import TetherTLS
 import TetherWire
 
@@ -113,8 +114,8 @@ public final class TetherListenerService: Service, Sendable {
             try await withThrowingDiscardingTaskGroup { tasks in
                 if let interval = self.configuration.tlsReloadInterval, self.tls != nil {
                     tasks.addTask {
-                        while true {
-                            try await Task.sleep(for: interval)
+                        // Cancelled when the listener closes: that ends the loop, not the service.
+                        while (try? await Task.sleep(for: interval)) != nil {
                             self.reloadTLS()
                         }
                     }

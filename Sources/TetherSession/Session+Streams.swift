@@ -135,6 +135,12 @@ extension Session {
         Int(self.streams[id]?.receive.unconsumed ?? self.lingering[id] ?? 0)
     }
 
+    /// A stream's receive window now: what the peer may have in flight to it (spec §7.2, as
+    /// grown by §7.4).
+    package func receiveWindow(_ id: StreamID) -> Int {
+        Int(self.streams[id]?.receive.window ?? 0)
+    }
+
     /// Octets buffered and not yet sent on a stream.
     public func bufferedOctets(_ id: StreamID) -> Int {
         self.streams[id]?.outbound.bufferedBytes ?? 0

@@ -69,6 +69,39 @@ import Testing
         try await loopback.stop()
     }
 
+    /// spec §9.4: a COMPRESSED frame that does not inflate is a COMPRESSION_ERROR for its stream;
+    /// what inflated before it is delivered first, on either face, and nothing after it.
+    @Test(arguments: Face.allCases)
+    func whatInflatedBeforeBadDataIsDeliveredThenTheError(_ face: Face) async throws {
+        let loopback = try await Loopback.start()
+        let stream = try await loopback.dialer.openStream(service: "logs/app", class: .logs, compression: .deflate)
+        let deflater = try Deflater(parameters: DeflateParameters())
+        var plain = ByteBuffer()
+        var units: [ByteBuffer] = []
+        for round in 0..<8 {
+            let text = Self.logText(lines: 100, seed: round * 100)
+            plain.writeImmutableBuffer(text)
+            var unit = ByteBuffer()
+            try deflater.compress(text, into: &unit)
+            units.append(unit)
+        }
+        units.append(randomPayload(count: 4_096, seed: 9))  // not DEFLATE
+        let handle = stream.handle
+        for (index, unit) in units.enumerated() {
+            try await handle.eventLoop.flatSubmit {
+                handle.writeCompressedUnit(unit, endMessage: false, resetContext: index == 0)
+            }.get()
+        }
+        // Once the PING is answered every frame has arrived: the reader takes them in one go.
+        _ = try await loopback.dialer.ping()
+        var streams = loopback.acceptor.inboundStreams.makeAsyncIterator()
+        let inbound = try #require(try await streams.next())
+        let (received, failure) = await face.readUntilFailure(inbound)
+        #expect(received == plain)
+        #expect(failure?.errorCode == .compressionError, "\(String(describing: failure))")
+        try await loopback.stop()
+    }
+
     /// spec §9.3: a sender that freed its idle compressor starts the next unit with RESET_CONTEXT,
     /// and a receiver that freed its idle decompressor needs that flag: without it, the unit is a
     /// COMPRESSION_ERROR. Both sides free their contexts between rounds here, so the stream only

@@ -80,6 +80,39 @@ enum Face: String, CaseIterable, Sendable, CustomTestStringConvertible {
         }
     }
 
+    /// Everything the peer sends until the stream fails, joined, and the failure (nil at FIN).
+    func readUntilFailure(_ stream: TetherStream) async -> (ByteBuffer, TetherError?) {
+        switch self {
+        case .async:
+            var all = ByteBuffer()
+            do {
+                for try await var chunk in stream.chunks { all.writeBuffer(&chunk) }
+                return (all, nil)
+            } catch {
+                return (all, error as? TetherError)
+            }
+        case .eventLoop:
+            let handle = stream.handle
+            let promise = handle.eventLoop.makePromise(of: (ByteBuffer, TetherError?).self)
+            handle.eventLoop.execute {
+                var all = ByteBuffer()
+                func step() {
+                    while var read = handle.read() {
+                        all.writeBuffer(&read.bytes)
+                        handle.consumed(read.wireOctets)
+                    }
+                    if handle.failure != nil || handle.isReadEnded {
+                        handle.onReadable = nil
+                        promise.succeed((all, handle.failure))
+                    }
+                }
+                handle.onReadable = step
+                step()
+            }
+            return try! await promise.futureResult.get()
+        }
+    }
+
     /// Reads a stream to its end on the event loop, as a relay does.
     static func readToEnd(_ stream: TetherStream) async throws -> [TetherStreamHandle.StreamRead] {
         let handle = stream.handle
