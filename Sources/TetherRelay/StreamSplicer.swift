@@ -166,8 +166,17 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
     /// Reads once more if nothing is under way (the stream said it takes writes).
     private func readSocket() {
         guard let context = self.context, !self.inputClosed, !self.finished, !self.readRequested else { return }
+        // NIO forgets a read asked for before the socket is active (an accepted socket spliced in
+        // its initializer): `channelActive` asks again.
+        guard context.channel.isActive else { return }
         self.readRequested = true
         context.read()
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        let stream = self.stream
+        self.onStream { if stream.isWritable { self.onSocket { self.readSocket() } } }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -10,7 +10,7 @@ import Testing
 /// The library's splicer over real sockets (spec §7.2, §6.4, §6.5): a relay in one process, as the
 /// daemons will run it — local TCP → edge → stream → hub → backend TCP — with the sockets on other
 /// event loops than the tunnel's.
-@Suite struct SplicerTests {
+@Suite(.timeLimit(.minutes(5))) struct SplicerTests {
     /// A local listener at the edge, a tunnel, and a backend behind the hub; every accepted local
     /// connection is spliced to a stream, every stream to a new backend connection.
     struct Rig {
@@ -24,7 +24,7 @@ import Testing
 
         static func start(
             _ transport: Transport, acceptor: TetherConnectionHandler.Configuration = .init(role: .acceptor),
-            backend: @escaping @Sendable (any Channel) throws -> Void
+            entranceOnTunnelLoop: Bool = false, backend: @escaping @Sendable (any Channel) throws -> Void
         ) async throws -> Rig {
             let sockets = MultiThreadedEventLoopGroup(numberOfThreads: 2)
             let outcomes = NIOLockedValueBox<[StreamSplicer.Outcome]>([])
@@ -34,22 +34,29 @@ import Testing
                 .bind(host: "127.0.0.1", port: 0).get()
             let backendAddress = backendChannel.localAddress!
             let hub: TetherConnectionHandler.InboundStreamHandler = { handle in
-                ClientBootstrap(group: sockets).connect(to: backendAddress).whenComplete { result in
-                    switch result {
-                    case .success(let channel):
-                        channel.eventLoop.execute {
-                            StreamSplicer.splice(channel, with: handle).whenSuccess { outcome in
-                                outcomes.withLockedValue { $0.append(outcome) }
+                ClientBootstrap(group: sockets)
+                    .channelOption(StreamSplicer.autoRead, value: false)
+                    .channelOption(StreamSplicer.halfClosure, value: true)
+                    .connect(to: backendAddress).whenComplete { result in
+                        switch result {
+                        case .success(let channel):
+                            channel.eventLoop.execute {
+                                StreamSplicer.splice(channel, with: handle).whenSuccess { outcome in
+                                    outcomes.withLockedValue { $0.append(outcome) }
+                                }
                             }
+                        case .failure:
+                            handle.eventLoop.execute { handle.refuse(.connectError) }
                         }
-                    case .failure:
-                        handle.eventLoop.execute { handle.refuse(.connectError) }
                     }
-                }
             }
             let loopback = try await Loopback.start(transport, acceptor: acceptor, inboundStreamHandler: hub)
             let connection = loopback.dialer
-            let entrance = try await ServerBootstrap(group: sockets)
+            // The socket options a splice needs, set before the socket is active (the splicer's
+            // doc); the splice starts in the initializer, before the socket is registered.
+            let entrance = try await ServerBootstrap(group: entranceOnTunnelLoop ? connection.channel.eventLoop : sockets)
+                .childChannelOption(StreamSplicer.autoRead, value: false)
+                .childChannelOption(StreamSplicer.halfClosure, value: true)
                 .childChannelInitializer { channel in
                     connection.openStreamHandle(service: "backend", class: .bulk).hop(to: channel.eventLoop).map { handle in
                         StreamSplicer.splice(channel, with: handle).whenSuccess { outcome in
@@ -99,6 +106,24 @@ import Testing
         let (received, checksum) = try await client.finished.futureResult.get()
         #expect(received == total)
         #expect(checksum == sent.value)
+        try await rig.stop()
+    }
+
+    /// A relay with one event loop: the local socket on the tunnel's loop, where opening the
+    /// stream completes at once and the splice starts before NIO has registered the socket.
+    @Test(arguments: Transport.allCases)
+    func aSpliceOnTheTunnelsOwnEventLoop(_ transport: Transport) async throws {
+        let rig = try await Rig.start(transport, entranceOnTunnelLoop: true) { channel in
+            try channel.pipeline.syncOperations.addHandler(EchoBack())
+        }
+        let client = Client()
+        let channel = try await rig.connect(client)
+        let payload = randomPayload(count: 1 << 20, seed: 7)
+        try await channel.writeAndFlush(payload)
+        try await channel.close(mode: .output)
+        let (received, checksum) = try await client.finished.futureResult.get()
+        #expect(received == payload.readableBytes)
+        #expect(checksum == payload.checksum)
         try await rig.stop()
     }
 
