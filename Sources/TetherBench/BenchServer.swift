@@ -27,7 +27,11 @@ struct BenchServer: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
         let tls = try self.certificates.map { try TLSContextStore(configuration: ThrowAwayCertificates(directory: $0).hub) }
         let raw = try await RawTCP.listen(group: group, tls: nil)
-        let sink = raw.localAddress!
+        // The relay path's sink is an application beside the relay, on its own thread as the
+        // pusher is at the other end.
+        let applications = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let relaySink = try await RawTCP.listen(group: applications, tls: nil)
+        let sink = relaySink.localAddress!
         let tether = try await TetherTransport.listen(
             group: group, host: "127.0.0.1", port: 0, tls: tls,
             configuration: self.experiment.configuration(.acceptor),
@@ -57,6 +61,8 @@ struct BenchServer: AsyncParsableCommand {
         while let _ = readLine() {}
         try await tether.close()
         try await raw.close()
+        try await relaySink.close()
+        try await applications.shutdownGracefully()
         try await rawTLS?.close()
         try await fixed.close()
         try await group.shutdownGracefully()
