@@ -25,7 +25,7 @@ CODES = [
     "NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR", "STREAM_LIMIT_ERROR",
     "FRAME_SIZE_ERROR", "STREAM_CLOSED", "SETTINGS_ERROR", "VERSION_MISMATCH", "ENHANCE_YOUR_CALM",
     "KEEPALIVE_TIMEOUT", "REPLACED", "REFUSED_STREAM", "CANCEL", "UNKNOWN_SERVICE", "POLICY_DENIED",
-    "COMPRESSION_ERROR", "CONNECT_ERROR", "TIMEOUT",
+    "COMPRESSION_ERROR", "CONNECT_ERROR", "TIMEOUT", "REFUSED",
 ]
 SETTINGS = [
     None, "VERSION_MIN", "VERSION_MAX", "MAX_FRAME_PAYLOAD", "MAX_OPEN_SIZE", "INITIAL_STREAM_CREDIT",
@@ -141,6 +141,8 @@ FRAMES = [
     ("GOAWAY graceful", {"type": "GOAWAY", "last_stream": 0, "code": "NO_ERROR", "debug": ""}),
     ("GOAWAY with debug text", {"type": "GOAWAY", "last_stream": 4096, "code": "ENHANCE_YOUR_CALM",
                                 "debug": "reset rate exceeded"}),
+    ("GOAWAY refusing a connection (§10.3)", {"type": "GOAWAY", "last_stream": 0, "code": "REFUSED",
+                                              "debug": "identity revoked"}),
     ("GOAWAY with 256 octets of UTF-8", {"type": "GOAWAY", "last_stream": 7, "code": "REPLACED",
                                          "debug": "é" * 128}),
     ("unknown frame type", {"type": "0x2a", "stream": 9, "flags": 3, "payload": "cafe"}),
