@@ -99,7 +99,7 @@ struct Demo: AsyncParsableCommand {
         let mib = Double(bytes) / 1_048_576 / seconds
         let share = total > 0 ? 100 * Double(bytes) / Double(total) : 0
         return name.padding(toLength: 9, withPad: " ", startingAt: 0)
-            + String(format: " %8d %13d %9.1f %6.1f %%", streams, bytes, mib, share)
+            + String(format: " %8ld %13ld %9.1f %6.1f %%", streams, bytes, mib, share)
     }
 
     /// A node-inventory-like JSON document: one METADATA message.

@@ -58,8 +58,6 @@ public enum TetherTransport {
         admission: Admission? = nil
     ) -> EventLoopFuture<TetherConnection> {
         channel.eventLoop.preconditionInEventLoop()
-        var configuration = configuration
-        if configuration.compression.offload == nil { configuration.compression.offload = Self.threadPool }
         var facts = TetherConnectionHandler.TransportFacts()
         if readFirst, let probe = try? UnreadInputProbe.add(to: channel) { facts.unreadInput = probe }
         guard let tls else {
@@ -92,8 +90,9 @@ public enum TetherTransport {
         }.nonisolated()
     }
 
-    /// Where streams deflate large units (spec §9): NIO's shared thread pool, off every event loop.
-    static let threadPool: BlockingWorkRunner = { work in
+    /// Deflates large units on NIO's shared thread pool, off every event loop: set it as
+    /// `configuration.compression.offload` to opt in (see its cost there).
+    public static let deflateOnThreadPool: BlockingWorkRunner = { work in
         NIOThreadPool.singleton.submit { _ in work() }
     }
 
