@@ -236,6 +236,37 @@ import Testing
         try await target.stop()
     }
 
+    /// spec §9.4 on `tether target`'s event-loop `echo`, as an independent implementation found
+    /// it: a compressed stream is read inflated (what comes back is the plain text, not the
+    /// wire's DEFLATE octets), and octets that are not DEFLATE end it with COMPRESSION_ERROR.
+    @Test func theEventLoopEchoInflatesAndRefusesWhatIsNotDeflate() async throws {
+        let target = try await TargetProcess.start()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let edge = try await WellBehavedEdge.start(port: target.port, group: group)
+        let stream = try await edge.connection.openStream(service: "echo", class: .logs, compression: .deflate)
+        let text = CompressionTests.logText(lines: 200)
+        try await stream.write(text, endMessage: true)
+        try await stream.finish()
+        var echoed = ByteBuffer()
+        for try await var chunk in stream.chunks { echoed.writeBuffer(&chunk) }
+        #expect(echoed == text)
+
+        let garbled = try await edge.connection.openStream(service: "echo", class: .logs, compression: .deflate)
+        let handle = garbled.handle
+        let garbage = randomPayload(count: 4_096, seed: 3)
+        try await handle.eventLoop.flatSubmit {
+            handle.writeCompressedUnit(garbage, endMessage: true, resetContext: true)
+        }.get()
+        let error = await #expect(throws: TetherError.self) {
+            for try await _ in garbled.chunks {}
+        }
+        #expect(error?.errorCode == .compressionError, "\(String(describing: error))")
+        try await edge.roundTrips(2)  // the connection carries on
+        await edge.connection.close()
+        try await group.shutdownGracefully()
+        try await target.stop()
+    }
+
     @Test func aReaderThatNeverReadsIsCutOffByKeepalive() async throws {
         // A PING after 1 s of silence and 8 s to answer it: the offender never does, and the
         // well-behaved edge has a margin that a loaded machine's stalls do not eat.
