@@ -74,6 +74,11 @@ import Testing
     @Test(arguments: Face.allCases)
     func whatInflatedBeforeBadDataIsDeliveredThenTheError(_ face: Face) async throws {
         let loopback = try await Loopback.start()
+        // Accepted at once (the open timeout runs until then), read once every frame is there.
+        let accepting = Task { () -> TetherStream? in
+            var streams = loopback.acceptor.inboundStreams.makeAsyncIterator()
+            return try await streams.next()
+        }
         let stream = try await loopback.dialer.openStream(service: "logs/app", class: .logs, compression: .deflate)
         let deflater = try Deflater(parameters: DeflateParameters())
         var plain = ByteBuffer()
@@ -94,8 +99,7 @@ import Testing
         }
         // Once the PING is answered every frame has arrived: the reader takes them in one go.
         _ = try await loopback.dialer.ping()
-        var streams = loopback.acceptor.inboundStreams.makeAsyncIterator()
-        let inbound = try #require(try await streams.next())
+        let inbound = try #require(try await accepting.value)
         let (received, failure) = await face.readUntilFailure(inbound)
         #expect(received == plain)
         #expect(failure?.errorCode == .compressionError, "\(String(describing: failure))")

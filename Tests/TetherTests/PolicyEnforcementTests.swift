@@ -163,6 +163,11 @@ import Testing
         var metadata = OpenMetadata()
         metadata["agent-version"] = ByteBuffer(string: "1.2.3")
         metadata["hostname"] = ByteBuffer(string: Self.secretValue)
+        // The hub accepts at once (its open timeout runs until then); it reads after the edge finished.
+        let accepting = Task { () -> TetherStream? in
+            var inbound = tunnel.hub.inboundStreams.makeAsyncIterator()
+            return try await inbound.next()
+        }
         let stream = try await tunnel.edge.openStream(
             service: "inventory", class: .metadata, metadata: metadata, compression: compression)
         try await face.write(stream, Self.inventory(1), endMessage: true)
@@ -179,8 +184,7 @@ import Testing
         }
         try await face.finish(stream)
 
-        var inbound = tunnel.hub.inboundStreams.makeAsyncIterator()
-        let received = try #require(try await inbound.next())
+        let received = try #require(try await accepting.value)
         #expect(received.metadata["agent-version"] == ByteBuffer(string: "1.2.3"))
         #expect(received.metadata["hostname"] == nil)
         let messages = try await face.messages(received).map { String(buffer: $0) }
