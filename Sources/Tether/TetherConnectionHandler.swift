@@ -343,13 +343,22 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         var pending = context.channel.allocator.buffer(capacity: recordSize ?? 4_096)
         var wrote = false
         var exhausted = false
+        let dataBefore = self.session.counters.dataOctetsSent
+        var gathered = 0
+        defer {
+            let data = self.session.counters.dataOctetsSent - dataBefore
+            if data > 0 {
+                DataPathStatistics.Counters.dataOctetsWritten.wrappingAdd(data, ordering: .relaxed)
+                DataPathStatistics.Counters.dataOctetsCopied.wrappingAdd(data - gathered, ordering: .relaxed)
+            }
+        }
         while context.channel.isWritable {
             let room = recordSize.map { $0 - pending.readableBytes } ?? .max
             guard let produced = self.session.produce(into: &pending, now: now, room: room) else {
                 if recordSize != nil && pending.readableBytes > 0 {
                     // Maybe the next frame did not fit: send this record and ask again with a whole one.
                     context.write(self.wrapOutboundOut(pending), promise: nil)
-                    pending = context.channel.allocator.buffer(capacity: recordSize!)
+                    pending.clear()  // TLS encrypted it at once: the same memory serves the next record
                     wrote = true
                     continue
                 }
@@ -357,6 +366,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
                 break
             }
             if let payload = produced.payload {
+                gathered += payload.readableBytes
                 context.write(self.wrapOutboundOut(pending), promise: nil)
                 pending = context.channel.allocator.buffer(capacity: 4_096)
                 context.write(self.wrapOutboundOut(payload), promise: nil)

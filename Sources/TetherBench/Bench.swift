@@ -100,8 +100,16 @@ struct BenchThroughput: AsyncParsableCommand {
         var bulk_alone_mib_per_s: Double?
         var client_bytes_per_stream: Double?
         var server_bytes_per_stream: Double?
-        /// CPU nanoseconds per octet moved, both processes together (steal-time proof cost).
+        /// Throughput rows, both processes together: CPU nanoseconds per octet moved (steal-time
+        /// proof cost), read and write system calls and context switches per MiB, TLS records per
+        /// MiB and their mean plaintext, and octets copied in user space per octet moved (see
+        /// ``ProcessCost`` and ``charge(_:octets:)``).
         var cpu_ns_per_byte: Double?
+        var syscalls_per_mib: Double?
+        var context_switches_per_mib: Double?
+        var tls_records_per_mib: Double?
+        var tls_record_mean_octets: Double?
+        var copies_per_octet: Double?
         /// WAN rows: seconds until the sender's rate first reached 90 % of the plain TCP flow's.
         var seconds_to_90_percent_of_tcp: Double?
         var link: String?
@@ -157,26 +165,25 @@ struct BenchThroughput: AsyncParsableCommand {
 
         // Baselines, in this run: one plain TCP connection, and one through our TLS handler.
         let connection = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration, queueLimits: self.experiment.queueLimits)
-        let cpu = CPUMeter(connection: connection)
+        let cost = CostMeter(connection: connection)
         var baseline: Row? = nil
         if rows.contains("raw") {
-            baseline = try await self.raw("raw-tcp", port: server.rawPort, octets: octets, chunk: chunk, tls: nil, cpu: cpu)
+            baseline = try await self.raw("raw-tcp", port: server.rawPort, octets: octets, chunk: chunk, tls: nil, cost: cost)
             if let tls {
                 baseline = try await self.raw(
-                    "raw-tls", port: server.rawTLSPort, octets: octets, chunk: chunk, tls: tls, cpu: cpu)
+                    "raw-tls", port: server.rawTLSPort, octets: octets, chunk: chunk, tls: tls, cost: cost)
             }
         }
 
         let scenario = "tunnel-\(self.transport.rawValue)"
         var tunnelRows: [Int: Row] = [:]
         for count in counts where rows.contains("tunnel") {
-            let before = try await cpu.total()
+            let before = try await cost.total()
             let seconds = try await Self.throughput(connection, streams: count, octets: octets, chunk: chunk)
-            let spent = try await cpu.total() - before
-            let row = Row(
+            var row = Row(
                 scenario: scenario, streams: count, bytes: octets, seconds: seconds, mib_per_s: Self.mib(octets, seconds),
-                baseline: baseline?.scenario, ratio_to_baseline: baseline.map { $0.seconds / seconds },
-                cpu_ns_per_byte: Double(spent) / Double(octets))
+                baseline: baseline?.scenario, ratio_to_baseline: baseline.map { $0.seconds / seconds })
+            row.charge(try await cost.total() - before, octets: octets)
             tunnelRows[count] = row
             self.emit(row)
         }
@@ -187,16 +194,16 @@ struct BenchThroughput: AsyncParsableCommand {
             let entrance = try await RelayPath.entrance(group: group, connection: connection)
             let applications = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             for count in counts {
-                let before = try await cpu.total()
+                let before = try await cost.total()
                 let seconds = try await RelayPath.push(
                     group: applications, to: entrance.localAddress!, connections: count, octets: octets, chunk: chunk)
-                let spent = try await cpu.total() - before
                 let tunnel = tunnelRows[count]
-                self.emit(
-                    Row(
-                        scenario: "relay-\(self.transport.rawValue)", streams: count, bytes: octets, seconds: seconds,
-                        mib_per_s: Self.mib(octets, seconds), baseline: tunnel?.scenario,
-                        ratio_to_baseline: tunnel.map { $0.seconds / seconds }, cpu_ns_per_byte: Double(spent) / Double(octets)))
+                var row = Row(
+                    scenario: "relay-\(self.transport.rawValue)", streams: count, bytes: octets, seconds: seconds,
+                    mib_per_s: Self.mib(octets, seconds), baseline: tunnel?.scenario,
+                    ratio_to_baseline: tunnel.map { $0.seconds / seconds })
+                row.charge(try await cost.total() - before, octets: octets)
+                self.emit(row)
             }
             try await entrance.close()
             try await applications.shutdownGracefully()
@@ -368,17 +375,17 @@ struct BenchThroughput: AsyncParsableCommand {
     }
 
     private func raw(
-        _ scenario: String, port: Int, octets: Int, chunk: ByteBuffer, tls: TLSContext?, cpu: CPUMeter
+        _ scenario: String, port: Int, octets: Int, chunk: ByteBuffer, tls: TLSContext?, cost: CostMeter
     ) async throws -> Row {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let address = try SocketAddress(ipAddress: "127.0.0.1", port: port)
-        let before = try await cpu.total()
+        let before = try await cost.total()
         let seconds = try await RawTCP.push(group: group, to: address, octets: octets, chunk: chunk, tls: tls)
-        let spent = try await cpu.total() - before
+        let spent = try await cost.total() - before
         try await group.shutdownGracefully()
-        let row = Row(
-            scenario: scenario, streams: 1, bytes: octets, seconds: seconds, mib_per_s: Self.mib(octets, seconds),
-            cpu_ns_per_byte: Double(spent) / Double(octets))
+        var row = Row(
+            scenario: scenario, streams: 1, bytes: octets, seconds: seconds, mib_per_s: Self.mib(octets, seconds))
+        row.charge(spent, octets: octets)
         self.emit(row)
         return row
     }
@@ -518,7 +525,7 @@ struct BenchThroughput: AsyncParsableCommand {
             line += String(format: "  rtt p50 %.0f µs p99 %.0f µs p99.9 %.0f µs", p50, p99, p999)
             if let count = row.commands { line += " of \(count)" }
         }
-        if let cpu = row.cpu_ns_per_byte { line += String(format: "  %.2f CPU ns/B", cpu) }
+        if let cost = row.costSummary { line += "  " + cost }
         if let link = row.link {
             line += "  [\(link)]"
             if row.scenario == "wan-tunnel-autotuned" {
@@ -557,17 +564,6 @@ struct BenchThroughput: AsyncParsableCommand {
             return Int(text.dropLast()).map { $0 * unit }
         }
         return Int(text)
-    }
-}
-
-/// CPU time of both processes: this one, and the bench server's (asked over the tunnel).
-struct CPUMeter {
-    let connection: TetherConnection
-
-    func total() async throws -> Int {
-        let handle = try await self.connection.openStream(service: "cpu", class: .command).handle
-        var answer = try await handle.eventLoop.flatSubmit { Workloads.readMessage(handle) }.get()
-        return Int(answer?.readInteger(as: UInt64.self) ?? 0) + ProcessMemory.cpuNanoseconds()
     }
 }
 

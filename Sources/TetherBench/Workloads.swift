@@ -106,11 +106,9 @@ public enum Workloads {
             var answer = ByteBuffer()
             answer.writeInteger(UInt64(ProcessMemory.residentBytes()))
             handle.write(answer, endMessage: true).assumeIsolated().whenComplete { _ in _ = handle.finish() }
-        case "cpu":
-            // The serving process's CPU time so far, for `tether bench`'s cost per octet.
-            var answer = ByteBuffer()
-            answer.writeInteger(UInt64(ProcessMemory.cpuNanoseconds()))
-            handle.write(answer, endMessage: true).assumeIsolated().whenComplete { _ in _ = handle.finish() }
+        case "cost":
+            // The serving process's cost so far, for `tether bench`'s figures per octet.
+            handle.write(ProcessCost.current().encoded(), endMessage: true).assumeIsolated().whenComplete { _ in _ = handle.finish() }
         case "idle":
             break  // held open, unread, until the peer ends it
         default:
@@ -224,15 +222,6 @@ public enum Workloads {
 enum ProcessMemory {
     /// VmRSS in octets.
     static func residentBytes() -> Int { self.field("VmRSS:") }
-
-    /// User plus system CPU time of the process, in nanoseconds.
-    static func cpuNanoseconds() -> Int {
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        let user = Int(usage.ru_utime.tv_sec) * 1_000_000_000 + Int(usage.ru_utime.tv_usec) * 1_000
-        let system = Int(usage.ru_stime.tv_sec) * 1_000_000_000 + Int(usage.ru_stime.tv_usec) * 1_000
-        return user + system
-    }
 
     /// VmHWM (peak resident) in octets.
     static func peakResidentBytes() -> Int { self.field("VmHWM:") }

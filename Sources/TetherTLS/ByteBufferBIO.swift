@@ -27,6 +27,23 @@ final class ByteBufferBIO {
 
     var inboundBytes: Int { self.inbound.reduce(0) { $0 + $1.readableBytes } }
 
+    /// Ciphertext is gathered into buffers of this size (a power of two, as `ByteBuffer` allocates,
+    /// and under glibc's mmap threshold): three full records each, one transport write per batch
+    /// rather than per record.
+    static let batchCapacity = 65_536
+
+    /// The most one record of ``TLSHandler/recordSize`` plaintext takes on the wire: header,
+    /// content type, AEAD tag, and OpenSSL's allowance for the rest (`SSL3_RT_MAX_ENCRYPTED_OVERHEAD`).
+    static let recordCiphertextLimit = 16_384 + 256 + 5
+
+    /// Whether the next full record fits the current batch without growing (copying) it.
+    var hasRoomForRecord: Bool {
+        self.outbound.readableBytes == 0 || self.outbound.writableBytes >= Self.recordCiphertextLimit
+    }
+
+    /// Octets of ciphertext waiting to be taken.
+    var outboundBytes: Int { self.outbound.readableBytes }
+
     /// Takes the ciphertext written so far.
     func takeOutbound() -> ByteBuffer? {
         guard self.outbound.readableBytes > 0 else { return nil }
@@ -50,15 +67,17 @@ final class ByteBufferBIO {
                 self.inbound[self.inbound.startIndex] = first
             }
         }
+        TLSStatistics.Counters.octetsCopied.wrappingAdd(copied, ordering: .relaxed)
         return copied
     }
 
     fileprivate func write(_ source: UnsafePointer<CChar>, count: Int) {
         if self.outbound.writableBytes < count {
-            // Room for a few full records at once, rather than growing (and copying) by doubling.
-            self.outbound.reserveCapacity(minimumWritableBytes: max(count, 4 * 16_640))
+            // A batch's worth at once, rather than growing (and copying) by doubling.
+            self.outbound.reserveCapacity(minimumWritableBytes: max(count, Self.batchCapacity))
         }
         self.outbound.writeBytes(UnsafeRawBufferPointer(start: source, count: count))
+        TLSStatistics.Counters.octetsCopied.wrappingAdd(count, ordering: .relaxed)
     }
 
     private static func owner(_ bio: OpaquePointer?) -> ByteBufferBIO {

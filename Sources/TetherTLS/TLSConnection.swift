@@ -72,6 +72,9 @@ final class TLSConnection {
         self.bio.takeOutbound()
     }
 
+    /// Whether one more full record's ciphertext fits the batch being gathered.
+    var hasRoomForRecord: Bool { self.bio.hasRoomForRecord }
+
     /// Advances the handshake with what has arrived.
     func handshake() -> Progress {
         ERR_clear_error()
@@ -115,16 +118,23 @@ final class TLSConnection {
                 certificateSHA256: CertificateInspector.sha256(of: certificate)))
     }
 
-    /// Decrypts into `buffer` until it has `limit` readable octets or no complete record is left.
-    func read(into buffer: inout ByteBuffer, limit: Int) -> ReadOutcome {
-        while buffer.readableBytes < limit {
+    /// Decrypts records into `buffer` while it has room for a whole one (so it never grows), until
+    /// no complete record is left.
+    func read(into buffer: inout ByteBuffer) -> ReadOutcome {
+        while buffer.writableBytes >= TLSHandler.recordSize {
             var result: Int32 = 0
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 16_384) { space in
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: TLSHandler.recordSize) { space in
                 ERR_clear_error()
                 result = SSL_read(self.ssl, space.baseAddress, Int32(min(space.count, Int(Int32.max))))
                 return result > 0 ? Int(result) : 0
             }
-            if result > 0 { continue }
+            if result > 0 {
+                // One record at most per call; OpenSSL copies it out of its read buffer.
+                TLSStatistics.Counters.recordsRead.wrappingAdd(1, ordering: .relaxed)
+                TLSStatistics.Counters.plaintextOctetsRead.wrappingAdd(Int(result), ordering: .relaxed)
+                TLSStatistics.Counters.octetsCopied.wrappingAdd(Int(result), ordering: .relaxed)
+                continue
+            }
             switch SSL_get_error(self.ssl, result) {
             case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
                 return .wantMore
@@ -138,7 +148,8 @@ final class TLSConnection {
         return .wantMore
     }
 
-    /// Encrypts all of `plaintext` into records (at most 16 KiB each).
+    /// Encrypts all of `plaintext` into records (at most 16 KiB each); callers pass at most one
+    /// record's worth when they want each record's ciphertext to fit the current batch.
     func write(_ plaintext: ByteBuffer) -> TLSError? {
         guard plaintext.readableBytes > 0 else { return nil }
         return plaintext.withUnsafeReadableBytes { bytes -> TLSError? in
@@ -147,6 +158,9 @@ final class TLSConnection {
             guard result == Int32(bytes.count) else {
                 return TLSError(.badRecord, "SSL_write failed: \(OpenSSLErrors.drain())")
             }
+            let records = (bytes.count + TLSHandler.recordSize - 1) / TLSHandler.recordSize
+            TLSStatistics.Counters.recordsWritten.wrappingAdd(records, ordering: .relaxed)
+            TLSStatistics.Counters.plaintextOctetsWritten.wrappingAdd(bytes.count, ordering: .relaxed)
             return nil
         }
     }

@@ -7,7 +7,10 @@ import NIOCore
 ///   is passed up) with what was verified, so a handler added from its callback sees every byte.
 /// - Writes between flushes are packed into records of up to 16 KiB. A write that does not fit
 ///   the current record starts the next one, so a write of whole frames (≤ 16 KiB) never straddles
-///   two records; full records are encrypted at once, so the channel's writability reflects them.
+///   two records. Full records are encrypted at once; their ciphertext is gathered into batches of
+///   64 KiB (``ByteBufferBIO/batchCapacity``) that go down the pipeline when full and at every
+///   flush — one transport write per three records, and the channel's writability lags what was
+///   written by at most one batch.
 /// - `close` sends close_notify first; `close(mode: .output)` sends it and keeps reading. A peer's
 ///   close_notify closes the channel; a transport that ends without it is reported as
 ///   ``TLSError/Code/truncated``. A record that fails to decrypt ends the connection.
@@ -36,7 +39,9 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var timeout: Scheduled<Void>?
     private var waitingForHandshake = CircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 0)
     private var record: ByteBuffer
+    /// Writes packed into ``record``, and writes encrypted into the batch not yet passed down.
     private var recordPromises: [EventLoopPromise<Void>] = []
+    private var batchPromises: [EventLoopPromise<Void>] = []
     private var closeNotifyReceived = false
 
     /// Succeeds with the verified peer when the handshake completes; fails with a ``TLSError``.
@@ -108,11 +113,11 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func advanceHandshake(context: ChannelHandlerContext) {
         switch self.connection.handshake() {
         case .pending:
-            self.writeCiphertext(context: context, promises: [], flush: true)
+            self.writeCiphertext(context: context, flush: true)
         case .done(let peer):
             self.state = .active
             self.timeout?.cancel()
-            self.writeCiphertext(context: context, promises: [], flush: true)
+            self.writeCiphertext(context: context, flush: true)
             while let (bytes, promise) = self.waitingForHandshake.popFirst() {
                 self.pack(bytes, promise: promise, context: context)
             }
@@ -125,20 +130,21 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Plaintext is passed up in buffers of about this size.
+    /// Plaintext is passed up in buffers of this size: four full records (a power of two, as
+    /// `ByteBuffer` allocates, and under glibc's mmap threshold).
     private static let readBatch = 65_536
 
     private func readPlaintext(context: ChannelHandlerContext) {
         while true {
-            // Sized for a batch plus one record, so decrypting never grows (copies) the buffer.
-            var plaintext = context.channel.allocator.buffer(capacity: Self.readBatch + Self.recordSize + 256)
-            let outcome = self.connection.read(into: &plaintext, limit: Self.readBatch)
+            var plaintext = context.channel.allocator.buffer(capacity: Self.readBatch)
+            let outcome = self.connection.read(into: &plaintext)
+            let full = plaintext.writableBytes < Self.recordSize
             if plaintext.readableBytes > 0 { context.fireChannelRead(self.wrapInboundOut(plaintext)) }
             switch outcome {
-            case .wantMore where plaintext.readableBytes >= Self.readBatch:
-                continue  // stopped at the limit, not for want of records
+            case .wantMore where full:
+                continue  // stopped for room, not for want of records
             case .wantMore:
-                self.writeCiphertext(context: context, promises: [], flush: true)  // e.g. key updates
+                self.writeCiphertext(context: context, flush: true)  // e.g. key updates
                 return
             case .closed:
                 self.closeNotifyReceived = true
@@ -177,35 +183,49 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.encryptRecord(context: context)
         }
         if bytes.readableBytes >= Self.recordSize {
-            // A full record (or more) of its own: encrypt straight from the caller's buffer.
-            if let error = self.connection.write(bytes) { return self.fail(context: context, error) }
-            self.writeCiphertext(context: context, promises: promise.map { [$0] } ?? [], flush: false)
+            // Full records of their own: encrypted straight from the caller's buffer, one at a
+            // time so that each goes whole into a batch.
+            var bytes = bytes
+            while let piece = bytes.readSlice(length: min(Self.recordSize, bytes.readableBytes)), piece.readableBytes > 0 {
+                self.makeRoomForRecord(context: context)
+                if let error = self.connection.write(piece) { return self.fail(context: context, error) }
+            }
+            if let promise { self.batchPromises.append(promise) }
             return
         }
         var bytes = bytes
+        TLSStatistics.Counters.octetsCopied.wrappingAdd(bytes.readableBytes, ordering: .relaxed)
         self.record.writeBuffer(&bytes)
         if let promise { self.recordPromises.append(promise) }
         if self.record.readableBytes == Self.recordSize { self.encryptRecord(context: context) }
     }
 
+    /// Encrypts the packed record into the batch; its writes complete with the batch.
     private func encryptRecord(context: ChannelHandlerContext) {
-        let promises = self.recordPromises
-        self.recordPromises.removeAll()
         if self.record.readableBytes > 0 {
+            self.makeRoomForRecord(context: context)
             let error = self.connection.write(self.record)
             self.record.clear()
             if let error { return self.fail(context: context, error) }
         }
-        self.writeCiphertext(context: context, promises: promises, flush: false)
+        self.batchPromises.append(contentsOf: self.recordPromises)
+        self.recordPromises.removeAll()
+    }
+
+    /// Passes the batch down when one more record might not fit it.
+    private func makeRoomForRecord(context: ChannelHandlerContext) {
+        if !self.connection.hasRoomForRecord { self.writeCiphertext(context: context, flush: false) }
     }
 
     private func flushRecord(context: ChannelHandlerContext) {
         self.encryptRecord(context: context)
-        context.flush()
+        self.writeCiphertext(context: context, flush: true)
     }
 
-    /// Passes what OpenSSL wrote down the pipeline; the promises complete with that write.
-    private func writeCiphertext(context: ChannelHandlerContext, promises: [EventLoopPromise<Void>], flush: Bool) {
+    /// Passes what OpenSSL wrote down the pipeline; the batch's writes complete with that write.
+    private func writeCiphertext(context: ChannelHandlerContext, flush: Bool) {
+        let promises = self.batchPromises
+        self.batchPromises.removeAll()
         let promise: EventLoopPromise<Void>?
         switch promises.count {
         case 0: promise = nil
@@ -244,14 +264,14 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.encryptRecord(context: context)
         self.connection.shutdown()
         self.state = .outputClosed
-        self.writeCiphertext(context: context, promises: [], flush: true)
+        self.writeCiphertext(context: context, flush: true)
     }
 
     private func fail(context: ChannelHandlerContext, _ error: TLSError) {
         guard self.state != .closed else { return }
         self.state = .closed
         self.timeout?.cancel()
-        self.writeCiphertext(context: context, promises: [], flush: true)  // OpenSSL's alert, if any
+        self.writeCiphertext(context: context, flush: true)  // OpenSSL's alert, if any
         self.handshakePromise.fail(error)
         self.failWaiting(error)
         context.fireErrorCaught(error)
@@ -260,8 +280,9 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func failWaiting(_ error: any Error) {
         while let (_, promise) = self.waitingForHandshake.popFirst() { promise?.fail(error) }
-        let promises = self.recordPromises
+        let promises = self.recordPromises + self.batchPromises
         self.recordPromises.removeAll()
+        self.batchPromises.removeAll()
         promises.forEach { $0.fail(error) }
     }
 }
