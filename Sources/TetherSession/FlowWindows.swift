@@ -50,6 +50,15 @@ struct ReceiveWindow: Hashable, Sendable {
     /// Octets received and not yet taken by the application.
     var unconsumed: UInt64 { self.received - self.consumed }
 
+    /// Notes an arrival: a pause of a quarter minRTT or more since the last one marks a burst
+    /// (spec §7.4).
+    mutating func noteArrival(now: NIODeadline, minRTT: TimeAmount?) {
+        if let last = self.lastArrival, let minRTT, now - last >= .nanoseconds(minRTT.nanoseconds / 4) {
+            self.sawPause = true
+        }
+        self.lastArrival = now
+    }
+
     /// Counts arriving octets. Returns false when they exceed the advertised limit (spec §7.1).
     mutating func receive(_ count: Int) -> Bool {
         guard UInt64(count) <= self.advertised - self.received else { return false }

@@ -83,7 +83,7 @@ extension Session {
         guard self.connectionReceive.receive(octets) else {
             return self.fail(.flowControlError, "DATA on stream \(id) exceeds connection credit")
         }
-        self.noteArrival(&self.connectionReceive, now: now)
+        self.connectionReceive.noteArrival(now: now, minRTT: self.minimumRTT.value)
         if octets > 0 {
             self.connectionActivity = now
             self.releaseShrunkConnectionGrowth()
@@ -105,21 +105,24 @@ extension Session {
             return .none
         }
 
-        var stream = self.streams.values[index]
-        guard stream.phase != .halfClosedRemote else {
-            return self.fail(.streamClosed, "DATA on stream \(id) after the peer's FIN")
+        let minRTT = self.minimumRTT.value
+        let localAlgorithms = self.localSettings.compression
+        let arrival = self.streams.inPlace(index) { stream -> DataArrival in
+            guard stream.phase != .halfClosedRemote else { return .afterFIN }
+            guard stream.receive.receive(octets) else { return .overCredit }
+            stream.receive.noteArrival(now: now, minRTT: minRTT)
+            stream.lastActivity = now
+            return .accepted(mayBeCompressed: stream.peerMayCompress(localAlgorithms: localAlgorithms))
         }
-        guard stream.receive.receive(octets) else {
-            return self.fail(.flowControlError, "DATA on stream \(id) exceeds stream credit")
+        let mayBeCompressed: Bool
+        switch arrival {
+        case .afterFIN: return self.fail(.streamClosed, "DATA on stream \(id) after the peer's FIN")
+        case .overCredit: return self.fail(.flowControlError, "DATA on stream \(id) exceeds stream credit")
+        case .accepted(let compressed): mayBeCompressed = compressed
         }
-        self.noteArrival(&stream.receive, now: now)
-        stream.lastActivity = now
-        self.streams.values[index] = stream
         self.releaseShrunkGrowth(at: index)
 
-        if frame.flags.contains(.compressed)
-            && !stream.peerMayCompress(localAlgorithms: self.localSettings.compression)
-        {
+        if frame.flags.contains(.compressed) && !mayBeCompressed {
             self.resetStream(id, .compressionError)  // spec §9.2: a stream error
             var events = SessionEvents(.reset(id, .compressionError))
             events.append(contentsOf: self.countReset(now: now))
@@ -129,6 +132,12 @@ extension Session {
             self.peerFinished(id, now: now)
         }
         return SessionEvents(.data(id, frame.payload, frame.flags))
+    }
+
+    private enum DataArrival {
+        case afterFIN
+        case overCredit
+        case accepted(mayBeCompressed: Bool)
     }
 
     /// The peer's FIN arrived on a live stream (spec §6.3).

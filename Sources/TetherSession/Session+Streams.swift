@@ -116,18 +116,18 @@ extension Session {
     private mutating func write(
         _ id: StreamID, _ bytes: ByteBuffer, endMessage: Bool, compression: DataFrame.Flags, now: NIODeadline
     ) -> Result<Int, StreamWriteError> {
-        guard let index = self.streams.index(forKey: id),
-            self.streams.values[index].phase != .halfClosedLocal,
-            !self.streams.values[index].outbound.finRequested
-        else {
-            return .failure(.closed)
+        guard let index = self.streams.index(forKey: id) else { return .failure(.closed) }
+        let buffered = self.streams.inPlace(index) { stream -> Int? in
+            guard stream.phase != .halfClosedLocal, !stream.outbound.finRequested else { return nil }
+            if bytes.readableBytes > 0 || endMessage {
+                stream.outbound.append(bytes, endsMessage: endMessage, compression: compression)
+                stream.lastActivity = now
+            }
+            return stream.outbound.bufferedBytes
         }
-        if bytes.readableBytes > 0 || endMessage {
-            self.streams.values[index].outbound.append(bytes, endsMessage: endMessage, compression: compression)
-            self.streams.values[index].lastActivity = now
-            self.scheduleIfReady(id)
-        }
-        return .success(self.streams.values[index].outbound.bufferedBytes)
+        guard let buffered else { return .failure(.closed) }
+        if bytes.readableBytes > 0 || endMessage { self.scheduleIfReady(id) }
+        return .success(buffered)
     }
 
     /// Octets delivered on a stream and not yet taken by the application (spec §7.2).
@@ -141,9 +141,11 @@ extension Session {
         Int(self.streams[id]?.receive.window ?? 0)
     }
 
-    /// Octets buffered and not yet sent on a stream.
-    public func bufferedOctets(_ id: StreamID) -> Int {
-        self.streams[id]?.outbound.bufferedBytes ?? 0
+    /// Octets buffered and not yet sent on a stream. Mutating only to read in place: writers ask
+    /// it before every write.
+    public mutating func bufferedOctets(_ id: StreamID) -> Int {
+        guard let index = self.streams.index(forKey: id) else { return 0 }
+        return self.streams.inPlace(index) { $0.outbound.bufferedBytes }
     }
 
     /// Half-closes a stream: FIN follows the buffered data (spec §6.4).
@@ -205,13 +207,13 @@ extension Session {
     public mutating func consume(_ id: StreamID, octets: Int, now: NIODeadline) {
         guard octets > 0 else { return }
         if let index = self.streams.index(forKey: id) {
-            self.streams.values[index].lastActivity = now
-            // No credit after the peer's FIN: it sends nothing more.
-            if self.streams.values[index].receive.consume(octets, early: self.renewsCreditEarly)
-                && self.streams.values[index].phase != .halfClosedRemote
-            {
-                self.advertiseStreamWindow(at: index, id: id, now: now)
+            let early = self.renewsCreditEarly
+            let due = self.streams.inPlace(index) { stream in
+                stream.lastActivity = now
+                // No credit after the peer's FIN: it sends nothing more.
+                return stream.receive.consume(octets, early: early) && stream.phase != .halfClosedRemote
             }
+            if due { self.advertiseStreamWindow(at: index, id: id, now: now) }
             self.refreshRTTIfDue(now: now)
             self.consumeConnection(octets, now: now)
         } else if let lingering = self.lingering[id] {
@@ -231,16 +233,18 @@ extension Session {
     ) {
         let initial = UInt64(self.localSettings.initialStreamCredit)
         let maximum = self.configuration.windowTuning.maxStreamWindow
-        var window = self.streams.values[index].receive
-        var epoch = self.streams.values[index].epoch
-        self.tune(&window, epoch: &epoch, initial: initial, maximum: maximum, now: now)
-        window.advertise()
-        self.streams.values[index].receive = window
-        self.streams.values[index].epoch = epoch
-        if !self.streams.values[index].creditQueued && !self.hasFailed {
-            self.streams.values[index].creditQueued = true
-            self.control.append(.streamCredit(id))
+        let view = self.tuningView
+        let hasFailed = self.hasFailed
+        let (granted, queueCredit) = self.streams.inPlace(index) { stream -> (UInt64, Bool) in
+            let granted = Self.tune(
+                &stream.receive, epoch: &stream.epoch, initial: initial, maximum: maximum, now: now, view: view)
+            stream.receive.advertise()
+            guard !stream.creditQueued && !hasFailed else { return (granted, false) }
+            stream.creditQueued = true
+            return (granted, true)
         }
+        self.booked(granted, now: now)
+        if queueCredit { self.control.append(.streamCredit(id)) }
     }
 
     /// Starts a graceful drain (spec §10.2): GOAWAY with the highest peer stream processed; no new

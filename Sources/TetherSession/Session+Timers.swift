@@ -172,13 +172,15 @@ extension Session {
     /// A shrunk stream window gives its growth back to the budgets once no more credit than the
     /// initial window is outstanding (spec §7.4 step 5). Called when octets arrive and at the shrink.
     mutating func releaseShrunkGrowth(at index: Dictionary<StreamID, StreamState>.Index) {
-        guard self.streams.values[index].epoch.granted > 0 else { return }
-        let receive = self.streams.values[index].receive
         let initial = UInt64(self.localSettings.initialStreamCredit)
-        guard receive.window == initial, receive.advertised - receive.received <= initial else { return }
-        var epoch = self.streams.values[index].epoch
-        self.releaseGrowth(&epoch)
-        self.streams.values[index].epoch = epoch
+        let released = self.streams.inPlace(index) { stream -> UInt64 in
+            let receive = stream.receive
+            guard stream.epoch.granted > 0, receive.window == initial, receive.advertised - receive.received <= initial
+            else { return 0 }
+            defer { stream.epoch.granted = 0 }
+            return stream.epoch.granted
+        }
+        self.giveBack(released)
     }
 
     /// The same for the connection window (spec §7.4 step 6).
@@ -187,9 +189,8 @@ extension Session {
         let initial = UInt64(self.localSettings.initialConnectionCredit)
         let receive = self.connectionReceive
         guard receive.window == initial, receive.advertised - receive.received <= initial else { return }
-        var epoch = self.connectionEpoch
-        self.releaseGrowth(&epoch)
-        self.connectionEpoch = epoch
+        self.giveBack(self.connectionEpoch.granted)
+        self.connectionEpoch.granted = 0
     }
 
     /// The connection is gone: every window's growth goes back to the process pool and nothing
@@ -197,14 +198,15 @@ extension Session {
     /// dropped without it keeps its growth out of the pool.
     public mutating func releaseWindowGrowth() {
         self.windowGrowthReleased = true
-        var epoch = self.connectionEpoch
-        self.releaseGrowth(&epoch)
-        self.connectionEpoch = epoch
+        self.giveBack(self.connectionEpoch.granted)
+        self.connectionEpoch.granted = 0
         var index = self.streams.startIndex
         while index != self.streams.endIndex {
-            epoch = self.streams.values[index].epoch
-            self.releaseGrowth(&epoch)
-            self.streams.values[index].epoch = epoch
+            let granted = self.streams.inPlace(index) { stream in
+                defer { stream.epoch.granted = 0 }
+                return stream.epoch.granted
+            }
+            self.giveBack(granted)
             self.streams.formIndex(after: &index)
         }
     }

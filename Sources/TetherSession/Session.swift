@@ -183,9 +183,9 @@ public struct Session: Sendable {
     /// - Parameter keepUnconsumed: a normal close keeps octets the application has not taken
     ///   charged to the connection until it takes them; a reset drops them (spec §6.5, §7.2).
     mutating func removeStream(_ id: StreamID, ending: ClosedStreams.Ending, keepUnconsumed: Bool) {
-        guard var stream = self.streams.removeValue(forKey: id) else { return }
+        guard let stream = self.streams.removeValue(forKey: id) else { return }
         self.closedStreams.remember(id, ending)
-        self.releaseGrowth(&stream.epoch)
+        self.giveBack(stream.epoch.granted)
         let unconsumed = stream.receive.unconsumed
         if unconsumed > 0 {
             if keepUnconsumed {
@@ -221,11 +221,11 @@ public struct Session: Sendable {
         if let now {
             let initial = UInt64(self.localSettings.initialConnectionCredit)
             let maximum = self.configuration.windowTuning.maxConnectionWindow
-            var window = self.connectionReceive
-            var epoch = self.connectionEpoch
-            self.tune(&window, epoch: &epoch, initial: initial, maximum: maximum, now: now)
-            self.connectionReceive = window
-            self.connectionEpoch = epoch
+            let view = self.tuningView
+            let granted = Self.tune(
+                &self.connectionReceive, epoch: &self.connectionEpoch, initial: initial, maximum: maximum, now: now,
+                view: view)
+            self.booked(granted, now: now)
         }
         self.connectionReceive.advertise()
         if !self.connectionCreditQueued && !self.hasFailed {
@@ -237,15 +237,17 @@ public struct Session: Sendable {
     /// Puts a stream in the scheduler if it has something it can send now.
     mutating func scheduleIfReady(_ id: StreamID) {
         guard self.isActive, let index = self.streams.index(forKey: id) else { return }
-        // Read in place: copying the stream state would retain everything it holds.
-        guard !self.streams.values[index].isQueued else { return }
-        let creditFree = self.streams.values[index].outbound.hasCreditFreeWork
-        let needed = UInt64(self.streams.values[index].outbound.nextFrameMinimum)
-        let canSendData = self.streams.values[index].outbound.hasData && self.streams.values[index].send.available >= needed
-        guard creditFree || canSendData else { return }
-        self.streams.values[index].isQueued = true
+        let ready = self.streams.inPlace(index) { stream -> (creditFree: Bool, needed: UInt64, StreamClass)? in
+            guard !stream.isQueued else { return nil }
+            let creditFree = stream.outbound.hasCreditFreeWork
+            let needed = UInt64(stream.outbound.nextFrameMinimum)
+            guard creditFree || (stream.outbound.hasData && stream.send.available >= needed) else { return nil }
+            stream.isQueued = true
+            return (creditFree, needed, stream.streamClass)
+        }
+        guard let (creditFree, needed, streamClass) = ready else { return }
         if creditFree || self.connectionSend.available >= needed {
-            self.scheduler.enqueue(id, self.streams.values[index].streamClass)
+            self.scheduler.enqueue(id, streamClass)
         } else {
             self.connectionBlocked.append(id)
         }

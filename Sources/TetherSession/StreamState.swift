@@ -151,3 +151,14 @@ struct ClosedStreams: Sendable {
         }
     }
 }
+
+extension Dictionary where Key == StreamID, Value == StreamState {
+    /// Runs `body` on the stream state at `index`, in place. `Dictionary.Values`' getter copies
+    /// the whole value — retaining every buffer it holds, and making the next append to one of
+    /// them copy it — even to read a single field; its `_modify` accessor does not. The per-frame
+    /// paths read and write stream state only through here.
+    @inline(__always)
+    mutating func inPlace<Result>(_ index: Index, _ body: (inout StreamState) -> Result) -> Result {
+        body(&self.values[index])
+    }
+}

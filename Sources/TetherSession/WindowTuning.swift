@@ -89,11 +89,30 @@ struct WindowEpoch: Sendable {
 
 
 extension Session {
+    /// What tuning reads of the session, taken before a window is borrowed in place (a stream's
+    /// window lives in the streams dictionary, which ``tune(_:epoch:initial:maximum:now:view:)``
+    /// must not reach through `self` while it is borrowed).
+    struct TuningView {
+        var tuning: WindowTuning
+        var minRTT: TimeAmount?
+        var mayGrow: Bool
+        var budgetLeft: UInt64
+    }
+
+    var tuningView: TuningView {
+        let tuning = self.configuration.windowTuning
+        return TuningView(
+            tuning: tuning, minRTT: self.minimumRTT.value, mayGrow: !self.windowGrowthReleased,
+            budgetLeft: tuning.connectionBudget - self.budgetUsed)
+    }
+
     /// Ends a window's epoch after an update was advertised; grows the window if it held the
-    /// sender back (spec §7.4 steps 2–4).
-    mutating func tune(
-        _ window: inout ReceiveWindow, epoch: inout WindowEpoch, initial: UInt64, maximum: UInt64, now: NIODeadline
-    ) {
+    /// sender back (spec §7.4 steps 2–4). Returns the octets it took from the process pool, which
+    /// the caller books with ``booked(_:now:)``.
+    static func tune(
+        _ window: inout ReceiveWindow, epoch: inout WindowEpoch, initial: UInt64, maximum: UInt64, now: NIODeadline,
+        view: TuningView
+    ) -> UInt64 {
         let paused = window.sawPause
         window.sawPause = false
         let elapsed = now - epoch.start
@@ -102,12 +121,10 @@ extension Session {
             epoch.history.append((now, window.consumed))
             if epoch.history.count > 8 { epoch.history.removeFirst() }
         }
-        let tuning = self.configuration.windowTuning
-        guard tuning.enabled, !self.windowGrowthReleased, let minRTT = self.minimumRTT.value, minRTT.nanoseconds > 0
-        else { return }
+        guard view.tuning.enabled, view.mayGrow, let minRTT = view.minRTT, minRTT.nanoseconds > 0 else { return 0 }
         // Held back by the window: half of it was taken within two round trips, and the data came
         // in bursts with pauses between them (a sender limited by the path sends without pause).
-        guard paused, elapsed < minRTT * 2 else { return }
+        guard paused, elapsed < minRTT * 2 else { return 0 }
         // The rate over the last minRTT or more: a window-limited sender delivers in bursts, one per
         // round trip, so a shorter span would see only the burst or only the gap.
         let reference = epoch.history.last(where: { $0.at + minRTT <= now }) ?? epoch.history.first ?? (now, 0)
@@ -119,15 +136,19 @@ extension Session {
         // comes without pauses and growth stops, at most at four times the product.
         let cap = min(maximum, max(initial, UInt64(4 * rate * Double(minRTT.nanoseconds) / 1e9)))
         let target = min(window.window * 2, cap)
-        guard target > window.window else { return }
-        let wanted = target - window.window
-        let fromConnection = min(wanted, tuning.connectionBudget - self.budgetUsed)
-        let granted = tuning.pool.take(fromConnection)
-        guard granted > 0 else { return }
-        self.budgetUsed += granted
+        guard target > window.window else { return 0 }
+        let granted = view.tuning.pool.take(min(target - window.window, view.budgetLeft))
         epoch.granted += granted
         window.window += granted
-        self.armSweep(at: now + tuning.idleShrink)  // spec §7.4 step 5
+        return granted
+    }
+
+    /// Books growth that ``tune(_:epoch:initial:maximum:now:view:)`` granted against this
+    /// connection's budget, and arms the shrink (spec §7.4 step 5).
+    mutating func booked(_ granted: UInt64, now: NIODeadline) {
+        guard granted > 0 else { return }
+        self.budgetUsed += granted
+        self.armSweep(at: now + self.configuration.windowTuning.idleShrink)
     }
 
     /// Whether credit is renewed every quarter window instead of every half (spec §7.2): on a path
@@ -143,21 +164,10 @@ extension Session {
     }
 
     /// Gives a window's growth back to the budgets (spec §7.4 step 5).
-    mutating func releaseGrowth(_ epoch: inout WindowEpoch) {
-        guard epoch.granted > 0 else { return }
-        self.configuration.windowTuning.pool.give(epoch.granted)
-        self.budgetUsed -= min(epoch.granted, self.budgetUsed)
-        epoch.granted = 0
-    }
-
-    /// Notes an arrival on a receive window: a pause of a quarter minRTT or more marks a burst.
-    func noteArrival(_ window: inout ReceiveWindow, now: NIODeadline) {
-        if let last = window.lastArrival, let minRTT = self.minimumRTT.value,
-            now - last >= .nanoseconds(minRTT.nanoseconds / 4)
-        {
-            window.sawPause = true
-        }
-        window.lastArrival = now
+    mutating func giveBack(_ granted: UInt64) {
+        guard granted > 0 else { return }
+        self.configuration.windowTuning.pool.give(granted)
+        self.budgetUsed -= min(granted, self.budgetUsed)
     }
 
     /// Whether to take a fresh RTT sample now (spec §7.4 step 1).
