@@ -161,6 +161,8 @@ final class TLSConnection {
             let records = (bytes.count + TLSHandler.recordSize - 1) / TLSHandler.recordSize
             TLSStatistics.Counters.recordsWritten.wrappingAdd(records, ordering: .relaxed)
             TLSStatistics.Counters.plaintextOctetsWritten.wrappingAdd(bytes.count, ordering: .relaxed)
+            // OpenSSL 3.0 copies the plaintext into its write buffer and encrypts it there.
+            TLSStatistics.Counters.octetsCopied.wrappingAdd(bytes.count, ordering: .relaxed)
             return nil
         }
     }

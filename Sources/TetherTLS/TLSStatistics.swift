@@ -5,9 +5,11 @@ import Synchronization
 /// and for metrics; each count is a relaxed atomic add per record or per BIO call, never per octet.
 ///
 /// Copies counted: ciphertext into OpenSSL's read buffer and out of its write buffer (the BIO),
-/// plaintext packed into a record from writes smaller than one, and OpenSSL's own copy of each
-/// decrypted record into the caller's buffer (one per plaintext octet read). Encryption and
-/// decryption themselves are not copies.
+/// plaintext packed into a record from writes smaller than one, and OpenSSL's own two — each
+/// plaintext octet written is copied into its write buffer and encrypted there, each record
+/// decrypted in its read buffer is copied out to the caller (OpenSSL 3.0's record layer). The
+/// encryption and decryption themselves are not counted. Raw TLS therefore makes four copies per
+/// octet in user space; nothing below OpenSSL's `SSL_write`/`SSL_read` API can make fewer.
 public struct TLSStatistics: Sendable, Equatable {
     /// Records written, and the plaintext they carried.
     public var recordsWritten = 0
