@@ -27,18 +27,31 @@ final class ByteBufferBIO {
 
     var inboundBytes: Int { self.inbound.reduce(0) { $0 + $1.readableBytes } }
 
-    /// Ciphertext is gathered into buffers of this size (a power of two, as `ByteBuffer` allocates,
-    /// and under glibc's mmap threshold): three full records each, one transport write per batch
-    /// rather than per record.
+    /// The largest buffer ciphertext is gathered into (a power of two, as `ByteBuffer` allocates,
+    /// and under glibc's mmap threshold): three full records.
     static let batchCapacity = 65_536
 
-    /// The most one record of ``TLSHandler/recordSize`` plaintext takes on the wire: header,
-    /// content type, AEAD tag, and OpenSSL's allowance for the rest (`SSL3_RT_MAX_ENCRYPTED_OVERHEAD`).
-    static let recordCiphertextLimit = 16_384 + 256 + 5
+    /// The most one record adds to its plaintext on the wire: header, content type, AEAD tag, and
+    /// OpenSSL's allowance for the rest (`SSL3_RT_MAX_ENCRYPTED_OVERHEAD`).
+    static let recordOverhead = 256 + 5
 
-    /// Whether the next full record fits the current batch without growing (copying) it.
-    var hasRoomForRecord: Bool {
-        self.outbound.readableBytes == 0 || self.outbound.writableBytes >= Self.recordCiphertextLimit
+    /// The ciphertext `plaintext` octets can become, at most.
+    static func ciphertextLimit(plaintext: Int) -> Int {
+        plaintext + (plaintext + TLSHandler.recordSize - 1) / TLSHandler.recordSize * Self.recordOverhead
+    }
+
+    /// Whether `plaintext` octets (one record at most) can be encrypted into the current batch
+    /// without growing (copying) it.
+    func hasRoom(plaintext: Int) -> Bool {
+        self.outbound.readableBytes == 0 || self.outbound.writableBytes >= Self.ciphertextLimit(plaintext: plaintext)
+    }
+
+    /// Sizes an empty batch for `plaintext` octets about to be encrypted (up to a batch's worth),
+    /// so that OpenSSL's writes never grow it.
+    func reserve(plaintext: Int) {
+        guard self.outbound.readableBytes == 0 else { return }
+        let wanted = min(Self.ciphertextLimit(plaintext: plaintext), Self.batchCapacity)
+        if self.outbound.writableBytes < wanted { self.outbound.reserveCapacity(minimumWritableBytes: wanted) }
     }
 
     /// Octets of ciphertext waiting to be taken.
@@ -73,8 +86,8 @@ final class ByteBufferBIO {
 
     fileprivate func write(_ source: UnsafePointer<CChar>, count: Int) {
         if self.outbound.writableBytes < count {
-            // A batch's worth at once, rather than growing (and copying) by doubling.
-            self.outbound.reserveCapacity(minimumWritableBytes: max(count, Self.batchCapacity))
+            // Handshake messages and alerts; records have room reserved before they are encrypted.
+            self.outbound.reserveCapacity(minimumWritableBytes: max(count, 4_096))
         }
         self.outbound.writeBytes(UnsafeRawBufferPointer(start: source, count: count))
         TLSStatistics.Counters.octetsCopied.wrappingAdd(count, ordering: .relaxed)

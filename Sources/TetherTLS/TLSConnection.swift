@@ -72,8 +72,12 @@ final class TLSConnection {
         self.bio.takeOutbound()
     }
 
-    /// Whether one more full record's ciphertext fits the batch being gathered.
-    var hasRoomForRecord: Bool { self.bio.hasRoomForRecord }
+    /// Whether `plaintext` octets (one record at most) encrypt into the batch being gathered
+    /// without growing it.
+    func hasRoom(plaintext: Int) -> Bool { self.bio.hasRoom(plaintext: plaintext) }
+
+    /// Sizes an empty batch for `plaintext` octets about to be written.
+    func reserve(plaintext: Int) { self.bio.reserve(plaintext: plaintext) }
 
     /// Advances the handshake with what has arrived.
     func handshake() -> Progress {

@@ -7,10 +7,11 @@ import NIOCore
 ///   is passed up) with what was verified, so a handler added from its callback sees every byte.
 /// - Writes between flushes are packed into records of up to 16 KiB. A write that does not fit
 ///   the current record starts the next one, so a write of whole frames (≤ 16 KiB) never straddles
-///   two records. Full records are encrypted at once; their ciphertext is gathered into batches of
-///   64 KiB (``ByteBufferBIO/batchCapacity``) that go down the pipeline when full and at every
-///   flush — one transport write per three records, and the channel's writability lags what was
-///   written by at most one batch.
+///   two records. Full records are encrypted at once and go down the pipeline at the end of the
+///   write that filled them, so the channel's writability reflects every full record; a large
+///   write's records are gathered into buffers of up to 64 KiB (``ByteBufferBIO/batchCapacity``),
+///   sized before OpenSSL writes into them, so no buffer grows and none is much larger than its
+///   ciphertext.
 /// - `close` sends close_notify first; `close(mode: .output)` sends it and keeps reading. A peer's
 ///   close_notify closes the channel; a transport that ends without it is reported as
 ///   ``TLSError/Code/truncated``. A record that fails to decrypt ends the connection.
@@ -183,14 +184,15 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.encryptRecord(context: context)
         }
         if bytes.readableBytes >= Self.recordSize {
-            // Full records of their own: encrypted straight from the caller's buffer, one at a
-            // time so that each goes whole into a batch.
+            // Full records of their own, encrypted straight from the caller's buffer.
             var bytes = bytes
-            while let piece = bytes.readSlice(length: min(Self.recordSize, bytes.readableBytes)), piece.readableBytes > 0 {
-                self.makeRoomForRecord(context: context)
-                if let error = self.connection.write(piece) { return self.fail(context: context, error) }
+            while bytes.readableBytes > 0 {
+                let remaining = bytes.readableBytes
+                guard self.encrypt(bytes.readSlice(length: min(Self.recordSize, remaining))!, upTo: remaining, context: context)
+                else { return }
             }
             if let promise { self.batchPromises.append(promise) }
+            self.writeCiphertext(context: context, flush: false)
             return
         }
         var bytes = bytes
@@ -200,21 +202,31 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if self.record.readableBytes == Self.recordSize { self.encryptRecord(context: context) }
     }
 
-    /// Encrypts the packed record into the batch; its writes complete with the batch.
+    /// Encrypts the packed record and passes it down; its writes complete with that write.
     private func encryptRecord(context: ChannelHandlerContext) {
         if self.record.readableBytes > 0 {
-            self.makeRoomForRecord(context: context)
-            let error = self.connection.write(self.record)
+            let encrypted = self.encrypt(self.record, upTo: self.record.readableBytes, context: context)
             self.record.clear()
-            if let error { return self.fail(context: context, error) }
+            guard encrypted else { return }
         }
         self.batchPromises.append(contentsOf: self.recordPromises)
         self.recordPromises.removeAll()
+        self.writeCiphertext(context: context, flush: false)
     }
 
-    /// Passes the batch down when one more record might not fit it.
-    private func makeRoomForRecord(context: ChannelHandlerContext) {
-        if !self.connection.hasRoomForRecord { self.writeCiphertext(context: context, flush: false) }
+    /// Encrypts one record's plaintext into the current buffer, first passing that buffer down if
+    /// the record might not fit it, and sizing a new one for the `upTo` octets the write still has.
+    /// False when the connection failed.
+    private func encrypt(_ plaintext: ByteBuffer, upTo remaining: Int, context: ChannelHandlerContext) -> Bool {
+        if !self.connection.hasRoom(plaintext: plaintext.readableBytes) {
+            self.writeCiphertext(context: context, flush: false)
+        }
+        self.connection.reserve(plaintext: remaining)
+        if let error = self.connection.write(plaintext) {
+            self.fail(context: context, error)
+            return false
+        }
+        return true
     }
 
     private func flushRecord(context: ChannelHandlerContext) {

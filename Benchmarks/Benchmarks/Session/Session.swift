@@ -1,6 +1,7 @@
 // The session layer's cost per frame, without I/O (spec §7, §8.2): two sessions in memory, one
-// writing 16 KiB frames, the other receiving and consuming them; and the scheduler's cost per
-// decision with 10 and 10,000 streams ready.
+// writing 16 KiB frames, the other receiving and consuming them; the scheduler's cost per
+// decision with 10 and 10,000 streams ready; and heap allocations per MiB through a session pair,
+// the figure CI checks against `Thresholds/` (counts are stable where times are not).
 import Benchmark
 import NIOCore
 import TetherSession
@@ -51,6 +52,11 @@ struct Pair {
     }
 }
 
+/// Allocation counts are deterministic: a run may exceed the stored p90 by at most this.
+let allocationTolerance: [BenchmarkMetric: BenchmarkThresholds] = [
+    .mallocCountTotal: .init(relative: [.p90: 2.0], absolute: [.p90: 2])
+]
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .throughput, .mallocCountTotal],
@@ -68,6 +74,26 @@ let benchmarks: @Sendable () -> Void = {
             _ = pair.sender.write(id, chunk, now: pair.now)
             pair.exchange()
         }
+    }
+
+    // One iteration = 1 MiB (64 frames of 16,375 octets, written in 64 KiB writes) end to end,
+    // after a MiB of warm-up: the mallocs of the session layer and of this in-memory harness's
+    // buffers, per MiB. `swift package benchmark thresholds check` fails when they grow.
+    Benchmark(
+        "allocations: 1 MiB through a session pair",
+        configuration: .init(
+            metrics: [.mallocCountTotal], scalingFactor: .one, maxDuration: .seconds(2), maxIterations: 100,
+            thresholds: allocationTolerance)
+    ) { benchmark in
+        var pair = Pair(streams: 1)
+        let id = try pair.sender.openStream(.bulk, service: "sink", now: pair.now).get()
+        let chunk = ByteBuffer(repeating: 0x5A, count: 16_375 * 4)
+        for round in 0..<32 {
+            if round == 16 { benchmark.startMeasurement() }
+            _ = pair.sender.write(id, chunk, now: pair.now)
+            pair.exchange()
+        }
+        benchmark.stopMeasurement()
     }
 
     // One scaled iteration = one scheduling decision among `count` backlogged streams.
