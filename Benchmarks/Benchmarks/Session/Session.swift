@@ -53,9 +53,9 @@ struct Pair {
 }
 
 /// Allocation counts are deterministic: a run may exceed the stored p90 by at most this.
-let allocationTolerance: [BenchmarkMetric: BenchmarkThresholds] = [
-    .mallocCountTotal: .init(relative: [.p90: 2.0], absolute: [.p90: 2])
-]
+var allocationTolerance: [BenchmarkMetric: BenchmarkThresholds] {
+    [.mallocCountTotal: .init(relative: [.p90: 2.0], absolute: [.p90: 2])]
+}
 
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
@@ -76,11 +76,13 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // (No spaces in the name: package-benchmark 1.38.1 writes threshold files with them replaced
+    // but looks for them as they are.)
     // One iteration = 1 MiB (64 frames of 16,375 octets, written in 64 KiB writes) end to end,
     // after a MiB of warm-up: the mallocs of the session layer and of this in-memory harness's
     // buffers, per MiB. `swift package benchmark thresholds check` fails when they grow.
     Benchmark(
-        "allocations: 1 MiB through a session pair",
+        "allocations-per-MiB-session-pair",
         configuration: .init(
             metrics: [.mallocCountTotal], scalingFactor: .one, maxDuration: .seconds(2), maxIterations: 100,
             thresholds: allocationTolerance)

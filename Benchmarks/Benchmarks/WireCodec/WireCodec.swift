@@ -7,9 +7,9 @@ import NIOCore
 import TetherWire
 
 /// Allocation counts are deterministic: a run may exceed the stored p90 by at most this.
-let allocationTolerance: [BenchmarkMetric: BenchmarkThresholds] = [
-    .mallocCountTotal: .init(relative: [.p90: 2.0], absolute: [.p90: 2])
-]
+var allocationTolerance: [BenchmarkMetric: BenchmarkThresholds] {
+    [.mallocCountTotal: .init(relative: [.p90: 2.0], absolute: [.p90: 2])]
+}
 
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
@@ -57,7 +57,7 @@ let benchmarks: @Sendable () -> Void = {
     // against `Thresholds/`.
     let payload = ByteBuffer(repeating: 0xA5, count: 16_375)
     Benchmark(
-        "allocations: 1 MiB of DATA frames encoded and decoded",
+        "allocations-per-MiB-frame-codec",
         configuration: .init(
             metrics: [.mallocCountTotal], scalingFactor: .one, maxDuration: .seconds(2), maxIterations: 100,
             thresholds: allocationTolerance)
