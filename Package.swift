@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "TetherCompression", targets: ["TetherCompression"]),
         .library(name: "TetherPolicy", targets: ["TetherPolicy"]),
         .library(name: "TetherRelay", targets: ["TetherRelay"]),
+        // The benchmarks' workloads and harnesses, for the package-benchmark suites in Benchmarks/.
+        .library(name: "TetherBench", targets: ["TetherBench"]),
         .executable(name: "tether", targets: ["TetherCommand"]),
     ],
     dependencies: [
@@ -54,6 +56,7 @@ let package = Package(
                 "Tether", "TetherTLS", "TetherSession", "TetherWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
@@ -75,9 +78,12 @@ let package = Package(
         ),
         // The `tether` executable: the product's commands (demo, bench, certs; later edge, hub,
         // check-config).
+        // mallopt for the executable (Swift's Glibc module does not import malloc.h).
+        .target(name: "CMalloc"),
         .executableTarget(
             name: "TetherCommand",
             dependencies: [
+                "CMalloc",
                 "Tether", "TetherRelay", "TetherTLS", "TetherSession", "TetherWire", "TetherBench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

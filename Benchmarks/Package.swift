@@ -31,6 +31,15 @@ let package = Package(
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
         .executableTarget(
+            name: "Tunnel",
+            dependencies: [
+                .product(name: "TetherBench", package: tetherIdentity),
+                .product(name: "Benchmark", package: "package-benchmark"),
+            ],
+            path: "Benchmarks/Tunnel",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+        .executableTarget(
             name: "Session",
             dependencies: [
                 .product(name: "TetherSession", package: tetherIdentity),

@@ -45,10 +45,10 @@ struct BenchThroughput: AsyncParsableCommand {
 
     @Option(
         help: """
-            Which rows to run, comma-separated: idle, raw, tunnel, relay, latency (with --link-rtt: \
-            tunnel, latency).
+            Which rows to run, comma-separated: idle, raw, tunnel, relay, latency, memory (with \
+            --link-rtt: tunnel, latency).
             """)
-    var only: String = "idle,raw,tunnel,relay,latency"
+    var only: String = "idle,raw,tunnel,relay,latency,memory"
 
     @Option(help: "Idle streams to hold open for the memory row (0 to skip).")
     var idleStreams: Int = 10_000
@@ -207,6 +207,27 @@ struct BenchThroughput: AsyncParsableCommand {
             }
             try await entrance.close()
             try await applications.shutdownGracefully()
+        }
+
+        if rows.contains("memory"), let certificates {
+            // User space alone: TLS, then the tunnel over TLS, between embedded channels on this thread.
+            let octets = min(octets, 1 << 30)
+            var baseline: Row?
+            for tunnel in [false, true] {
+                let pair = try InMemoryTunnel(certificates: certificates, tunnel: tunnel)
+                try pair.move(4 * InMemoryTunnel.chunk.readableBytes)  // warm
+                let before = ProcessCost.current()
+                let started = NIODeadline.now()
+                try pair.move(octets / InMemoryTunnel.chunk.readableBytes * InMemoryTunnel.chunk.readableBytes)
+                let seconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+                var row = Row(
+                    scenario: tunnel ? "memory-tunnel-tls" : "memory-raw-tls", streams: 1, bytes: octets, seconds: seconds,
+                    mib_per_s: Self.mib(octets, seconds), baseline: baseline?.scenario,
+                    ratio_to_baseline: baseline.map { $0.seconds / seconds })
+                row.charge(ProcessCost.current() - before, octets: octets)
+                self.emit(row)
+                baseline = baseline ?? row
+            }
         }
 
         if rows.contains("latency") {
