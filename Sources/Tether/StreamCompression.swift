@@ -57,8 +57,10 @@ package final class OutboundCompression {
     let configuration: CompressionConfiguration
     /// The largest compressed unit the peer can take in one frame (``Session/maxCompressedUnit(_:)``).
     let maxUnit: Int
-    /// Written octets not yet compressed, and whether their last one ends a message.
-    private var pending = ByteBuffer()
+    /// Written octets not yet compressed, as they were written (a unit is deflated from its pieces,
+    /// never copied together), and whether their last one ends a message.
+    private var pending = CircularBuffer<ByteBuffer>(initialCapacity: 0)
+    private var pendingOctets = 0
     private var pendingEndsMessage = false
     /// A flush, a message end or the stream's end asked for everything pending to go.
     private var flushRequested = false
@@ -75,24 +77,44 @@ package final class OutboundCompression {
     }
 
     /// Written octets waiting here, counted against the stream's send buffer.
-    package var bufferedOctets: Int { self.pending.readableBytes + self.deflatingOctets }
+    package var bufferedOctets: Int { self.pendingOctets + self.deflatingOctets }
 
     /// Whether everything written has left (nothing pending, nothing being deflated).
     package var isEmpty: Bool { self.bufferedOctets == 0 }
 
     /// Whether octets wait for a batch to fill (the caller arms the flush timer).
-    package var waitsForBatch: Bool { self.pending.readableBytes > 0 && !self.flushRequested }
+    package var waitsForBatch: Bool { self.pendingOctets > 0 && !self.flushRequested }
 
     package func append(_ bytes: ByteBuffer, endMessage: Bool) {
-        var bytes = bytes
-        self.pending.writeBuffer(&bytes)
+        if bytes.readableBytes > 0 {
+            self.pending.append(bytes)
+            self.pendingOctets += bytes.readableBytes
+        }
         self.pendingEndsMessage = endMessage
-        if endMessage { self.flushRequested = true }
+        if endMessage && self.pendingOctets > 0 { self.flushRequested = true }
     }
 
     /// Everything pending goes, whatever the batch size (a flush, the flush timer, FIN).
     package func requestFlush() {
-        if self.pending.readableBytes > 0 { self.flushRequested = true }
+        if self.pendingOctets > 0 { self.flushRequested = true }
+    }
+
+    /// Takes `count` pending octets off the front, as the pieces they were written in.
+    private func take(_ count: Int) -> [ByteBuffer] {
+        var pieces: [ByteBuffer] = []
+        var count = count
+        while count > 0, var first = self.pending.first {
+            if first.readableBytes <= count {
+                pieces.append(self.pending.removeFirst())
+                count -= first.readableBytes
+            } else {
+                pieces.append(first.readSlice(length: count)!)
+                self.pending[self.pending.startIndex] = first
+                count = 0
+            }
+        }
+        self.pendingOctets -= pieces.reduce(0) { $0 + $1.readableBytes }
+        return pieces
     }
 
     /// Units shorter than this are not judged for the raw fallback: their ratio says more about
@@ -103,11 +125,12 @@ package final class OutboundCompression {
     /// for more: a tiny unit costs a frame header and a sync flush, and would be judged
     /// incompressible.
     package func next(now: NIODeadline) throws(CompressionError) -> Step {
-        guard self.deflatingOctets == 0, self.pending.readableBytes > 0 else { return .idle }
+        guard self.deflatingOctets == 0, self.pendingOctets > 0 else { return .idle }
         if self.rawBudget > 0 {
-            let length = min(self.pending.readableBytes, self.rawBudget)
+            // One piece (or its front) at a time: raw octets go out as they were written.
+            let length = min(self.pending.first!.readableBytes, self.rawBudget)
             self.rawBudget -= length
-            let bytes = self.pending.readSlice(length: length)!
+            let bytes = self.take(length)[0]
             return .raw(bytes, endsMessage: self.takeEnd())
         }
         var reset = false
@@ -119,17 +142,19 @@ package final class OutboundCompression {
         let fullUnit = self.deflater!.maxInput(forPayload: self.maxUnit)
         guard fullUnit > 0 else { throw CompressionError(.limit, "no room for a compressed unit") }
         let enough = self.configuration.batch >= fullUnit ? fullUnit : self.configuration.batch
-        guard self.flushRequested || self.pending.readableBytes >= enough else { return .idle }
-        let input = self.pending.readSlice(length: min(self.pending.readableBytes, fullUnit))!
-        self.deflatingOctets = input.readableBytes
-        return .deflate(DeflateJob(deflater: self.deflater!, input: input, resetContext: reset, endsMessage: self.takeEnd()))
+        guard self.flushRequested || self.pendingOctets >= enough else { return .idle }
+        let input = self.take(min(self.pendingOctets, fullUnit))
+        let octets = input.reduce(0) { $0 + $1.readableBytes }
+        self.deflatingOctets = octets
+        return .deflate(
+            DeflateJob(deflater: self.deflater!, input: input, inputOctets: octets, resetContext: reset, endsMessage: self.takeEnd()))
     }
 
     /// The message end and the flush belong to the last pending octet: taken with it.
     private func takeEnd() -> Bool {
-        guard self.pending.readableBytes == 0 else { return false }
+        guard self.pendingOctets == 0 else { return false }
         defer {
-            self.pending = ByteBuffer()
+            self.pending.removeAll(keepingCapacity: true)
             self.pendingEndsMessage = false
             self.flushRequested = false
         }
@@ -140,7 +165,7 @@ package final class OutboundCompression {
     package func finished(_ job: DeflateJob, _ unit: ByteBuffer, now: NIODeadline) -> ByteBuffer {
         self.deflatingOctets = 0
         self.lastCompressed = now
-        let length = job.input.readableBytes
+        let length = job.inputOctets
         if length >= Self.judgedUnit,
             Double(unit.readableBytes) > Double(length) * (1 - self.configuration.minimumSaving)
         {
@@ -152,7 +177,8 @@ package final class OutboundCompression {
     /// A deflate failed: the stream is reset with COMPRESSION_ERROR; nothing more is made.
     func failed() {
         self.deflatingOctets = 0
-        self.pending = ByteBuffer()
+        self.pending.removeAll()
+        self.pendingOctets = 0
         self.deflater = nil
     }
 
@@ -174,7 +200,9 @@ package final class OutboundCompression {
 /// hand-over to and from that thread orders every access.
 package struct DeflateJob: @unchecked Sendable {
     let deflater: Deflater
-    package let input: ByteBuffer
+    /// The unit's octets, in the pieces they were written in.
+    package let input: [ByteBuffer]
+    package let inputOctets: Int
     package let resetContext: Bool
     package let endsMessage: Bool
 

@@ -354,7 +354,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
                 self.send(bytes, endMessage: endsMessage, compression: [], to: owner)
             case .deflate(let job):
                 guard let offload = self.compressionConfiguration.offload,
-                    job.input.readableBytes >= self.compressionConfiguration.offloadAbove
+                    job.inputOctets >= self.compressionConfiguration.offloadAbove
                 else {
                     self.emit(job, job.run())
                     continue

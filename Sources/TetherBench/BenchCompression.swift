@@ -41,6 +41,19 @@ struct BenchCompression: AsyncParsableCommand {
                 String(
                     format: "         zlib alone with a sync flush every 16 KiB, as frames need: %.1f MB/s ratio %.2f (%.2f× one-shot)",
                     flushed.mbPerSecond, flushed.ratio, flushed.mbPerSecond / oneShot.mbPerSecond))
+            // What the stream's smaller window and memLevel cost, apart from the framing path: zlib
+            // alone, flushed every 16 KiB, with the parameters a busy stream may afford (≤ 128 KB).
+            for (windowBits, memLevel) in [(Int32(13), Int32(6)), (14, 6), (13, 7)] {
+                let small = try Self.oneShot(log, level: level, flushEvery: 16_384, windowBits: windowBits, memLevel: memLevel)
+                var parameters = DeflateParameters()
+                parameters.windowBits = windowBits
+                parameters.memLevel = memLevel
+                print(
+                    String(
+                        format: "         … with window %d KiB, memLevel %d (%d KB a stream): %.1f MB/s ratio %.2f (%.2f× one-shot)",
+                        1 << (windowBits - 10), memLevel, parameters.compressorBytes / 1_000, small.mbPerSecond,
+                        small.ratio, small.mbPerSecond / oneShot.mbPerSecond))
+            }
         }
         try Self.memory()
         try await Self.latency(log: log, seconds: self.seconds)
@@ -90,11 +103,13 @@ struct BenchCompression: AsyncParsableCommand {
 
     /// zlib's defaults (window 32 KiB, memLevel 8) over the whole text in one call, or — to show
     /// what framing alone costs — in calls of `flushEvery` octets, each ending in a sync flush.
-    static func oneShot(_ log: ByteBuffer, level: Int32, flushEvery: Int? = nil) throws -> Result {
+    static func oneShot(
+        _ log: ByteBuffer, level: Int32, flushEvery: Int? = nil, windowBits: Int32 = 15, memLevel: Int32 = 8
+    ) throws -> Result {
         var parameters = DeflateParameters()
         parameters.level = level
-        parameters.windowBits = 15
-        parameters.memLevel = 8
+        parameters.windowBits = windowBits
+        parameters.memLevel = memLevel
         let deflater = try Deflater(parameters: parameters)
         var output = ByteBuffer()
         output.reserveCapacity(log.readableBytes)

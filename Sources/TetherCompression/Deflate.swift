@@ -28,6 +28,8 @@ let syncTrailer: [UInt8] = [0x00, 0x00, 0xFF, 0xFF]
 public final class Deflater {
     private var stream = z_stream()
     public let parameters: DeflateParameters
+    /// Where zlib writes a unit (room for its worst case); its result is copied out at its size.
+    private var scratch = ByteBuffer()
 
     public init(parameters: DeflateParameters = DeflateParameters()) throws(CompressionError) {
         self.parameters = parameters
@@ -61,26 +63,45 @@ public final class Deflater {
     /// `output`. Returns the octets appended.
     @discardableResult
     public func compress(_ input: ByteBuffer, into output: inout ByteBuffer) throws(CompressionError) -> Int {
-        let start = output.writerIndex
-        let capacity = Int(deflateBound(&self.stream, UInt(input.readableBytes))) + 16
+        try self.compress(CollectionOfOne(input), into: &output)
+    }
+
+    /// Deflates the pieces of one unit as if they were one buffer — the application's writes as
+    /// they came, never gathered into one (together at most ``maxInput(forPayload:)``) — and
+    /// appends the frame payload to `output`. zlib works in a scratch buffer the deflater keeps;
+    /// `output` only grows by what the unit became, so a queued unit holds its own size, not
+    /// zlib's worst case. Returns the octets appended.
+    @discardableResult
+    public func compress(_ pieces: some Collection<ByteBuffer>, into output: inout ByteBuffer) throws(CompressionError) -> Int {
+        let total = pieces.reduce(0) { $0 + $1.readableBytes }
+        let bound = Int(deflateBound(&self.stream, UInt(total))) + 16
+        self.scratch.clear()
+        self.scratch.reserveCapacity(minimumWritableBytes: bound)
         var failure: Int32 = Z_OK
-        _ = input.withUnsafeReadableBytes { source in
-            output.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { destination in
-                self.stream.next_in = UnsafeMutablePointer(
-                    mutating: source.baseAddress?.assumingMemoryBound(to: Bytef.self))
-                self.stream.avail_in = uInt(source.count)
-                self.stream.next_out = destination.baseAddress!.assumingMemoryBound(to: Bytef.self)
-                self.stream.avail_out = uInt(destination.count)
-                let result = deflate(&self.stream, Z_SYNC_FLUSH)
-                if result != Z_OK && result != Z_BUF_ERROR || self.stream.avail_in != 0 { failure = result }
-                return destination.count - Int(self.stream.avail_out)
+        var remaining = pieces.count
+        for piece in pieces {
+            remaining -= 1
+            let flush = remaining == 0 ? Z_SYNC_FLUSH : Z_NO_FLUSH
+            _ = piece.withUnsafeReadableBytes { source in
+                self.scratch.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { destination in
+                    self.stream.next_in = UnsafeMutablePointer(
+                        mutating: source.baseAddress?.assumingMemoryBound(to: Bytef.self))
+                    self.stream.avail_in = uInt(source.count)
+                    self.stream.next_out = destination.baseAddress?.assumingMemoryBound(to: Bytef.self)
+                    self.stream.avail_out = uInt(destination.count)
+                    let result = deflate(&self.stream, flush)
+                    if result != Z_OK && result != Z_BUF_ERROR || self.stream.avail_in != 0 { failure = result }
+                    return destination.count - Int(self.stream.avail_out)
+                }
             }
+            guard failure == Z_OK else { break }
         }
         self.stream.next_in = nil
         self.stream.next_out = nil
         guard failure == Z_OK else { throw CompressionError(.zlib, "deflate failed (\(failure))") }
         // Every sync flush ends with an empty stored block; the frame leaves it out.
-        output.moveWriterIndex(to: output.writerIndex - syncTrailer.count)
-        return output.writerIndex - start
+        let payload = self.scratch.readableBytes - syncTrailer.count
+        output.writeImmutableBuffer(self.scratch.getSlice(at: self.scratch.readerIndex, length: payload)!)
+        return payload
     }
 }
