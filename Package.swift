@@ -53,14 +53,14 @@ let package = Package(
         .target(
             name: "TetherRelay",
             dependencies: [
-                "Tether", "TetherTLS", "TetherSession", "TetherWire",
+                "Tether", "TetherTLS", "TetherSession", "TetherWire", "TetherPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         // The benchmarks `tether bench` runs (throughput, latency, the policy filter, compression),
@@ -72,6 +72,7 @@ let package = Package(
                 "TetherPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

@@ -173,7 +173,8 @@ public final class PolicyEnforcer: Sendable {
 }
 
 extension PolicyClass {
-    init(_ streamClass: StreamClass) {
+    /// The class as the policy names it.
+    public init(_ streamClass: StreamClass) {
         switch streamClass {
         case .command: self = .command
         case .metadata: self = .metadata

@@ -11,7 +11,7 @@ struct TetherCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tether",
         abstract: "Many logical channels over one outbound connection.",
-        subcommands: [Demo.self, BenchCommand.self, Certs.self]
+        subcommands: [Demo.self, BenchCommand.self, Certs.self, CheckConfig.self]
     )
 
     static func main() async {

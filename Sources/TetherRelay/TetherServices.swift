@@ -207,7 +207,7 @@ public final class TetherDialerService: Service, Sendable {
 
     public func run() async throws {
         var attempt = 0
-        try await withGracefulShutdownHandler {
+        await withGracefulShutdownHandler {
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 let started = ContinuousClock.now
                 do {
@@ -227,7 +227,13 @@ public final class TetherDialerService: Service, Sendable {
                 }
                 if ContinuousClock.now - started >= self.configuration.backoff.stable { attempt = 0 }
                 guard !Task.isShuttingDownGracefully else { break }
-                try? await Task.sleep(for: self.configuration.backoff.delay(attempt: attempt))
+                let delay = self.configuration.backoff.delay(attempt: attempt)
+                do {
+                    // A shutdown cuts the backoff short: up to `cap` of waiting is not a drain.
+                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+                } catch {
+                    break
+                }
                 attempt += 1
             }
         } onGracefulShutdown: {

@@ -1,0 +1,129 @@
+import Foundation
+import NIOCore
+import TetherWire
+
+/// A relay configuration file: YAML with a top-level `role` (`edge` or `hub`). Every key is
+/// documented in the README ("Configuration"); an unknown key, a missing one or a bad value is an
+/// error naming the file, line, column and key.
+public enum RelayConfigurationFile: Sendable {
+    case edge(EdgeConfiguration)
+    case hub(HubConfiguration)
+
+    public static func load(path: String) throws(ConfigError) -> RelayConfigurationFile {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(file: path, line: nil, column: nil, path: "", message: "cannot read: \(error.localizedDescription)")
+        }
+        return try self.parse(text, file: path)
+    }
+
+    public static func parse(_ text: String, file: String) throws(ConfigError) -> RelayConfigurationFile {
+        let root = try ConfigNode.parse(text, file: file)
+        guard case .mapping(let mapping) = root.node,
+            let role = mapping.first(where: { $0.key.string == "role" })?.value.string
+        else {
+            throw root.error("missing key \"role\" (edge or hub)")
+        }
+        switch role {
+        case "edge": return .edge(try EdgeConfiguration(root))
+        case "hub": return .hub(try HubConfiguration(root))
+        default:
+            throw ConfigNode(node: mapping["role"]!, path: "role", file: file).error("expected edge or hub")
+        }
+    }
+}
+
+extension RelayTLSFiles {
+    init(_ node: ConfigNode) throws(ConfigError) {
+        let keys = try node.mapping(["certificate", "key", "ca"])
+        let ca = try keys.required("ca")
+        let authorities: [String]
+        if case .sequence = ca.node {
+            authorities = try ca.sequence().map { (entry) throws(ConfigError) in try entry.existingFile() }
+        } else {
+            authorities = [try ca.existingFile()]
+        }
+        self.init(
+            certificate: try keys.required("certificate").existingFile(), key: try keys.required("key").existingFile(),
+            trustedCAs: authorities)
+    }
+}
+
+extension EdgeConfiguration {
+    init(_ root: ConfigNode) throws(ConfigError) {
+        let keys = try root.mapping(["role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes"])
+        let hubs = try keys.required("hubs").sequence().map { (hub) throws(ConfigError) in try hub.endpoint() }
+        guard !hubs.isEmpty else { throw try keys.required("hubs").error("list at least one hub") }
+        for (index, hub) in hubs.enumerated() {
+            if case .unix = hub { throw try keys.required("hubs").sequence()[index].error("a hub is dialed over TCP") }
+        }
+        self.init(hubs: hubs, tls: try RelayTLSFiles(try keys.required("tls")), policy: try keys.required("policy").existingFile())
+        self.serverName = try keys["serverName"]?.string()
+        if let dial = keys["dial"] {
+            let dialKeys = try dial.mapping(["initialBackoff", "maxBackoff", "resetAfter", "keepalive"])
+            if let value = dialKeys["initialBackoff"] { self.dial.initial = try value.duration(in: .milliseconds(10)...TimeAmount.minutes(5)) }
+            if let value = dialKeys["maxBackoff"] { self.dial.maximum = try value.duration(in: .milliseconds(100)...TimeAmount.hours(1)) }
+            if let value = dialKeys["resetAfter"] { self.dial.resetAfter = try value.duration(in: .seconds(1)...TimeAmount.hours(24)) }
+            if let value = dialKeys["keepalive"] { self.dial.keepalive = try value.duration(in: .seconds(1)...TimeAmount.seconds(30)) }
+            guard self.dial.initial <= self.dial.maximum else {
+                throw dial.error("initialBackoff is longer than maxBackoff")
+            }
+        }
+        var names = Set<String>()
+        for entry in try keys["forwards"]?.sequence() ?? [] {
+            let forward = try entry.mapping(["name", "listen", "service", "class"])
+            let name = try forward.required("name").string()
+            guard names.insert(name).inserted else { throw try forward.required("name").error("a second forward named \(name)") }
+            self.forwards.append(
+                Forward(
+                    name: name, listen: try forward.required("listen").endpoint(),
+                    service: try forward.required("service").string(),
+                    streamClass: try forward["class"]?.streamClass() ?? .bulk))
+        }
+        names.removeAll()
+        for entry in try keys["exposes"]?.sequence() ?? [] {
+            let expose = try entry.mapping(["name", "target"])
+            let name = try expose.required("name").string()
+            guard names.insert(name).inserted else { throw try expose.required("name").error("a second expose named \(name)") }
+            self.exposes.append(Expose(name: name, target: try expose.required("target").endpoint()))
+        }
+    }
+}
+
+extension HubConfiguration {
+    init(_ root: ConfigNode) throws(ConfigError) {
+        let keys = try root.mapping(["role", "listen", "tls", "revoked", "limits", "services", "listeners"])
+        self.init(listen: try keys.required("listen").endpoint(), tls: try RelayTLSFiles(try keys.required("tls")))
+        self.revoked = try keys["revoked"]?.existingFile()
+        if let limits = keys["limits"] {
+            let limitKeys = try limits.mapping(["connectionsPerIdentity", "handshakesPerSecond"])
+            if let value = limitKeys["connectionsPerIdentity"] { self.limits.connectionsPerIdentity = try value.int(in: 1...64) }
+            if let value = limitKeys["handshakesPerSecond"] { self.limits.handshakesPerSecond = try value.int(in: 1...100_000) }
+        }
+        var names = Set<String>()
+        for entry in try keys["services"]?.sequence() ?? [] {
+            let service = try entry.mapping(["name", "backend", "tenants"])
+            let name = try service.required("name").string()
+            guard names.insert(name).inserted else { throw try service.required("name").error("a second service named \(name)") }
+            let tenants = try service.required("tenants").sequence().map { (tenant) throws(ConfigError) in try tenant.string() }
+            guard !tenants.isEmpty else { throw try service.required("tenants").error("list the tenants that may open it, or *") }
+            self.services.append(Service(name: name, backend: try service.required("backend").endpoint(), tenants: tenants))
+        }
+        names.removeAll()
+        for entry in try keys["listeners"]?.sequence() ?? [] {
+            let listener = try entry.mapping(["name", "listen", "agent", "target"])
+            let name = try listener.required("name").string()
+            guard names.insert(name).inserted else { throw try listener.required("name").error("a second listener named \(name)") }
+            let agentNode = try listener.required("agent")
+            guard let agent = TetherIdentity(uri: try agentNode.string()) else {
+                throw agentNode.error("expected an identity such as tether://acme/node-1")
+            }
+            self.listeners.append(
+                Listener(
+                    name: name, listen: try listener.required("listen").endpoint(), agent: agent,
+                    target: try listener.required("target").string()))
+        }
+    }
+}

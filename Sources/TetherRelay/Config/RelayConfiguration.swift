@@ -1,0 +1,133 @@
+import NIOCore
+import TetherTLS
+import TetherWire
+
+/// The certificate, key and trusted CAs of a relay (spec §2: mutual TLS 1.3).
+public struct RelayTLSFiles: Sendable, Hashable {
+    public var certificate: String
+    public var key: String
+    public var trustedCAs: [String]
+
+    public init(certificate: String, key: String, trustedCAs: [String]) {
+        self.certificate = certificate
+        self.key = key
+        self.trustedCAs = trustedCAs
+    }
+}
+
+/// `tether edge`'s configuration (README "Configuration"): the hubs it dials, the local
+/// listeners it forwards, the local targets the plane may open, and the policy that allows them.
+public struct EdgeConfiguration: Sendable {
+    /// Hub addresses, tried in turn; names are resolved again on every attempt.
+    public var hubs: [Endpoint]
+    public var tls: RelayTLSFiles
+    /// The name the hub's certificate must carry; nil verifies each hub's own host.
+    public var serverName: String?
+    /// The customer's allowlist (spec/POLICY.md); every forward and expose needs a rule in it.
+    public var policy: String
+    public var dial = Dial()
+    public var forwards: [Forward] = []
+    public var exposes: [Expose] = []
+
+    public struct Dial: Sendable {
+        /// Full-jitter exponential backoff between `initial` and `maximum`, back to `initial` after
+        /// a connection stayed up for `resetAfter`.
+        public var initial: TimeAmount = .milliseconds(250)
+        public var maximum: TimeAmount = .seconds(30)
+        public var resetAfter: TimeAmount = .seconds(60)
+        /// Keepalive PINGs at most this far apart (spec §5.6; NAT timeouts).
+        public var keepalive: TimeAmount = .seconds(20)
+
+        public init() {}
+    }
+
+    /// A local listener whose connections become streams to a hub service.
+    public struct Forward: Sendable {
+        public var name: String
+        public var listen: Endpoint
+        public var service: String
+        public var streamClass: StreamClass
+
+        public init(name: String, listen: Endpoint, service: String, streamClass: StreamClass) {
+            self.name = name
+            self.listen = listen
+            self.service = service
+            self.streamClass = streamClass
+        }
+    }
+
+    /// A local target the plane may open by name.
+    public struct Expose: Sendable {
+        public var name: String
+        public var target: Endpoint
+
+        public init(name: String, target: Endpoint) {
+            self.name = name
+            self.target = target
+        }
+    }
+
+    public init(hubs: [Endpoint], tls: RelayTLSFiles, policy: String) {
+        self.hubs = hubs
+        self.tls = tls
+        self.policy = policy
+    }
+}
+
+/// `tether hub`'s configuration (README "Configuration"): where edges connect, the backends of
+/// the services they open, and the listeners through which the plane opens agents' targets.
+public struct HubConfiguration: Sendable {
+    public var listen: Endpoint
+    public var tls: RelayTLSFiles
+    /// A file of revoked identities, one `tether://tenant/agent` per line; nil revokes none.
+    public var revoked: String?
+    public var limits = Limits()
+    public var services: [Service] = []
+    public var listeners: [Listener] = []
+
+    public struct Limits: Sendable {
+        /// Connections one identity may hold at once (a second replaces the first up to this).
+        public var connectionsPerIdentity = 2
+        /// Full handshakes per second; more wait, so a reconnect storm cannot starve live edges.
+        public var handshakesPerSecond = 500
+
+        public init() {}
+    }
+
+    /// A service edges may open, and the backend its streams are spliced to.
+    public struct Service: Sendable {
+        public var name: String
+        public var backend: Endpoint
+        /// Tenants whose edges may open it; `*` allows every tenant.
+        public var tenants: [String]
+
+        public init(name: String, backend: Endpoint, tenants: [String]) {
+            self.name = name
+            self.backend = backend
+            self.tenants = tenants
+        }
+
+        public func allows(_ tenant: String) -> Bool { self.tenants.contains("*") || self.tenants.contains(tenant) }
+    }
+
+    /// A hub-side listener whose connections become streams the hub opens toward one agent's
+    /// exposed target.
+    public struct Listener: Sendable {
+        public var name: String
+        public var listen: Endpoint
+        public var agent: TetherIdentity
+        public var target: String
+
+        public init(name: String, listen: Endpoint, agent: TetherIdentity, target: String) {
+            self.name = name
+            self.listen = listen
+            self.agent = agent
+            self.target = target
+        }
+    }
+
+    public init(listen: Endpoint, tls: RelayTLSFiles) {
+        self.listen = listen
+        self.tls = tls
+    }
+}

@@ -1,0 +1,193 @@
+import Foundation
+import TetherPolicy
+import TetherRelay
+import TetherWire
+import Testing
+
+/// The relays' configuration files (README "Configuration"): strict YAML, errors with file, line,
+/// column and key; the edge's forwards and exposes cross-checked against the customer's policy.
+@Suite struct RelayConfigurationTests {
+    /// A directory with the files a configuration names.
+    struct Directory {
+        let path: String
+
+        init() throws {
+            self.path = NSTemporaryDirectory() + "tether-config-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: self.path, withIntermediateDirectories: true)
+            for name in ["edge.pem", "edge.key", "hub.pem", "hub.key", "ca.pem", "ca2.pem"] {
+                try self.write(name, "placeholder")
+            }
+            try self.write(
+                "policy.yaml",
+                """
+                version: 1
+                toPlane:
+                  - service: kube-api
+                    class: [bulk]
+                    opaque: true
+                fromPlane:
+                  - service: node-exporter
+                    class: [bulk]
+                    opaque: true
+                """)
+        }
+
+        func write(_ name: String, _ text: String) throws {
+            try text.write(toFile: self.path + "/" + name, atomically: true, encoding: .utf8)
+        }
+
+        /// Writes `text` as a configuration and loads it as the daemon would.
+        func load(_ text: String) throws(ConfigError) -> RelayConfigurationFile {
+            try? self.write("relay.yaml", text)
+            return try RelayConfigurationFile.load(path: self.path + "/relay.yaml")
+        }
+
+        func remove() { try? FileManager.default.removeItem(atPath: self.path) }
+    }
+
+    static let edge = """
+        role: edge
+        hubs: [hub.example.com:443, 192.0.2.7:443, "[2001:db8::7]:443"]
+        tls:
+          certificate: edge.pem
+          key: edge.key
+          ca: [ca.pem, ca2.pem]
+        policy: policy.yaml
+        dial:
+          initialBackoff: 100ms
+          maxBackoff: 10s
+          keepalive: 15s
+        forwards:
+          - name: api
+            listen: 127.0.0.1:16443
+            service: kube-api
+          - name: api-unix
+            listen: unix:/run/tether/api.sock
+            service: kube-api
+            class: bulk
+        exposes:
+          - name: node-exporter
+            target: unix:/run/node-exporter.sock
+        """
+
+    @Test func anEdgeConfigurationReadsEveryKey() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        guard case .edge(let edge) = try directory.load(Self.edge) else {
+            Issue.record("not read as an edge")
+            return
+        }
+        #expect(edge.hubs == [.tcp(host: "hub.example.com", port: 443), .tcp(host: "192.0.2.7", port: 443), .tcp(host: "2001:db8::7", port: 443)])
+        // Relative paths are relative to the configuration file, not to where the daemon started.
+        #expect(edge.tls.trustedCAs == [directory.path + "/ca.pem", directory.path + "/ca2.pem"])
+        #expect(edge.policy == directory.path + "/policy.yaml")
+        #expect(edge.dial.initial == .milliseconds(100) && edge.dial.maximum == .seconds(10))
+        #expect(edge.dial.keepalive == .seconds(15) && edge.dial.resetAfter == .seconds(60))
+        #expect(edge.forwards.map(\.listen) == [.tcp(host: "127.0.0.1", port: 16443), .unix(path: "/run/tether/api.sock")])
+        #expect(edge.forwards.allSatisfy { $0.streamClass == .bulk && $0.service == "kube-api" })
+        #expect(edge.exposes.map(\.target) == [.unix(path: "/run/node-exporter.sock")])
+        let policy = try PolicyFile.load(path: edge.policy)
+        #expect(edge.problems(against: policy).isEmpty)
+    }
+
+    @Test func aHubConfigurationReadsEveryKey() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        try directory.write("revoked.txt", "tether://acme/node-9\n")
+        let loaded = try directory.load(
+            """
+            role: hub
+            listen: "[::]:443"
+            tls: {certificate: hub.pem, key: hub.key, ca: ca.pem}
+            revoked: revoked.txt
+            limits: {connectionsPerIdentity: 3, handshakesPerSecond: 200}
+            services:
+              - {name: kube-api, backend: 127.0.0.1:6443, tenants: [acme, globex]}
+              - {name: metrics, backend: unix:/run/metrics.sock, tenants: ["*"]}
+            listeners:
+              - {name: exporter, listen: 127.0.0.1:19100, agent: tether://acme/node-1, target: node-exporter}
+            """)
+        guard case .hub(let hub) = loaded else {
+            Issue.record("not read as a hub")
+            return
+        }
+        #expect(hub.listen == .tcp(host: "::", port: 443))
+        #expect(hub.revoked == directory.path + "/revoked.txt")
+        #expect(hub.limits.connectionsPerIdentity == 3 && hub.limits.handshakesPerSecond == 200)
+        #expect(hub.services[0].allows("globex") && !hub.services[0].allows("initech") && hub.services[1].allows("initech"))
+        #expect(hub.listeners[0].agent == TetherIdentity(tenant: "acme", agentID: "node-1"))
+    }
+
+    /// Each mistake names the file, the line and column of the key or value, and the key.
+    @Test(arguments: [
+        ("    clas: bulk", "forwards[1].clas", 19, 5, "unknown key"),
+        ("    class: bulky", "forwards[1].class", 19, 12, "expected a stream class"),
+        ("    listen: 127.0.0.1:99999", "forwards[1].listen", 17, 13, "port in 1…65535"),
+        ("    listen: unix:run/api.sock", "forwards[1].listen", 17, 13, "absolute path"),
+        ("  keepalive: 45s", "dial.keepalive", 11, 14, "duration"),
+        ("  - name: api", "forwards[1].name", 16, 11, "a second forward named api"),
+    ])
+    func aMistakeIsNamedWithItsLineAndColumn(_ replacement: String, _ path: String, _ line: Int, _ column: Int, _ message: String) throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        var lines = Self.edge.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let index = line - 1
+        lines[index] = replacement
+        do {
+            _ = try directory.load(lines.joined(separator: "\n"))
+            Issue.record("\(replacement) was accepted")
+        } catch {
+            #expect(error.file == directory.path + "/relay.yaml")
+            #expect(error.path == path, "\(error)")
+            #expect(error.line == line && error.column == column, "\(error)")
+            #expect(error.message.contains(message), "\(error)")
+        }
+    }
+
+    @Test func missingKeysAndBadDocumentsAreNamed() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        #expect(throws: ConfigError.self) { try directory.load("") }
+        do {
+            _ = try directory.load("role: edge\nhubs: [a:1]\ntls: {certificate: edge.pem, key: edge.key, ca: ca.pem}\n")
+            Issue.record("accepted without a policy")
+        } catch {
+            #expect(error.message == "missing key \"policy\"", "\(error)")
+        }
+        do {
+            _ = try directory.load("role: edge\nhubs: [a:1\n")
+            Issue.record("accepted broken YAML")
+        } catch {
+            #expect(error.line != nil && error.message.hasPrefix("YAML:"), "\(error)")
+        }
+        do {
+            _ = try directory.load("role: edge\nhubs: [a:1]\ntls: {certificate: missing.pem, key: edge.key, ca: ca.pem}\npolicy: policy.yaml\n")
+            Issue.record("accepted a missing certificate")
+        } catch {
+            #expect(error.path == "tls.certificate" && error.message.contains("cannot read"), "\(error)")
+        }
+        do {
+            _ = try directory.load("role: gateway\n")
+            Issue.record("accepted an unknown role")
+        } catch {
+            #expect(error.path == "role" && error.line == 1 && error.column == 7, "\(error)")
+        }
+    }
+
+    /// spec/POLICY.md §3: everything that leaves needs a rule; the cross-check lists each gap.
+    @Test func forwardsAndExposesThePolicyLacksAreListed() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let text = Self.edge
+            .replacingOccurrences(of: "    service: kube-api\n    class: bulk", with: "    service: kube-api\n    class: command")
+            .replacingOccurrences(of: "  - name: node-exporter", with: "  - name: ssh")
+        guard case .edge(let edge) = try directory.load(text) else {
+            Issue.record("not read as an edge")
+            return
+        }
+        let problems = edge.problems(against: try PolicyFile.load(path: edge.policy))
+        #expect(problems.count == 2, "\(problems)")
+        #expect(problems.contains { $0.hasPrefix("forward api-unix:") && $0.contains("kube-api (command)") })
+        #expect(problems.contains { $0.hasPrefix("expose ssh:") })
+    }
+}
