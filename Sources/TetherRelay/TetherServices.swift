@@ -153,6 +153,8 @@ public final class TetherDialerService: Service, Sendable {
         /// Resolved again on every attempt (a name may move).
         public var host: String
         public var port: Int
+        /// More acceptors to try: attempt n dials the n-th of `host:port` and these, in turn.
+        public var alternatives: [(host: String, port: Int)] = []
         public var connection: TetherConnectionHandler.Configuration
         public var queueLimits = TetherTransport.QueueLimits()
         public var backoff = Backoff()
@@ -207,11 +209,15 @@ public final class TetherDialerService: Service, Sendable {
 
     public func run() async throws {
         var attempt = 0
+        var tries = 0
         await withGracefulShutdownHandler {
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 let started = ContinuousClock.now
                 do {
-                    let address = try SocketAddress.makeAddressResolvingHost(self.configuration.host, port: self.configuration.port)
+                    let targets = [(self.configuration.host, self.configuration.port)] + self.configuration.alternatives
+                    let (host, port) = targets[tries % targets.count]
+                    tries += 1
+                    let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
                     let connection = try await TetherTransport.dial(
                         group: self.group, to: address, tls: try self.tls.map { _ = try $0.reloadIfChanged(); return $0.current },
                         configuration: self.configuration.connection, inboundStreamHandler: self.inboundStreamHandler,

@@ -9,9 +9,9 @@ import TetherBench
 let certificates = try! ThrowAwayCertificates()
 
 /// Allocation counts barely move (the tunnel's windows tune on the clock): a run may exceed the
-/// stored p90 by at most this — less than one allocation per record (64 per MiB).
+/// stored p90 by at most one allocation per record (64 per MiB); their timing moves them by ±40.
 var allocationTolerance: [BenchmarkMetric: BenchmarkThresholds] {
-    [.mallocCountTotal: .init(relative: [.p90: 3.0], absolute: [.p90: 8])]
+    [.mallocCountTotal: .init(relative: [.p90: 5.0], absolute: [.p90: 64])]
 }
 
 let benchmarks: @Sendable () -> Void = {

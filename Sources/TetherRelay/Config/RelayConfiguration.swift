@@ -35,8 +35,8 @@ public struct EdgeConfiguration: Sendable {
         public var initial: TimeAmount = .milliseconds(250)
         public var maximum: TimeAmount = .seconds(30)
         public var resetAfter: TimeAmount = .seconds(60)
-        /// Keepalive PINGs at most this far apart (spec §5.6; NAT timeouts).
-        public var keepalive: TimeAmount = .seconds(20)
+        /// Keepalive PINGs at most this far apart (spec §5.6: 1–30 s; NAT timeouts).
+        public var keepalive: TimeAmount = .seconds(15)
 
         public init() {}
     }

@@ -1,0 +1,109 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Tether
+import TetherPolicy
+import TetherTLS
+import TetherWire
+
+/// `tether edge`: keeps one mutual-TLS connection to a hub (``TetherDialerService``: the hubs in
+/// turn, names resolved on every attempt, full-jitter backoff), forwards every connection its
+/// local listeners accept as a stream to the configured hub service, and splices streams the
+/// hub opens to the local targets it exposes. Nothing leaves that the customer's policy does not
+/// allow (spec/POLICY.md): the edge refuses to start a forward or expose the policy lacks, and the
+/// connection's ``PolicyEnforcer`` checks every stream either way.
+public final class EdgeRelay: Service, Sendable {
+    public let configuration: EdgeConfiguration
+    private let dialer: TetherDialerService
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let bound = NIOLockedValueBox<[String: SocketAddress]>([:])
+
+    public init(
+        configuration: EdgeConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "tether.edge")
+    ) throws {
+        let policy: Policy
+        do {
+            policy = try PolicyFile.load(path: configuration.policy)
+        } catch {
+            throw RelayError("policy: \(error.description)")
+        }
+        let problems = configuration.problems(against: policy)
+        guard problems.isEmpty else { throw RelayError(problems.joined(separator: "; ")) }
+        guard case .tcp(let host, let port) = configuration.hubs[0] else { throw RelayError("a hub is dialed over TCP") }
+        let tls = try TLSContextStore(
+            configuration: TLSConfiguration(
+                role: .client, certificateChainFile: configuration.tls.certificate, privateKeyFile: configuration.tls.key,
+                trustedCAFiles: configuration.tls.trustedCAs, serverName: configuration.serverName ?? host))
+        var settings = Settings()
+        settings.keepaliveIntervalMilliseconds = UInt32(configuration.dial.keepalive.nanoseconds / 1_000_000)
+        var connection = TetherConnectionHandler.Configuration(role: .dialer, settings: settings)
+        connection.policy = PolicyEnforcer(side: .edge, policy: policy)
+        var dial = TetherDialerService.Configuration(host: host, port: port, connection: connection)
+        dial.alternatives = configuration.hubs.dropFirst().compactMap {
+            if case .tcp(let host, let port) = $0 { (host, port) } else { nil }
+        }
+        dial.backoff.base = .nanoseconds(configuration.dial.initial.nanoseconds)
+        dial.backoff.cap = .nanoseconds(configuration.dial.maximum.nanoseconds)
+        dial.backoff.stable = .nanoseconds(configuration.dial.resetAfter.nanoseconds)
+        let exposes = Dictionary(uniqueKeysWithValues: configuration.exposes.map { ($0.name, $0.target) })
+        self.configuration = configuration
+        self.group = group
+        self.logger = logger
+        self.dialer = TetherDialerService(
+            group: group, configuration: dial, tls: tls, logger: logger,
+            inboundStreamHandler: { stream in
+                // The policy already refused what it does not allow (POLICY_DENIED).
+                guard let target = exposes[stream.service] else { return stream.refuse(.unknownService) }
+                _ = EndpointSockets.splice(stream, to: target, group: group)
+            })
+    }
+
+    /// Where each forward listens, once bound (a configured port 0 gets one from the system).
+    public func boundAddress(ofForward name: String) -> SocketAddress? { self.bound.withLockedValue { $0[name] } }
+
+    /// The connection to the hub, while one is up.
+    public var connection: TetherConnection? { self.dialer.connection }
+
+    public func run() async throws {
+        var listeners: [any Channel] = []
+        for forward in self.configuration.forwards {
+            let dialer = self.dialer
+            let logger = self.logger
+            let listener = try await EndpointSockets.listen(forward.listen, group: self.group) { channel in
+                guard let connection = dialer.connection else {
+                    logger.warning("no connection to a hub: closing", metadata: ["forward": "\(forward.name)"])
+                    channel.close(promise: nil)
+                    return
+                }
+                connection.openStreamHandle(service: forward.service, class: forward.streamClass)
+                    .hop(to: channel.eventLoop)
+                    .whenComplete { result in
+                        switch result {
+                        case .success(let stream): _ = StreamSplicer.splice(channel, with: stream)
+                        case .failure: channel.close(promise: nil)
+                        }
+                    }
+            }
+            if let address = listener.localAddress { self.bound.withLockedValue { $0[forward.name] = address } }
+            self.logger.info("forwarding", metadata: ["forward": "\(forward.name)", "listen": "\(forward.listen)"])
+            listeners.append(listener)
+        }
+        let open = listeners
+        await withGracefulShutdownHandler {
+            try? await self.dialer.run()
+        } onGracefulShutdown: {
+            for listener in open { listener.close(promise: nil) }  // no new forwarded connections
+        }
+        for listener in listeners { try? await listener.close() }
+    }
+}
+
+/// A relay that cannot start, and why.
+public struct RelayError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

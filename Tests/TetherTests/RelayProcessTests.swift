@@ -1,0 +1,214 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import TetherBench
+import Testing
+
+/// `tether hub` and `tether edge` as real processes from configuration files, with real sockets:
+/// a forward (local Unix socket → edge → hub → TCP backend) and an exposed target (hub listener →
+/// hub → edge → local TCP target), both to an echo server in this process.
+@Suite(.serialized) struct RelayProcessTests {
+    /// A directory with throw-away certificates, a policy and both configurations.
+    struct Site {
+        let certificates: ThrowAwayCertificates
+        let directory: String
+        let hubPort: Int
+        let echoPort: Int
+        var forward: String { self.directory + "/forward.sock" }
+        var plane: String { self.directory + "/plane.sock" }
+
+        init(echoPort: Int, forwardService: String = "echo") async throws {
+            self.certificates = try ThrowAwayCertificates()
+            self.directory = self.certificates.directory
+            self.echoPort = echoPort
+            self.hubPort = try await Self.freePort()
+            try """
+            version: 1
+            toPlane:
+              - {service: echo, class: [bulk], opaque: true}
+            fromPlane:
+              - {service: local-echo, class: [bulk], opaque: true}
+            """.write(toFile: self.directory + "/policy.yaml", atomically: true, encoding: .utf8)
+            try """
+            role: hub
+            listen: 127.0.0.1:\(self.hubPort)
+            tls: {certificate: hub.pem, key: hub.key, ca: ca.pem}
+            services:
+              - {name: echo, backend: 127.0.0.1:\(echoPort), tenants: [demo]}
+            listeners:
+              - {name: plane, listen: "unix:\(self.plane)", agent: tether://demo/node-1, target: local-echo}
+            """.write(toFile: self.directory + "/hub.yaml", atomically: true, encoding: .utf8)
+            try """
+            role: edge
+            hubs: [127.0.0.1:\(self.hubPort)]
+            tls: {certificate: edge.pem, key: edge.key, ca: ca.pem}
+            policy: policy.yaml
+            dial: {initialBackoff: 50ms, maxBackoff: 500ms}
+            forwards:
+              - {name: echo, listen: "unix:\(self.forward)", service: \(forwardService), class: bulk}
+            exposes:
+              - {name: local-echo, target: 127.0.0.1:\(echoPort)}
+            """.write(toFile: self.directory + "/edge.yaml", atomically: true, encoding: .utf8)
+        }
+
+        static func freePort() async throws -> Int {
+            let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+            let port = channel.localAddress!.port!
+            try await channel.close()
+            return port
+        }
+
+        func start(_ role: String) throws -> Process {
+            let process = Process()
+            let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+            process.executableURL = me.deletingLastPathComponent().appendingPathComponent("tether")
+            process.arguments = [role, "--config", self.directory + "/\(role).yaml"]
+            process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            try process.run()
+            return process
+        }
+    }
+
+    /// An echo server on 127.0.0.1: every octet back, then the FIN.
+    static func echoServer() async throws -> any Channel {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in channel.pipeline.addHandler(Echo()) }
+            .bind(host: "127.0.0.1", port: 0).get()
+    }
+
+    final class Echo: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { context.writeAndFlush(data, promise: nil) }
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            guard event as? ChannelEvent == .inputClosed else { return }
+            // The FIN after everything echoed: a write completes after those before it.
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(NIOAny(ByteBuffer()), promise: written)
+            written.futureResult.assumeIsolated().whenComplete { _ in context.close(mode: .output, promise: nil) }
+        }
+    }
+
+    /// The pattern `roundTrip` sends, twice over, so any 64 KiB window of it is contiguous.
+    static let pattern: [UInt8] = (0..<(2 * 65_536)).map { UInt8(truncatingIfNeeded: ($0 % 65_536) &* 7 &+ ($0 % 65_536) >> 8) }
+
+    /// Sends `octets` of a pattern through the Unix socket at `path`, half-closes, and returns how
+    /// many octets came back and whether each was the one sent at its offset; nil when the relay
+    /// closed at once (no tunnel yet).
+    static func roundTrip(_ path: String, octets: Int) async throws -> (count: Int, intact: Bool)? {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .connect(unixDomainSocketPath: path) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                }
+            }
+        return try await channel.executeThenClose { inbound, outbound in
+            try await withThrowingTaskGroup(of: (Int, Bool)?.self) { group in
+                group.addTask {
+                    var count = 0
+                    var intact = true
+                    for try await buffer in inbound {
+                        var buffer = buffer
+                        while buffer.readableBytes > 0 {
+                            let offset = count % 65_536
+                            let piece = buffer.readSlice(length: min(buffer.readableBytes, 65_536))!
+                            intact = intact && piece.withUnsafeReadableBytes { bytes in
+                                Self.pattern.withUnsafeBytes { memcmp(bytes.baseAddress!, $0.baseAddress! + offset, bytes.count) == 0 }
+                            }
+                            count += piece.readableBytes
+                        }
+                    }
+                    return (count, intact)
+                }
+                let chunk = ByteBuffer(bytes: Self.pattern[0..<65_536])
+                var sent = 0
+                do {
+                    while sent < octets {
+                        let piece = chunk.getSlice(at: 0, length: min(chunk.readableBytes, octets - sent))!
+                        try await outbound.write(piece)
+                        sent += piece.readableBytes
+                    }
+                    outbound.finish()
+                } catch {
+                    group.cancelAll()
+                    return nil
+                }
+                return try await group.next()!
+            }
+        }
+    }
+
+    /// Tries a small round trip until the path works end to end (the edge has connected).
+    static func waitUntilCarried(_ path: String) async throws {
+        for _ in 0..<600 {
+            if let answer = try? await Self.roundTrip(path, octets: 1_000), answer.count == 1_000 { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("\(path) never carried a round trip")
+    }
+
+    @Test func aForwardAndAnExposeCarryOctetsBothWays() async throws {
+        let echo = try await Self.echoServer()
+        let site = try await Site(echoPort: echo.localAddress!.port!)
+        defer { site.certificates.remove() }
+        let hub = try site.start("hub")
+        let edge = try site.start("edge")
+        defer {
+            edge.terminate()
+            hub.terminate()
+            edge.waitUntilExit()
+            hub.waitUntilExit()
+        }
+        try await Self.waitUntilCarried(site.forward)
+        let octets = 100 << 20
+        let forwarded = try await Self.roundTrip(site.forward, octets: octets)
+        #expect(forwarded?.count == octets)
+        #expect(forwarded?.intact == true)
+        // The plane opens the agent's exposed target through the hub's listener.
+        try await Self.waitUntilCarried(site.plane)
+        let exposed = try await Self.roundTrip(site.plane, octets: 4 << 20)
+        #expect(exposed?.count == 4 << 20)
+        #expect(exposed?.intact == true)
+        try await echo.close()
+    }
+
+    @Test func theEdgeDialsAgainWhenTheHubComesBack() async throws {
+        let echo = try await Self.echoServer()
+        let site = try await Site(echoPort: echo.localAddress!.port!)
+        defer { site.certificates.remove() }
+        var hub = try site.start("hub")
+        let edge = try site.start("edge")
+        try await Self.waitUntilCarried(site.forward)
+        hub.terminate()
+        hub.waitUntilExit()
+        hub = try site.start("hub")
+        try await Self.waitUntilCarried(site.forward)
+        edge.terminate()
+        hub.terminate()
+        edge.waitUntilExit()
+        hub.waitUntilExit()
+        try await echo.close()
+    }
+
+    /// spec/POLICY.md §3: a forward the policy lacks does not start; the edge says why and exits.
+    @Test func anEdgeWithAForwardThePolicyLacksDoesNotStart() async throws {
+        let site = try await Site(echoPort: 9, forwardService: "ssh")
+        defer { site.certificates.remove() }
+        let edge = Process()
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        edge.executableURL = me.deletingLastPathComponent().appendingPathComponent("tether")
+        edge.arguments = ["edge", "--config", site.directory + "/edge.yaml"]
+        let output = Pipe()
+        edge.standardOutput = output
+        edge.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try edge.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        edge.waitUntilExit()
+        #expect(edge.terminationStatus != 0)
+        #expect(text.contains("forward echo: the policy does not allow ssh"), "\(text)")
+        #expect(!FileManager.default.fileExists(atPath: site.forward))
+    }
+}
