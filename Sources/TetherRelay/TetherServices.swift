@@ -172,13 +172,15 @@ public final class TetherDialerService: Service, Sendable {
         public var cap: Duration = .seconds(30)
         /// A connection up this long resets the attempts.
         public var stable: Duration = .seconds(60)
+        /// The share of the ceiling each wait takes: uniform in 0…1 (full jitter); a test pins it.
+        public var jitter: @Sendable () -> Double = { Double.random(in: 0...1) }
 
         public init() {}
 
         /// The wait before attempt `attempt` (0 for the first retry).
         public func delay(attempt: Int) -> Duration {
             let ceiling = min(self.cap, self.base * Double(1 << min(attempt, 30)))
-            return ceiling * Double.random(in: 0...1)
+            return ceiling * self.jitter()
         }
     }
 
