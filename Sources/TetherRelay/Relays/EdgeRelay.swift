@@ -79,26 +79,14 @@ public final class EdgeRelay: Service, Sendable {
                     channel.close(promise: nil)
                     return
                 }
-                connection.openStreamHandle(service: forward.service, class: forward.streamClass)
-                    .hop(to: channel.eventLoop)
-                    .whenComplete { result in
-                        switch result {
-                        case .success(let stream): _ = StreamSplicer.splice(channel, with: stream)
-                        case .failure: channel.close(promise: nil)
-                        }
-                    }
+                EndpointSockets.splice(
+                    channel, toStreamOpening: connection.openStreamHandle(service: forward.service, class: forward.streamClass))
             }
             if let address = listener.localAddress { self.bound.withLockedValue { $0[forward.name] = address } }
             self.logger.info("forwarding", metadata: ["forward": "\(forward.name)", "listen": "\(forward.listen)"])
             listeners.append(listener)
         }
-        let open = listeners
-        await withGracefulShutdownHandler {
-            try? await self.dialer.run()
-        } onGracefulShutdown: {
-            for listener in open { listener.close(promise: nil) }  // no new forwarded connections
-        }
-        for listener in listeners { try? await listener.close() }
+        await EndpointSockets.run(self.dialer, closingOnShutdown: listeners)
     }
 }
 

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 import Tether
 
 /// Listening on and connecting to an ``Endpoint`` with the options a splice needs (reads only
@@ -53,5 +54,27 @@ enum EndpointSockets {
                 return nil
             }
         }
+    }
+
+    /// Splices an accepted `channel` with the stream `opening` yields; closes it when the stream
+    /// cannot be opened (no credit, the connection went away).
+    static func splice(_ channel: any Channel, toStreamOpening opening: EventLoopFuture<TetherStreamHandle>) {
+        opening.hop(to: channel.eventLoop).whenComplete { result in
+            switch result {
+            case .success(let stream): _ = StreamSplicer.splice(channel, with: stream)
+            case .failure: channel.close(promise: nil)
+            }
+        }
+    }
+
+    /// Runs `service` with `listeners` open; a graceful shutdown closes them first, so no new
+    /// connection is accepted while the service drains.
+    static func run(_ service: some Service, closingOnShutdown listeners: [any Channel]) async {
+        await withGracefulShutdownHandler {
+            try? await service.run()
+        } onGracefulShutdown: {
+            for listener in listeners { listener.close(promise: nil) }
+        }
+        for listener in listeners { try? await listener.close() }
     }
 }

@@ -80,25 +80,12 @@ public final class HubRelay: Service, Sendable {
                     channel.close(promise: nil)
                     return
                 }
-                connection.openStreamHandle(service: configured.target, class: .bulk)
-                    .hop(to: channel.eventLoop)
-                    .whenComplete { result in
-                        switch result {
-                        case .success(let stream): _ = StreamSplicer.splice(channel, with: stream)
-                        case .failure: channel.close(promise: nil)
-                        }
-                    }
+                EndpointSockets.splice(channel, toStreamOpening: connection.openStreamHandle(service: configured.target, class: .bulk))
             }
             if let address = listener.localAddress { self.bound.withLockedValue { $0[configured.name] = address } }
             self.logger.info("listening for \(configured.agent)", metadata: ["listener": "\(configured.name)"])
             listeners.append(listener)
         }
-        let open = listeners
-        await withGracefulShutdownHandler {
-            try? await self.listener.run()
-        } onGracefulShutdown: {
-            for listener in open { listener.close(promise: nil) }
-        }
-        for listener in listeners { try? await listener.close() }
+        await EndpointSockets.run(self.listener, closingOnShutdown: listeners)
     }
 }
