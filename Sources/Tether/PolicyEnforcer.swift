@@ -127,8 +127,11 @@ public final class PolicyEnforcer: Sendable {
         case .allowed(let rule):
             var kept = OpenMetadata()
             var removed: [String] = []
+            // The plane user of a stream the plane opens stays: it is for the site's audit
+            // (spec/PROTOCOL.md §5.2.1) and leaves nothing.
+            let user = direction == .fromPlane ? metadata[OpenMetadata.userKey] : nil
             for entry in metadata.entries {
-                if rule.allowsOpenMetadata(key: entry.key) {
+                if rule.allowsOpenMetadata(key: entry.key) || (user != nil && entry.key == OpenMetadata.userKey) {
                     kept[entry.key] = entry.value
                 } else {
                     removed.append(entry.key)
@@ -145,7 +148,17 @@ public final class PolicyEnforcer: Sendable {
             }
             let stream = StreamPolicy(
                 enforcer: self, rule: rule, direction: direction, service: service, streamClass: streamClass,
-                peer: peer, openedLocally: openedLocally)
+                peer: peer, openedLocally: openedLocally, user: user.map { String(buffer: $0) })
+            if self.side == .edge && direction == .fromPlane {
+                // spec/PROTOCOL.md §5.2.1: every stream the plane opens is audited, with who asked.
+                self.audit.notice(
+                    "the plane opened a stream",
+                    metadata: [
+                        "event": "plane-opened", "side": "\(self.side)", "peer": "\(peer)",
+                        "stream": "\(id.map { "\($0.rawValue)" } ?? "-")", "service": "\(service)",
+                        "class": "\(streamClass)", "rule": "\(rule.name)", "user": "\(stream.user ?? "-")",
+                    ])
+            }
             return .success((stream, kept))
         }
     }
@@ -197,6 +210,8 @@ public final class StreamPolicy: Sendable {
     let streamClass: StreamClass
     let peer: String
     let openedLocally: Bool
+    /// The plane user who opened it (`tether.user`, spec/PROTOCOL.md §5.2.1), for the audit.
+    let user: String?
     private let state: NIOLockedValueBox<State>
     private let message: NIOLockedValueBox<Message>
 
@@ -216,8 +231,9 @@ public final class StreamPolicy: Sendable {
 
     init(
         enforcer: PolicyEnforcer, rule: PolicyRule, direction: PolicyDirection, service: String,
-        streamClass: StreamClass, peer: String, openedLocally: Bool
+        streamClass: StreamClass, peer: String, openedLocally: Bool, user: String? = nil
     ) {
+        self.user = user
         self.enforcer = enforcer
         self.direction = direction
         self.service = service
@@ -336,20 +352,24 @@ public final class StreamPolicy: Sendable {
         self.state.withLockedValue { $0.octetsReceived += octets }
     }
 
-    /// The stream is over: an opaque one is audited with what it carried, once.
+    /// The stream is over: an opaque one, and on the edge every one the plane opened, is audited
+    /// with what it carried, once.
     func ended(id: StreamID, how: String) {
         let summary = self.state.withLockedValue { state -> (PolicyRule, Int, Int)? in
             guard !state.ended else { return nil }
             state.ended = true
             return (state.rule, state.octetsSent, state.octetsReceived)
         }
-        guard let (rule, sent, received) = summary, rule.isOpaque else { return }
-        self.enforcer.audit.info(
-            "opaque stream ended",
-            metadata: self.auditMetadata(rule, event: "opaque-stream").merging([
-                "stream": "\(id.rawValue)", "opened-by": "\(self.openedLocally ? "this side" : "peer")",
-                "octets-sent": "\(sent)", "octets-received": "\(received)", "end": "\(how)",
-            ]) { $1 })
+        let openedByThePlane = self.enforcer.side == .edge && self.direction == .fromPlane
+        guard let (rule, sent, received) = summary, rule.isOpaque || openedByThePlane else { return }
+        var metadata = self.auditMetadata(rule, event: rule.isOpaque ? "opaque-stream" : "plane-stream")
+        metadata["stream"] = "\(id.rawValue)"
+        metadata["opened-by"] = "\(self.openedLocally ? "this side" : "peer")"
+        metadata["octets-sent"] = "\(sent)"
+        metadata["octets-received"] = "\(received)"
+        metadata["end"] = "\(how)"
+        if openedByThePlane { metadata["user"] = "\(self.user ?? "-")" }
+        self.enforcer.audit.info(rule.isOpaque ? "opaque stream ended" : "stream the plane opened ended", metadata: metadata)
     }
 
     private func auditMetadata(_ rule: PolicyRule, event: String) -> Logger.Metadata {

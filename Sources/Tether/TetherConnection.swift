@@ -14,12 +14,15 @@ public struct TetherConnection: Sendable {
     public let peerIdentity: TetherIdentity?
     /// SHA-256 of the certificate the peer presented (hex), when TLS runs below.
     public let peerCertificateSHA256: String?
+    /// When the peer's certificate expires, in seconds since 1970 (UTC), when TLS runs below.
+    public let peerCertificateNotAfter: Int64?
     let handler: NIOLoopBound<TetherConnectionHandler>
 
     init(channel: any Channel, facts: TetherConnectionHandler.TransportFacts, handler: NIOLoopBound<TetherConnectionHandler>) {
         self.channel = channel
         self.peerIdentity = facts.peerIdentity
         self.peerCertificateSHA256 = facts.peerCertificateSHA256
+        self.peerCertificateNotAfter = facts.peerCertificateNotAfter
         self.handler = handler
     }
 
@@ -111,10 +114,10 @@ public struct TetherConnection: Sendable {
         self.eventLoop.execute { handler.value.refuse(reason) }
     }
 
-    /// Starts a graceful drain (spec §10.2).
-    public func goAway(code: ErrorCode = .noError) {
+    /// Starts a graceful drain (spec §10.2); `debug` tells the peer why (no secrets: spec §5.7).
+    public func goAway(code: ErrorCode = .noError, debug: String = "") {
         let handler = self.handler
-        self.eventLoop.execute { handler.value.goAway(code: code) }
+        self.eventLoop.execute { handler.value.goAway(code: code, debug: debug) }
     }
 
     /// Closes the transport at once; streams fail with ``TetherError/Code/connectionClosed``.

@@ -40,6 +40,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         /// TLS handshake; nil on the dialer and on plain transports.
         package var peerIdentity: TetherIdentity?
         package var peerCertificateSHA256: String?
+        /// When the peer's certificate expires, in seconds since 1970 (UTC).
+        package var peerCertificateNotAfter: Int64?
         /// Set when TLS runs below: frames are written whole, packed into writes of at most this
         /// many octets, each one TLS record, so no frame straddles two records (spec §2.1). Nil
         /// for plain transports, where large payloads are written without a copy.
@@ -578,8 +580,9 @@ extension TetherConnectionHandler {
 
     /// Starts a graceful drain (spec §10.2): no new streams; the connection closes when the last
     /// stream finishes, or when the grace period ends.
-    public func goAway(code: ErrorCode = .noError) {
-        self.session.goAway(code: code, now: .now())
+    /// `debug` tells the peer why (no secrets: spec §5.7).
+    public func goAway(code: ErrorCode = .noError, debug: String = "") {
+        self.session.goAway(code: code, debug: debug, now: .now())
         self.retryOpens()
         self.flushOutput()
     }

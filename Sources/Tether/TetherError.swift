@@ -47,7 +47,7 @@ public struct TetherError: Error, Hashable, Sendable, CustomStringConvertible {
         TetherError(.streamReset, errorCode: code, "stream reset with \(code.name)")
     }
 
-    static func closed(_ code: ErrorCode?, _ detail: String = "connection closed") -> TetherError {
+    package static func closed(_ code: ErrorCode?, _ detail: String = "connection closed") -> TetherError {
         TetherError(.connectionClosed, errorCode: code, detail)
     }
 

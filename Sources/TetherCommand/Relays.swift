@@ -2,18 +2,26 @@ import ArgumentParser
 import Logging
 import ServiceLifecycle
 import TetherRelay
+import UnixSignals
 
 /// `tether edge --config FILE` and `tether hub --config FILE`: one relay until SIGTERM or SIGINT,
 /// which drain it (no new connections, GOAWAY, open streams finish within the grace period).
+/// SIGHUP reloads what can change under a running relay: the hub's TLS files and revocation list,
+/// the edge's policy (its TLS files are read again on every dial).
 struct RelayCommand {
     static func run(config: String, expecting role: String) async throws {
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
         let logger = Logger(label: "tether.\(role)")
         let service: any Service
+        let reload: @Sendable () -> Void
         do {
             switch try RelayConfigurationFile.load(path: config) {
-            case .edge(let edge) where role == "edge": service = try EdgeRelay(configuration: edge, logger: logger)
-            case .hub(let hub) where role == "hub": service = try HubRelay(configuration: hub, logger: logger)
+            case .edge(let edge) where role == "edge":
+                let relay = try EdgeRelay(configuration: edge, logger: logger)
+                (service, reload) = (relay, { relay.reload() })
+            case .hub(let hub) where role == "hub":
+                let relay = try HubRelay(configuration: hub, logger: logger)
+                (service, reload) = (relay, { relay.reload() })
             default: throw RelayError("\(config) is not an \(role) configuration (role: \(role))")
             }
         } catch let error as ConfigError {
@@ -26,7 +34,14 @@ struct RelayCommand {
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        try await withThrowingDiscardingTaskGroup { tasks in
+            tasks.addTask {
+                for await _ in hangups { reload() }
+            }
+            try await group.run()
+            tasks.cancelAll()
+        }
     }
 }
 

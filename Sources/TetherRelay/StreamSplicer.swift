@@ -42,8 +42,11 @@ public enum StreamSplicer {
         do {
             try channel.pipeline.syncOperations.addHandler(glue)
         } catch {
-            stream.eventLoop.execute { stream.reset(.internalError) }
-            return channel.eventLoop.makeFailedFuture(error)
+            // The socket went away before the splice (a client that gave up): both ends go.
+            stream.eventLoop.execute { stream.reset(.cancel) }
+            channel.close(promise: nil)
+            glue.done.fail(error)
+            return glue.done.futureResult
         }
         let options = channel.setOption(.autoRead, value: false).flatMap {
             channel.setOption(.allowRemoteHalfClosure, value: true)

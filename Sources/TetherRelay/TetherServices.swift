@@ -24,6 +24,9 @@ public final class TetherListenerService: Service, Sendable {
         public var tlsReloadInterval: Duration? = .seconds(60)
         /// Open streams get this long after GOAWAY before what is left is closed (spec §10.2).
         public var drainGrace: Duration = .seconds(30)
+        /// Full handshakes started per second at most; connections over it are closed before
+        /// theirs (``HandshakeRateLimit``). Nil: no limit.
+        public var handshakesPerSecond: Int? = nil
 
         public init(host: String, port: Int, connection: TetherConnectionHandler.Configuration = .init(role: .acceptor)) {
             self.host = host
@@ -94,6 +97,7 @@ public final class TetherListenerService: Service, Sendable {
                 group: self.group, host: self.configuration.host, port: self.configuration.port, tls: self.tls,
                 configuration: self.configuration.connection, inboundStreamHandler: self.inboundStreamHandler,
                 queueLimits: self.configuration.queueLimits, admission: self.admission,
+                handshakeRate: self.configuration.handshakesPerSecond.map { HandshakeRateLimit(perSecond: $0) },
                 onConnection: { connection in
                     let key = ObjectIdentifier(connection.channel)
                     live.withLockedValue { $0[key] = connection }
@@ -141,113 +145,5 @@ public final class TetherListenerService: Service, Sendable {
             try? await Task.sleep(for: .milliseconds(50))
         }
         for connection in self.connections { await connection.close() }
-    }
-}
-
-/// Dials a Tether acceptor and keeps the connection as a swift-service-lifecycle `Service`: it
-/// dials again after a connection ends, with full-jitter exponential backoff reset once a
-/// connection has stayed up for a while. Graceful shutdown sends GOAWAY (spec §10.2), lets open
-/// streams finish within the session's GOAWAY grace, and returns.
-public final class TetherDialerService: Service, Sendable {
-    public struct Configuration: Sendable {
-        /// Resolved again on every attempt (a name may move).
-        public var host: String
-        public var port: Int
-        /// More acceptors to try: attempt n dials the n-th of `host:port` and these, in turn.
-        public var alternatives: [(host: String, port: Int)] = []
-        public var connection: TetherConnectionHandler.Configuration
-        public var queueLimits = TetherTransport.QueueLimits()
-        public var backoff = Backoff()
-
-        public init(host: String, port: Int, connection: TetherConnectionHandler.Configuration = .init(role: .dialer)) {
-            self.host = host
-            self.port = port
-            self.connection = connection
-        }
-    }
-
-    /// Full-jitter exponential backoff: attempt n waits a random time in 0…min(cap, base × 2ⁿ).
-    public struct Backoff: Sendable {
-        public var base: Duration = .milliseconds(500)
-        public var cap: Duration = .seconds(30)
-        /// A connection up this long resets the attempts.
-        public var stable: Duration = .seconds(60)
-        /// The share of the ceiling each wait takes: uniform in 0…1 (full jitter); a test pins it.
-        public var jitter: @Sendable () -> Double = { Double.random(in: 0...1) }
-
-        public init() {}
-
-        /// The wait before attempt `attempt` (0 for the first retry).
-        public func delay(attempt: Int) -> Duration {
-            let ceiling = min(self.cap, self.base * Double(1 << min(attempt, 30)))
-            return ceiling * self.jitter()
-        }
-    }
-
-    public let configuration: Configuration
-    private let group: any EventLoopGroup
-    private let tls: TLSContextStore?
-    private let logger: Logger
-    private let inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler?
-    private let onConnection: @Sendable (TetherConnection) -> Void
-    private let current = NIOLockedValueBox<TetherConnection?>(nil)
-
-    public init(
-        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, configuration: Configuration,
-        tls: TLSContextStore?, logger: Logger = Logger(label: "tether.dialer"),
-        inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
-        onConnection: @escaping @Sendable (TetherConnection) -> Void = { _ in }
-    ) {
-        self.group = group
-        self.configuration = configuration
-        self.tls = tls
-        self.logger = logger
-        self.inboundStreamHandler = inboundStreamHandler
-        self.onConnection = onConnection
-    }
-
-    /// The connection, while one is up.
-    public var connection: TetherConnection? { self.current.withLockedValue { $0 } }
-
-    public func run() async throws {
-        var attempt = 0
-        var tries = 0
-        await withGracefulShutdownHandler {
-            while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                let started = ContinuousClock.now
-                do {
-                    let targets = [(self.configuration.host, self.configuration.port)] + self.configuration.alternatives
-                    let (host, port) = targets[tries % targets.count]
-                    tries += 1
-                    let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
-                    let connection = try await TetherTransport.dial(
-                        group: self.group, to: address, tls: try self.tls.map { _ = try $0.reloadIfChanged(); return $0.current },
-                        configuration: self.configuration.connection, inboundStreamHandler: self.inboundStreamHandler,
-                        queueLimits: self.configuration.queueLimits)
-                    self.current.withLockedValue { $0 = connection }
-                    self.logger.info("connected", metadata: ["address": "\(address)"])
-                    self.onConnection(connection)
-                    let code = await connection.closed()
-                    self.current.withLockedValue { $0 = nil }
-                    self.logger.notice("connection ended", metadata: ["code": "\(code.map { $0.name } ?? "none")"])
-                } catch {
-                    self.logger.warning("dial failed", metadata: ["error": "\(error)"])
-                }
-                if ContinuousClock.now - started >= self.configuration.backoff.stable { attempt = 0 }
-                guard !Task.isShuttingDownGracefully else { break }
-                let delay = self.configuration.backoff.delay(attempt: attempt)
-                do {
-                    // A shutdown cuts the backoff short: up to `cap` of waiting is not a drain.
-                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-                } catch {
-                    break
-                }
-                attempt += 1
-            }
-        } onGracefulShutdown: {
-            // The connection drains (spec §10.2): the loop above sees it close, and stops. The
-            // session itself ends what is left when its GOAWAY grace runs out.
-            self.current.withLockedValue { $0 }?.goAway()
-        }
     }
 }

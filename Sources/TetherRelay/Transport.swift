@@ -55,7 +55,8 @@ public enum TetherTransport {
         configuration: TetherConnectionHandler.Configuration,
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
         readFirst: Bool = true,
-        admission: Admission? = nil
+        admission: Admission? = nil,
+        serverName: String? = nil
     ) -> EventLoopFuture<TetherConnection> {
         channel.eventLoop.preconditionInEventLoop()
         var facts = TetherConnectionHandler.TransportFacts()
@@ -69,7 +70,7 @@ public enum TetherTransport {
         }
         let handler: TLSHandler
         do {
-            handler = try TLSHandler(context: tls, eventLoop: channel.eventLoop)
+            handler = try TLSHandler(context: tls, serverName: serverName, eventLoop: channel.eventLoop)
             try channel.pipeline.syncOperations.addHandler(handler)
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
@@ -80,6 +81,7 @@ public enum TetherTransport {
             facts.recordSize = TLSHandler.recordSize
             facts.peerIdentity = peer.identity
             facts.peerCertificateSHA256 = peer.certificateSHA256
+            facts.peerCertificateNotAfter = peer.certificateNotAfter
             let connection = try TetherConnection.configure(
                 channel: channel, configuration: configuration, facts: facts, inboundStreamHandler: inboundStreamHandler)
             if case .refuse(let reason) = admission?(peer, channel.remoteAddress) ?? .admit {
@@ -107,6 +109,7 @@ public enum TetherTransport {
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
         queueLimits: QueueLimits = QueueLimits(),
         admission: Admission? = nil,
+        handshakeRate: HandshakeRateLimit? = nil,
         onConnection: @escaping ConnectionHandler = { _ in },
         onHandshakeFailure: @escaping HandshakeFailureHandler = { _ in }
     ) async throws -> any Channel {
@@ -116,7 +119,15 @@ public enum TetherTransport {
             .childChannelOption(.writeBufferWaterMark, value: queueLimits.writeBufferWaterMark)
             .childChannelOption(.maxMessagesPerRead, value: queueLimits.readsPerWakeup)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                if let handshakeRate, !handshakeRate.take() {
+                    // Over the rate: closed before the handshake costs anything.
+                    Counter(
+                        label: "tether_connections_refused_total", dimensions: [("reason", "handshake rate")],
+                        factory: configuration.metricsFactory ?? MetricsSystem.factory
+                    ).increment()
+                    return channel.close()
+                }
+                return channel.eventLoop.makeCompletedFuture {
                     try self.applyNotSentLowWaterMark(queueLimits, to: channel)
                     self.configure(
                         channel: channel, tls: tls?.current, configuration: configuration,
@@ -151,14 +162,18 @@ public enum TetherTransport {
     }
 
     /// Dials `address` and runs TLS (if given) and Tether as the dialer; returns once the peer's
-    /// preface has arrived.
+    /// preface has arrived. `userTimeout` sets `TCP_USER_TIMEOUT` (milliseconds of unacknowledged
+    /// data before the kernel gives up on the connection); `serverName` replaces the TLS
+    /// configuration's name to verify the acceptor against.
     public static func dial(
         group: any EventLoopGroup,
         to address: SocketAddress,
         tls: TLSContext?,
         configuration: TetherConnectionHandler.Configuration,
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
-        queueLimits: QueueLimits = QueueLimits()
+        queueLimits: QueueLimits = QueueLimits(),
+        userTimeout: TimeAmount? = nil,
+        serverName: String? = nil
     ) async throws -> TetherConnection {
         // The handlers go in before the connection is up, so not an octet is read without them.
         let configured = group.any().makePromise(of: TetherConnection.self)
@@ -171,9 +186,15 @@ public enum TetherTransport {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try self.applyNotSentLowWaterMark(queueLimits, to: channel)
+                        if let userTimeout {
+                            let option = ChannelOptions.Types.SocketOption(
+                                level: NIOBSDSocket.OptionLevel.tcp, name: NIOBSDSocket.Option(rawValue: TCP_USER_TIMEOUT))
+                            try channel.syncOptions?.setOption(option, value: SocketOptionValue(userTimeout.nanoseconds / 1_000_000))
+                        }
                         self.configure(
                             channel: channel, tls: tls, configuration: configuration,
-                            inboundStreamHandler: inboundStreamHandler, readFirst: queueLimits.readFirst
+                            inboundStreamHandler: inboundStreamHandler, readFirst: queueLimits.readFirst,
+                            serverName: serverName
                         ).cascade(to: configured)
                     }
                 }

@@ -165,6 +165,9 @@ extension Session {
         guard self.peerGoAway == nil else {
             return self.fail(.protocolError, "OPEN on stream \(id) after the peer's own GOAWAY")  // spec §10.2 step 1
         }
+        guard self.role == .dialer || open.metadata[OpenMetadata.userKey] == nil else {
+            return self.fail(.protocolError, "OPEN on stream \(id) carries \(OpenMetadata.userKey), which only acceptors set")  // spec §5.2.1
+        }
         guard self.openedByPeer[open.streamClass] < self.grantedToPeer[open.streamClass] else {
             return self.fail(
                 .streamLimitError,

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import COpenSSL
 import TetherWire
 
@@ -26,6 +31,13 @@ enum CertificateInspector {
         var length: UInt32 = 0
         guard X509_digest(certificate, EVP_sha256(), &digest, &length) == 1 else { return "" }
         return digest.prefix(Int(length)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+
+    /// The end of the certificate's validity, in seconds since 1970 (UTC).
+    static func notAfter(of certificate: OpaquePointer) -> Int64? {
+        var time = tm()
+        guard let notAfter = X509_get0_notAfter(certificate), ASN1_TIME_to_tm(notAfter, &time) == 1 else { return nil }
+        return Int64(timegm(&time))
     }
 
     /// The identity of spec §2.2: exactly one URI SAN, `tether://<tenant>/<agent-id>`. The subject

@@ -12,6 +12,8 @@ public struct TLSPeer: Hashable, Sendable {
     public var cipher: String
     /// SHA-256 of the peer certificate's DER encoding, hex: which certificate was presented.
     public var certificateSHA256: String
+    /// When the peer certificate expires, in seconds since 1970 (UTC); nil when unreadable.
+    public var certificateNotAfter: Int64?
 }
 
 /// One TLS connection's OpenSSL state over a ``ByteBufferBIO``: handshake, read, write, shutdown.
@@ -35,7 +37,8 @@ final class TLSConnection {
         case failed(TLSError)
     }
 
-    init(context: TLSContext, allocator: ByteBufferAllocator) throws(TLSError) {
+    /// `serverName` (a client's) overrides the configuration's: the name or IP this connection verifies.
+    init(context: TLSContext, allocator: ByteBufferAllocator, serverName: String? = nil) throws(TLSError) {
         guard let ssl = SSL_new(context.context) else {
             throw TLSError(.configuration, "SSL_new failed: \(OpenSSLErrors.drain())")
         }
@@ -48,7 +51,7 @@ final class TLSConnection {
             SSL_set_accept_state(ssl)
         case .client:
             SSL_set_connect_state(ssl)
-            let name = context.configuration.serverName ?? ""
+            let name = serverName ?? context.configuration.serverName ?? ""
             // An IP address is verified as one; anything else is a DNS name, also sent as SNI.
             if X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) != 1 {
                 ERR_clear_error()
@@ -119,7 +122,8 @@ final class TLSConnection {
                 identity: identity, applicationProtocol: protocolName,
                 version: String(cString: SSL_get_version(self.ssl)),
                 cipher: SSL_get_current_cipher(self.ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "?",
-                certificateSHA256: CertificateInspector.sha256(of: certificate)))
+                certificateSHA256: CertificateInspector.sha256(of: certificate),
+                certificateNotAfter: CertificateInspector.notAfter(of: certificate)))
     }
 
     /// Decrypts records into `buffer` while it has room for a whole one (so it never grows), until

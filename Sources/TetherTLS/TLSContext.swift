@@ -97,8 +97,8 @@ public final class TLSContext: @unchecked Sendable {
     }
 
     /// A new connection's OpenSSL state.
-    func makeConnection(allocator: ByteBufferAllocator) throws(TLSError) -> TLSConnection {
-        try TLSConnection(context: self, allocator: allocator)
+    func makeConnection(allocator: ByteBufferAllocator, serverName: String? = nil) throws(TLSError) -> TLSConnection {
+        try TLSConnection(context: self, allocator: allocator, serverName: serverName)
     }
 
     /// The server's ALPN selection: `tether/1` or a fatal `no_application_protocol` alert (spec §2.1).

@@ -48,9 +48,11 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Succeeds with the verified peer when the handshake completes; fails with a ``TLSError``.
     public var handshakeCompleted: EventLoopFuture<TLSPeer> { self.handshakePromise.futureResult }
 
-    public init(context: TLSContext, eventLoop: any EventLoop) throws(TLSError) {
+    /// `serverName`, on a client, is the name or IP the server's certificate must match, in
+    /// place of the configuration's (one context can dial several hubs).
+    public init(context: TLSContext, serverName: String? = nil, eventLoop: any EventLoop) throws(TLSError) {
         let allocator = ByteBufferAllocator()
-        self.connection = try context.makeConnection(allocator: allocator)
+        self.connection = try context.makeConnection(allocator: allocator, serverName: serverName)
         self.handshakePromise = eventLoop.makePromise()
         self.handshakeTimeout = context.configuration.handshakeTimeout
         self.record = allocator.buffer(capacity: 0)

@@ -116,6 +116,10 @@ public struct OpenMetadata: Hashable, Sendable {
 
     public private(set) var entries: [Entry]
 
+    /// `tether.user`: the plane user on whose behalf an acceptor opens a stream (spec §5.2.1).
+    /// Only acceptors send it; a receiving edge audits it with every stream the plane opens.
+    public static let userKey = "tether.user"
+
     public init() {
         self.entries = []
     }

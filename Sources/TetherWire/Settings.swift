@@ -19,6 +19,7 @@ public struct SettingID: Hashable, Sendable, RawRepresentable {
     public static let compression = SettingID(rawValue: 0x0B)
     public static let keepaliveIntervalMilliseconds = SettingID(rawValue: 0x0C)
     public static let instanceID = SettingID(rawValue: 0x0D)
+    public static let redialWindowMilliseconds = SettingID(rawValue: 0x0E)
 
     /// The `INITIAL_STREAMS_<CLASS>` setting of a class.
     public static func initialStreams(_ streamClass: StreamClass) -> SettingID {
@@ -41,12 +42,13 @@ public struct SettingID: Hashable, Sendable, RawRepresentable {
         case 0x0B: "COMPRESSION"
         case 0x0C: "KEEPALIVE_INTERVAL_MS"
         case 0x0D: "INSTANCE_ID"
+        case 0x0E: "REDIAL_WINDOW_MS"
         default: nil
         }
     }
 
     public init?(name: String) {
-        guard let id = (1...0x0D).lazy.map({ SettingID(rawValue: $0) }).first(where: { $0.name == name }) else {
+        guard let id = (1...0x0E).lazy.map({ SettingID(rawValue: $0) }).first(where: { $0.name == name }) else {
             return nil
         }
         self = id
@@ -78,6 +80,9 @@ public struct Settings: Hashable, Sendable {
     public var compression = CompressionSet([.deflate])
     public var keepaliveIntervalMilliseconds: UInt32 = 15_000
     public var instanceID: UInt32 = 0
+    /// An acceptor's advice for its GOAWAY `NO_ERROR` (spec §10.2): dial a new connection after a
+    /// random delay within this many milliseconds, before the old one closes; 0 = no advice.
+    public var redialWindowMilliseconds: UInt32 = 0
 
     /// 16,384 − 9: header + payload fit one TLS record (spec §4.2).
     public static let minMaxFramePayload: UInt32 = 16_375
@@ -89,6 +94,7 @@ public struct Settings: Hashable, Sendable {
     public static let maxCredit: UInt32 = 0x7FFF_FFFF
     public static let maxInitialStreams: UInt32 = 1 << 24
     public static let keepaliveRange: ClosedRange<UInt32> = 1_000...30_000
+    public static let maxRedialWindowMilliseconds: UInt32 = 600_000
 
     public init() {}
 
@@ -146,12 +152,16 @@ public struct Settings: Hashable, Sendable {
             self.keepaliveIntervalMilliseconds = value
         case .instanceID:
             self.instanceID = value
+        case .redialWindowMilliseconds:
+            try check(0...Self.maxRedialWindowMilliseconds)
+            self.redialWindowMilliseconds = value
         default:
             break  // unknown ids are ignored (spec §3.3)
         }
     }
 
     /// Every known setting, explicitly, in id order: what an endpoint sends in its preface.
+    /// `REDIAL_WINDOW_MS` only when it is not 0 (an acceptor's advice; dialers never send it).
     public var entries: [Setting] {
         var entries = [
             Setting(.versionMin, self.versionMin),
@@ -169,6 +179,9 @@ public struct Settings: Hashable, Sendable {
             Setting(.keepaliveIntervalMilliseconds, self.keepaliveIntervalMilliseconds),
             Setting(.instanceID, self.instanceID),
         ]
+        if self.redialWindowMilliseconds != 0 {
+            entries.append(Setting(.redialWindowMilliseconds, self.redialWindowMilliseconds))
+        }
         return entries
     }
 

@@ -90,6 +90,33 @@ import Testing
         #expect(edge.problems(against: policy).isEmpty)
     }
 
+    @Test func theEdgesDialingKeysAreRead() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let text = Self.edge.replacingOccurrences(
+            of: "  keepalive: 15s", with: "  keepalive: 15s\n  userTimeout: 20s\n  permanentFailureBackoff: 5m\n  waitForHub: 3s")
+        guard case .edge(let edge) = try directory.load(text) else {
+            Issue.record("not read as an edge")
+            return
+        }
+        #expect(edge.dial.userTimeout == .seconds(20))
+        #expect(edge.dial.permanentFailureBackoff == .minutes(5))
+        #expect(edge.dial.waitForHub == .seconds(3))
+    }
+
+    /// The revocation list: identities, comments and blank lines; anything else names its line.
+    @Test func aRevocationListIsReadAndAMistakeNamesItsLine() throws {
+        let list = try RevocationList.parse("# revoked 2026-11-30\ntether://acme/node-9\n\n  tether://acme/node-7  # lost\n", file: "r")
+        #expect(list.identities == [TetherIdentity(tenant: "acme", agentID: "node-9")!, TetherIdentity(tenant: "acme", agentID: "node-7")!])
+        #expect(throws: ConfigError.self) { try RevocationList.parse("tether://acme/node-9\nacme/node-8\n", file: "r") }
+        do {
+            _ = try RevocationList.parse("tether://acme/node-9\nacme/node-8\n", file: "r")
+        } catch {
+            #expect(error.line == 2)
+            #expect(error.description.contains("acme/node-8"))
+        }
+    }
+
     @Test func aHubConfigurationReadsEveryKey() throws {
         let directory = try Directory()
         defer { directory.remove() }
@@ -101,6 +128,7 @@ import Testing
             tls: {certificate: hub.pem, key: hub.key, ca: ca.pem}
             revoked: revoked.txt
             limits: {connectionsPerIdentity: 3, handshakesPerSecond: 200}
+            drain: {grace: 10s, redialWindow: 2s}
             services:
               - {name: kube-api, backend: 127.0.0.1:6443, tenants: [acme, globex]}
               - {name: metrics, backend: unix:/run/metrics.sock, tenants: ["*"]}
@@ -114,6 +142,7 @@ import Testing
         #expect(hub.listen == .tcp(host: "::", port: 443))
         #expect(hub.revoked == directory.path + "/revoked.txt")
         #expect(hub.limits.connectionsPerIdentity == 3 && hub.limits.handshakesPerSecond == 200)
+        #expect(hub.drain.grace == .seconds(10) && hub.drain.redialWindow == .seconds(2))
         #expect(hub.services[0].allows("globex") && !hub.services[0].allows("initech") && hub.services[1].allows("initech"))
         #expect(hub.listeners[0].agent == TetherIdentity(tenant: "acme", agentID: "node-1"))
     }

@@ -62,11 +62,18 @@ extension EdgeConfiguration {
         self.init(hubs: hubs, tls: try RelayTLSFiles(try keys.required("tls")), policy: try keys.required("policy").existingFile())
         self.serverName = try keys["serverName"]?.string()
         if let dial = keys["dial"] {
-            let dialKeys = try dial.mapping(["initialBackoff", "maxBackoff", "resetAfter", "keepalive"])
+            let dialKeys = try dial.mapping([
+                "initialBackoff", "maxBackoff", "resetAfter", "keepalive", "userTimeout", "permanentFailureBackoff", "waitForHub",
+            ])
             if let value = dialKeys["initialBackoff"] { self.dial.initial = try value.duration(in: .milliseconds(10)...TimeAmount.minutes(5)) }
             if let value = dialKeys["maxBackoff"] { self.dial.maximum = try value.duration(in: .milliseconds(100)...TimeAmount.hours(1)) }
             if let value = dialKeys["resetAfter"] { self.dial.resetAfter = try value.duration(in: .seconds(1)...TimeAmount.hours(24)) }
             if let value = dialKeys["keepalive"] { self.dial.keepalive = try value.duration(in: .seconds(1)...TimeAmount.seconds(30)) }
+            if let value = dialKeys["userTimeout"] { self.dial.userTimeout = try value.duration(in: .seconds(1)...TimeAmount.minutes(10)) }
+            if let value = dialKeys["permanentFailureBackoff"] {
+                self.dial.permanentFailureBackoff = try value.duration(in: .seconds(1)...TimeAmount.hours(24))
+            }
+            if let value = dialKeys["waitForHub"] { self.dial.waitForHub = try value.duration(in: .zero...TimeAmount.minutes(10)) }
             guard self.dial.initial <= self.dial.maximum else {
                 throw dial.error("initialBackoff is longer than maxBackoff")
             }
@@ -94,13 +101,20 @@ extension EdgeConfiguration {
 
 extension HubConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
-        let keys = try root.mapping(["role", "listen", "tls", "revoked", "limits", "services", "listeners"])
+        let keys = try root.mapping(["role", "listen", "tls", "revoked", "limits", "drain", "services", "listeners"])
         self.init(listen: try keys.required("listen").endpoint(), tls: try RelayTLSFiles(try keys.required("tls")))
         self.revoked = try keys["revoked"]?.existingFile()
         if let limits = keys["limits"] {
             let limitKeys = try limits.mapping(["connectionsPerIdentity", "handshakesPerSecond"])
             if let value = limitKeys["connectionsPerIdentity"] { self.limits.connectionsPerIdentity = try value.int(in: 1...64) }
             if let value = limitKeys["handshakesPerSecond"] { self.limits.handshakesPerSecond = try value.int(in: 1...100_000) }
+        }
+        if let drain = keys["drain"] {
+            let drainKeys = try drain.mapping(["grace", "redialWindow"])
+            if let value = drainKeys["grace"] { self.drain.grace = try value.duration(in: .seconds(1)...TimeAmount.hours(1)) }
+            if let value = drainKeys["redialWindow"] {
+                self.drain.redialWindow = try value.duration(in: .zero...TimeAmount.milliseconds(Int64(Settings.maxRedialWindowMilliseconds)))
+            }
         }
         var names = Set<String>()
         for entry in try keys["services"]?.sequence() ?? [] {

@@ -37,6 +37,14 @@ public struct EdgeConfiguration: Sendable {
         public var resetAfter: TimeAmount = .seconds(60)
         /// Keepalive PINGs at most this far apart (spec §5.6: 1–30 s; NAT timeouts).
         public var keepalive: TimeAmount = .seconds(15)
+        /// `TCP_USER_TIMEOUT`: a connection whose sent data stays unacknowledged this long is dead.
+        public var userTimeout: TimeAmount = .seconds(45)
+        /// The wait (half of it to all of it) after a failure dialing again cannot fix: an unknown
+        /// CA, an expired certificate, a revoked identity.
+        public var permanentFailureBackoff: TimeAmount = .seconds(120)
+        /// A forwarded connection accepted while no connection to a hub is up waits this long
+        /// for one, then is closed.
+        public var waitForHub: TimeAmount = .seconds(10)
 
         public init() {}
     }
@@ -82,6 +90,7 @@ public struct HubConfiguration: Sendable {
     /// A file of revoked identities, one `tether://tenant/agent` per line; nil revokes none.
     public var revoked: String?
     public var limits = Limits()
+    public var drain = Drain()
     public var services: [Service] = []
     public var listeners: [Listener] = []
 
@@ -90,6 +99,15 @@ public struct HubConfiguration: Sendable {
         public var connectionsPerIdentity = 2
         /// Full handshakes per second; more wait, so a reconnect storm cannot starve live edges.
         public var handshakesPerSecond = 500
+
+        public init() {}
+    }
+
+    /// A graceful stop (spec §10.2): GOAWAY to every edge, open streams get `grace` to finish;
+    /// edges dial the replacement within `redialWindow` (spec §10.2.1), spread over it.
+    public struct Drain: Sendable {
+        public var grace: TimeAmount = .seconds(30)
+        public var redialWindow: TimeAmount = .seconds(5)
 
         public init() {}
     }

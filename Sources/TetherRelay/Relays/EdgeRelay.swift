@@ -17,6 +17,7 @@ import TetherWire
 public final class EdgeRelay: Service, Sendable {
     public let configuration: EdgeConfiguration
     private let dialer: TetherDialerService
+    private let policy: PolicyEnforcer
     private let group: any EventLoopGroup
     private let logger: Logger
     private let bound = NIOLockedValueBox<[String: SocketAddress]>([:])
@@ -41,7 +42,8 @@ public final class EdgeRelay: Service, Sendable {
         var settings = Settings()
         settings.keepaliveIntervalMilliseconds = UInt32(configuration.dial.keepalive.nanoseconds / 1_000_000)
         var connection = TetherConnectionHandler.Configuration(role: .dialer, settings: settings)
-        connection.policy = PolicyEnforcer(side: .edge, policy: policy)
+        let enforcer = PolicyEnforcer(side: .edge, policy: policy)
+        connection.policy = enforcer
         var dial = TetherDialerService.Configuration(host: host, port: port, connection: connection)
         dial.alternatives = configuration.hubs.dropFirst().compactMap {
             if case .tcp(let host, let port) = $0 { (host, port) } else { nil }
@@ -49,8 +51,12 @@ public final class EdgeRelay: Service, Sendable {
         dial.backoff.base = .nanoseconds(configuration.dial.initial.nanoseconds)
         dial.backoff.cap = .nanoseconds(configuration.dial.maximum.nanoseconds)
         dial.backoff.stable = .nanoseconds(configuration.dial.resetAfter.nanoseconds)
+        dial.backoff.permanent = .nanoseconds(configuration.dial.permanentFailureBackoff.nanoseconds)
+        dial.userTimeout = configuration.dial.userTimeout
+        dial.verifiesDialedHost = configuration.serverName == nil
         let exposes = Dictionary(uniqueKeysWithValues: configuration.exposes.map { ($0.name, $0.target) })
         self.configuration = configuration
+        self.policy = enforcer
         self.group = group
         self.logger = logger
         self.dialer = TetherDialerService(
@@ -68,19 +74,34 @@ public final class EdgeRelay: Service, Sendable {
     /// The connection to the hub, while one is up.
     public var connection: TetherConnection? { self.dialer.connection }
 
+    /// Reads the policy file again (SIGHUP): streams it now forbids are reset (spec/POLICY.md
+    /// §7.3); a file that does not load leaves the policy in force, and is logged. The TLS files
+    /// are read again on every dial anyway.
+    public func reload() {
+        try? self.policy.reload(fromFile: self.configuration.policy)
+    }
+
     public func run() async throws {
         var listeners: [any Channel] = []
         for forward in self.configuration.forwards {
             let dialer = self.dialer
             let logger = self.logger
+            let wait = self.configuration.dial.waitForHub
             let listener = try await EndpointSockets.listen(forward.listen, group: self.group) { channel in
-                guard let connection = dialer.connection else {
-                    logger.warning("no connection to a hub: closing", metadata: ["forward": "\(forward.name)"])
-                    channel.close(promise: nil)
-                    return
+                // While the hub's replacement connection is being dialed (spec §10.2.1), or the
+                // edge is reconnecting, a new connection waits for it rather than being refused.
+                let opening: EventLoopFuture<TetherStreamHandle>
+                if let connection = dialer.connection {
+                    opening = connection.openStreamHandle(service: forward.service, class: forward.streamClass)
+                } else {
+                    opening = dialer.connection(waitingAtMost: wait, on: channel.eventLoop).flatMap { connection in
+                        connection.openStreamHandle(service: forward.service, class: forward.streamClass)
+                    }
                 }
-                EndpointSockets.splice(
-                    channel, toStreamOpening: connection.openStreamHandle(service: forward.service, class: forward.streamClass))
+                opening.whenFailure { error in
+                    logger.warning("not forwarded", metadata: ["forward": "\(forward.name)", "error": "\(error)"])
+                }
+                EndpointSockets.splice(channel, toStreamOpening: opening)
             }
             if let address = listener.localAddress { self.bound.withLockedValue { $0[forward.name] = address } }
             self.logger.info("forwarding", metadata: ["forward": "\(forward.name)", "listen": "\(forward.listen)"])

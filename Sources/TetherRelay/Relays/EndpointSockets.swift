@@ -16,8 +16,10 @@ enum EndpointSockets {
             .childChannelOption(StreamSplicer.autoRead, value: false)
             .childChannelOption(StreamSplicer.halfClosure, value: true)
             .childChannelInitializer { channel in
-                accepted(channel)
-                return channel.eventLoop.makeSucceededVoidFuture()
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(EarlyInput())
+                    accepted(channel)
+                }
             }
         switch endpoint {
         case .tcp(let host, let port):
@@ -57,12 +59,18 @@ enum EndpointSockets {
     }
 
     /// Splices an accepted `channel` with the stream `opening` yields; closes it when the stream
-    /// cannot be opened (no credit, the connection went away).
+    /// cannot be opened (no credit, no connection to a peer in time). What the socket delivered
+    /// meanwhile (``EarlyInput``) goes to the stream first.
     static func splice(_ channel: any Channel, toStreamOpening opening: EventLoopFuture<TetherStreamHandle>) {
-        opening.hop(to: channel.eventLoop).whenComplete { result in
+        opening.hop(to: channel.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
-            case .success(let stream): _ = StreamSplicer.splice(channel, with: stream)
-            case .failure: channel.close(promise: nil)
+            case .success(let stream):
+                _ = StreamSplicer.splice(channel, with: stream)
+            case .failure:
+                channel.close(promise: nil)
+            }
+            if let early = try? channel.pipeline.syncOperations.handler(type: EarlyInput.self) {
+                channel.pipeline.syncOperations.removeHandler(early, promise: nil)
             }
         }
     }
@@ -76,5 +84,40 @@ enum EndpointSockets {
             for listener in listeners { listener.close(promise: nil) }
         }
         for listener in listeners { try? await listener.close() }
+    }
+}
+
+/// Holds what an accepted socket delivers before its splice exists. A client may send its request
+/// and half-close (or close) at once, and NIO reads everything up to an EOF it is notified of
+/// even with `autoRead` off; without this, what arrived while the stream was being opened (or
+/// waited for a connection) would fall off the end of the pipeline. Removing it hands the held
+/// events on, in order, to the splice behind it.
+final class EarlyInput: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    private var reads: [NIOAny] = []
+    private var inputClosed = false
+    private var inactive = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { self.reads.append(data) }
+
+    func channelReadComplete(context: ChannelHandlerContext) {}
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case ChannelEvent.inputClosed = event else { return context.fireUserInboundEventTriggered(event) }
+        self.inputClosed = true
+    }
+
+    func channelInactive(context: ChannelHandlerContext) { self.inactive = true }
+
+    /// Hands on what it holds: the reads (an EOF always comes after them), then the ends.
+    func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
+        let reads = self.reads
+        self.reads = []
+        for data in reads { context.fireChannelRead(data) }
+        if !reads.isEmpty { context.fireChannelReadComplete() }
+        if self.inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+        if self.inactive { context.fireChannelInactive() }
+        context.leavePipeline(removalToken: removalToken)
     }
 }

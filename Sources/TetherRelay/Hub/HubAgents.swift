@@ -1,0 +1,90 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import Tether
+import TetherTLS
+import TetherWire
+
+/// The hub's live table of agents and its admission step (spec §10.3), behind one lock so that
+/// admission, connections coming up and going down, and reloads of the revocation list agree:
+///
+/// - a revoked identity is refused; one that already holds `connectionsPerIdentity` connections
+///   (draining ones included, so a flapping edge cannot pile them up) is refused;
+/// - a newer connection of an identity replaces the older ones: they get GOAWAY `REPLACED` and
+///   their open streams may finish (spec §2.2); streams toward the agent go to the newest;
+/// - a reload that revokes a live identity drains its connections with GOAWAY `REFUSED`.
+final class HubAgents: Sendable {
+    private struct Agent {
+        /// Admitted and not yet closed: counted from admission, before the connection is up.
+        var admitted = 0
+        /// Up, oldest first; the last is the one streams toward the agent use.
+        var live: [TetherConnection] = []
+    }
+
+    private struct State {
+        var revoked = RevocationList()
+        var agents: [TetherIdentity: Agent] = [:]
+    }
+
+    let connectionsPerIdentity: Int
+    private let state = NIOLockedValueBox(State())
+
+    init(connectionsPerIdentity: Int, revoked: RevocationList) {
+        self.connectionsPerIdentity = connectionsPerIdentity
+        self.state.withLockedValue { $0.revoked = revoked }
+    }
+
+    /// The admission decision (``TetherTransport/Admission``); an admitted connection is counted
+    /// against its identity's cap from here on.
+    func admit(_ peer: TLSPeer) -> TetherTransport.AdmissionDecision {
+        guard let identity = peer.identity else { return .refuse("no identity") }
+        return self.state.withLockedValue { state in
+            if state.revoked.contains(identity) { return .refuse("identity revoked") }
+            guard state.agents[identity, default: Agent()].admitted < self.connectionsPerIdentity else {
+                return .refuse("too many connections for this identity")
+            }
+            state.agents[identity, default: Agent()].admitted += 1
+            return .admit
+        }
+    }
+
+    /// An admitted connection is up; returns the older connections of its identity that it
+    /// replaces (the caller sends them GOAWAY `REPLACED`).
+    func up(_ connection: TetherConnection) -> [TetherConnection] {
+        guard let identity = connection.peerIdentity else { return [] }
+        return self.state.withLockedValue { state in
+            let replaced = state.agents[identity]?.live ?? []
+            state.agents[identity, default: Agent()].live = [connection]
+            return replaced
+        }
+    }
+
+    /// A connection closed.
+    func down(_ connection: TetherConnection) {
+        guard let identity = connection.peerIdentity else { return }
+        self.state.withLockedValue { state in
+            guard var agent = state.agents[identity] else { return }
+            agent.admitted -= 1
+            agent.live.removeAll { $0.channel === connection.channel }
+            state.agents[identity] = agent.admitted > 0 ? agent : nil
+        }
+    }
+
+    /// The connection streams toward `identity` use: its newest.
+    func connection(to identity: TetherIdentity) -> TetherConnection? {
+        self.state.withLockedValue { $0.agents[identity]?.live.last }
+    }
+
+    /// Agents with a connection up.
+    var connected: [TetherIdentity] {
+        self.state.withLockedValue { state in state.agents.compactMap { $0.value.live.isEmpty ? nil : $0.key } }
+    }
+
+    /// Puts `list` in force; returns the live connections of identities it revokes (the caller
+    /// drains them).
+    func revoke(_ list: RevocationList) -> [TetherConnection] {
+        self.state.withLockedValue { state in
+            state.revoked = list
+            return state.agents.filter { list.contains($0.key) }.flatMap { $0.value.live }
+        }
+    }
+}
