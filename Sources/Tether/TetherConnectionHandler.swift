@@ -163,6 +163,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.closeRequested else { return }  // closing: what arrives now is drained unread
         self.decoder.append(self.unwrapInboundIn(data))
         let now = NIODeadline.now()
         do {
@@ -385,14 +386,26 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         return exhausted
     }
 
-    /// Closes once every write so far has reached the transport (spec §10.2 step 4, §10.3).
+    /// Closes once every write so far has reached the transport (spec §10.2 step 4, §10.3), and
+    /// lingers: our output ends (close_notify, FIN) and the input is read and dropped until the
+    /// peer closes too, at most ``lingerTime``. Closing with unread input would answer the
+    /// peer's last frames (credit for what we sent) with a RST, and a RST makes the peer's kernel
+    /// discard what it received and its application has not read yet — the end of our last stream.
     private func closeAfterWrites() {
         guard let context = self.context, !self.closeRequested else { return }
         self.closeRequested = true
         let done = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: done)
-        done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        done.futureResult.assumeIsolated().whenComplete { _ in
+            let outputClosed = context.eventLoop.makePromise(of: Void.self)
+            context.close(mode: .output, promise: outputClosed)
+            outputClosed.futureResult.assumeIsolated().whenFailure { _ in context.close(promise: nil) }
+            context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) { context.close(promise: nil) }
+        }
     }
+
+    /// How long a closing connection reads on, waiting for the peer to close too.
+    static let lingerTime = TimeAmount.seconds(2)
 
     // MARK: Timers
 

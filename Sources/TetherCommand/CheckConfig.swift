@@ -4,7 +4,7 @@ import TetherRelay
 
 /// `tether check-config FILE`: reads an edge or hub configuration as the daemon would and says
 /// what is wrong, with the file, line, column and key; for an edge, also every forward and expose
-/// the customer's policy does not allow.
+/// the customer's policy does not allow; for a hub, also its revocation list.
 struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
@@ -37,6 +37,14 @@ struct CheckConfig: ParsableCommand {
                 "\(self.file): edge, \(edge.hubs.count) hub(s), \(edge.forwards.count) forward(s), "
                     + "\(edge.exposes.count) expose(s); every one allowed by \(edge.policy)")
         case .hub(let hub):
+            if let revoked = hub.revoked {
+                do {
+                    _ = try RevocationList.load(path: revoked)
+                } catch {
+                    print(error.description)
+                    throw ExitCode.failure
+                }
+            }
             print(
                 "\(self.file): hub on \(hub.listen), \(hub.services.count) service(s), \(hub.listeners.count) listener(s)")
         }

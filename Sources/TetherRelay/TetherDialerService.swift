@@ -172,6 +172,30 @@ public final class TetherDialerService: Service, Sendable {
         return promise.futureResult
     }
 
+    /// `connection` refused a new stream because it is draining (its GOAWAY arrived before this
+    /// service saw it): new streams wait for the replacement from now on.
+    public func draining(_ connection: TetherConnection) {
+        self.state.withLockedValue { state in
+            if state.current?.channel === connection.channel { state.current = nil }
+        }
+    }
+
+    /// Opens a stream on the connection, waiting up to `timeout` for one; a connection that turns
+    /// out to be draining (spec §10.2) is passed over for its replacement.
+    public func openStream(
+        service: String, class streamClass: StreamClass, waitingAtMost timeout: TimeAmount, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<TetherStreamHandle> {
+        self.connection(waitingAtMost: timeout, on: eventLoop).flatMap { connection in
+            connection.openStreamHandle(service: service, class: streamClass).flatMapError { error in
+                guard (error as? TetherError)?.openError == .draining else { return eventLoop.makeFailedFuture(error) }
+                self.draining(connection)
+                return self.connection(waitingAtMost: timeout, on: eventLoop).flatMap {
+                    $0.openStreamHandle(service: service, class: streamClass)
+                }
+            }
+        }
+    }
+
     private func publish(_ connection: TetherConnection?) {
         let waiting = self.state.withLockedValue { state -> [EventLoopPromise<TetherConnection>] in
             state.current = connection

@@ -318,6 +318,10 @@ extension Session {
             // The one control frame a peer can ask for without another limit bounding it.
             return self.checkControlQueue()
         }
+        if let announced = self.announcedGoAway, announced.ping == ping.opaque {
+            // Every OPEN the peer sent before it saw our announcement has arrived (spec §10.2 step 1).
+            self.finishGoAway(code: announced.code, debug: announced.debug)
+        }
         guard let sent = self.outstandingPings.removeValue(forKey: ping.opaque) else {
             return self.glitch("an unmatched PING ACK", now: now)
         }

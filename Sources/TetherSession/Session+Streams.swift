@@ -247,12 +247,26 @@ extension Session {
         if queueCredit { self.control.append(.streamCredit(id)) }
     }
 
-    /// Starts a graceful drain (spec §10.2): GOAWAY with the highest peer stream processed; no new
-    /// streams either way; the transport closes when the last stream finishes or the grace expires.
+    /// Starts a drain (spec §10.2): no new streams either way; the transport closes when the last
+    /// stream finishes or the grace expires. A graceful one (`NO_ERROR`) is announced first —
+    /// GOAWAY with the largest last stream id, and a PING — so that OPENs the peer sent before it
+    /// learned of the drain are processed; the PING's ACK, which follows them, sends the final
+    /// GOAWAY with the highest peer stream processed. Any other code goes final at once.
     public mutating func goAway(code: ErrorCode = .noError, debug: String = "", now: NIODeadline) {
-        guard !self.hasFailed, self.localGoAway == nil else { return }
-        self.localGoAway = self.highestPeerID
+        guard !self.hasFailed, self.localGoAway == nil, self.announcedGoAway == nil else { return }
         self.drainDeadline = now + self.configuration.goAwayGrace
+        if code == .noError && self.peerSettings != nil {
+            self.control.append(.frame(.goAway(GoAwayFrame(lastStreamID: .announcingDrain, code: code, debug: debug))))
+            self.announcedGoAway = AnnouncedGoAway(ping: self.sendPing(now: now), code: code, debug: debug)
+        } else {
+            self.finishGoAway(code: code, debug: debug)
+        }
+    }
+
+    /// The final GOAWAY (spec §10.2 step 1): later peer OPENs are refused.
+    mutating func finishGoAway(code: ErrorCode, debug: String) {
+        self.announcedGoAway = nil
+        self.localGoAway = self.highestPeerID
         self.control.append(.frame(.goAway(GoAwayFrame(lastStreamID: self.highestPeerID, code: code, debug: debug))))
     }
 }

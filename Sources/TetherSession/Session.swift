@@ -73,6 +73,7 @@ public struct Session: Sendable {
 
     // Drain (spec §10.2).
     var localGoAway: StreamID?
+    var announcedGoAway: AnnouncedGoAway?
     var peerGoAway: StreamID?
     var drainDeadline: NIODeadline?
 
@@ -130,11 +131,13 @@ public struct Session: Sendable {
     }
 
     /// Whether a GOAWAY was sent or received (spec §10.2).
-    public var isDraining: Bool { self.localGoAway != nil || self.peerGoAway != nil }
+    public var isDraining: Bool { self.localGoAway != nil || self.announcedGoAway != nil || self.peerGoAway != nil }
 
     /// A drain has finished: no stream is left. The caller closes the transport once
     /// ``produce(into:)`` returns nil (spec §10.2 step 4).
-    public var isDrained: Bool { self.isDraining && self.streams.isEmpty && !self.hasFailed }
+    public var isDrained: Bool {
+        (self.localGoAway != nil || self.peerGoAway != nil) && self.streams.isEmpty && !self.hasFailed
+    }
 
     /// Live streams (not yet closed or reset).
     public var activeStreamCount: Int { self.streams.count }
@@ -278,4 +281,17 @@ public struct SessionCounters: Hashable, Sendable {
     public var connectionErrors = 0
     /// Frames on streams we already forgot, unmatched PING ACKs and similar (spec §12 glitches).
     public var glitches = 0
+}
+
+/// A graceful GOAWAY sent with ``StreamID/announcingDrain``, and the PING whose ACK sends the final one.
+struct AnnouncedGoAway {
+    var ping: UInt64
+    var code: ErrorCode
+    var debug: String
+}
+
+extension StreamID {
+    /// The last stream id of a GOAWAY that announces a drain (spec §10.2 step 1): every stream the
+    /// peer opened so far may still be processed.
+    public static let announcingDrain = StreamID(UInt32.max)
 }

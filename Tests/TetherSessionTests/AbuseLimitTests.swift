@@ -117,6 +117,8 @@ import Testing
     @Test func opensRefusedWhileDrainingNeverCount() {
         var peer = Peer()
         peer.session.goAway(now: peer.now)
+        // The drain's announcement is acknowledged: from here on OPENs are refused.
+        for case .ping(let ping) in peer.written() { #expect(peer.send(.ping(PingFrame(ack: true, opaque: ping.opaque))) == nil) }
         for _ in 0..<2_000 { _ = peer.open() }
         #expect(peer.session.counters.resetsSent == 2_000)
         #expect(peer.session.trippedLimit == nil)

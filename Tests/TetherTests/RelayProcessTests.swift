@@ -63,8 +63,13 @@ import Testing
             let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
             process.executableURL = me.deletingLastPathComponent().appendingPathComponent("tether")
             process.arguments = [role, "--config", self.directory + "/\(role).yaml"]
-            process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-            process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            // Each start appends its log to <role>.log in the site's directory (for a failure's reader).
+            let log = self.directory + "/\(role).log"
+            if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+            let handle = FileHandle(forWritingAtPath: log)
+            handle?.seekToEndOfFile()
+            process.standardError = handle
+            process.standardOutput = handle
             try process.run()
             return process
         }
@@ -193,6 +198,51 @@ import Testing
         try await echo.close()
     }
 
+    /// A connection accepted while the edge has no hub waits for one (`dial.waitForHub`), and
+    /// what its client sent and half-closed meanwhile — before the splice existed — goes through
+    /// whole (the edge used to close it at once; octets read before the splice were dropped).
+    @Test func aForwardAcceptedBeforeTheHubIsUpWaitsAndLosesNothing() async throws {
+        let echo = try await Self.echoServer()
+        let site = try await Site(echoPort: echo.localAddress!.port!)
+        defer { site.certificates.remove() }
+        let edge = try site.start("edge")
+        while !FileManager.default.fileExists(atPath: site.forward) { try await Task.sleep(for: .milliseconds(20)) }
+        async let answer = Self.roundTrip(site.forward, octets: 200_000)
+        try await Task.sleep(for: .milliseconds(500))
+        let hub = try site.start("hub")
+        let forwarded = try await answer
+        #expect(forwarded?.count == 200_000)
+        #expect(forwarded?.intact == true)
+        try await Self.kill(edge)
+        try await Self.kill(hub)
+        try await echo.close()
+    }
+
+    /// 64 forwarded connections at once, each its own stream, each intact.
+    @Test func sixtyFourForwardsAtOnce() async throws {
+        let echo = try await Self.echoServer()
+        let site = try await Site(echoPort: echo.localAddress!.port!)
+        defer { site.certificates.remove() }
+        let hub = try site.start("hub")
+        let edge = try site.start("edge")
+        try await Self.waitUntilCarried(site.forward)
+        let results = try await Self.roundTrips(site.forward, count: 64, octets: 1 << 20)
+        #expect(results.count == 64)
+        #expect(results.allSatisfy { $0?.count == 1 << 20 && $0?.intact == true })
+        try await Self.kill(edge)
+        try await Self.kill(hub)
+        try await echo.close()
+    }
+
+    static func roundTrips(_ path: String, count: Int, octets: Int) async throws -> [(count: Int, intact: Bool)?] {
+        try await withThrowingTaskGroup(of: (count: Int, intact: Bool)?.self) { group in
+            for _ in 0..<count { group.addTask { try await Self.roundTrip(path, octets: octets) } }
+            var results: [(count: Int, intact: Bool)?] = []
+            for try await result in group { results.append(result) }
+            return results
+        }
+    }
+
     /// spec/POLICY.md §3: a forward the policy lacks does not start; the edge says why and exits.
     @Test func anEdgeWithAForwardThePolicyLacksDoesNotStart() async throws {
         let site = try await Site(echoPort: 9, forwardService: "ssh")
@@ -213,3 +263,4 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: site.forward))
     }
 }
+

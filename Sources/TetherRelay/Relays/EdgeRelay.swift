@@ -90,14 +90,8 @@ public final class EdgeRelay: Service, Sendable {
             let listener = try await EndpointSockets.listen(forward.listen, group: self.group) { channel in
                 // While the hub's replacement connection is being dialed (spec §10.2.1), or the
                 // edge is reconnecting, a new connection waits for it rather than being refused.
-                let opening: EventLoopFuture<TetherStreamHandle>
-                if let connection = dialer.connection {
-                    opening = connection.openStreamHandle(service: forward.service, class: forward.streamClass)
-                } else {
-                    opening = dialer.connection(waitingAtMost: wait, on: channel.eventLoop).flatMap { connection in
-                        connection.openStreamHandle(service: forward.service, class: forward.streamClass)
-                    }
-                }
+                let opening = dialer.openStream(
+                    service: forward.service, class: forward.streamClass, waitingAtMost: wait, on: channel.eventLoop)
                 opening.whenFailure { error in
                     logger.warning("not forwarded", metadata: ["forward": "\(forward.name)", "error": "\(error)"])
                 }

@@ -87,6 +87,14 @@ files["preface"] = [
             recv(P("0102030405060708")), recv(O(1))]),
 ]
 files["streams"] = [
+    script("an OPEN from a dialer that carries tether.user", "§5.2.1", "acceptor", [
+        recv(O(1, md=[{"key": "tether.user", "value": "alice@example.com"}]), err("PROTOCOL_ERROR"),
+             send(G(0, "PROTOCOL_ERROR"))),
+    ]),
+    script("an acceptor's OPEN carries tether.user to the dialer", "§5.2.1", "dialer", [
+        recv(O(2, md=[{"key": "tether.user", "value": "listener:exporter"}]),
+             opened(2)),
+    ]),
     script("a dialer's stream from OPEN to both FINs", "§6.2, §6.3", "dialer", [
         app("open", [send(O(1, "COMMAND", "exec"))], **{"class": "COMMAND"}, service="exec", result={"stream": 1}),
         app("write", [send(D(1, "6869", ["END_MSG"]))], stream=1, payload="6869", end_msg=True),
@@ -360,6 +368,10 @@ files["flow-control"] = [
         app("write", [send(D(1, "5b5d", ["END_MSG"]))], stream=1, payload="5b5d", end_msg=True),
     ]),
 ]
+# A graceful drain is announced first (last stream id 2³²−1, and a PING); the ACK of that PING
+# (opaque 1: the session's first) sends the final GOAWAY (spec §10.2 step 1).
+ANNOUNCE = [send(G(4294967295, "NO_ERROR")), send(P())]
+ACK1 = P("0000000000000001", ack=True)
 files["goaway"] = [
     script("GOAWAY refuses our streams above its last stream id", "§10.2", "dialer", [
         app("open", [send(O(1))], **{"class": "BULK"}, service="echo", result={"stream": 1}),
@@ -370,9 +382,16 @@ files["goaway"] = [
     ]),
     script("after our GOAWAY new streams are refused", "§10.2", "acceptor", [
         recv(O(1), opened(1)),
-        app("goaway", [send(G(1, "NO_ERROR"))]),
+        app("goaway", ANNOUNCE),
+        recv(ACK1, send(G(1, "NO_ERROR"))),
         recv(O(3), send(R(3, "REFUSED_STREAM")), send(S("BULK", 257))),
         app("open", [], **{"class": "BULK"}, service="echo", result={"error": "draining"}),
+    ]),
+    script("an OPEN that crosses the drain announcement is processed", "§10.2", "acceptor", [
+        app("goaway", ANNOUNCE),
+        recv(O(1), opened(1)),
+        recv(ACK1, send(G(1, "NO_ERROR"))),
+        recv(O(3), send(R(3, "REFUSED_STREAM")), send(S("BULK", 257))),
     ]),
     script("a later GOAWAY raising its last stream id", "§10.2", "acceptor", [
         recv(G(1, "NO_ERROR"), ev("goaway", last_stream=1, code="NO_ERROR"), ev("drained")),
@@ -381,17 +400,20 @@ files["goaway"] = [
     script("a drain completes when the last stream finishes", "§10.2", "acceptor", [
         recv(O(1), opened(1)),
         app("accept", [], stream=1),
-        app("goaway", [send(G(1, "NO_ERROR"))]),
+        app("goaway", ANNOUNCE),
+        recv(ACK1, send(G(1, "NO_ERROR"))),
         recv(D(1, "", ["FIN"]), data(1, "", ["FIN"])),
         app("finish", [send(D(1, "", ["FIN"])), send(S("BULK", 257)), ev("drained")], stream=1),
     ]),
-    script("a drain with no streams completes at once", "§10.2", "dialer", [
-        app("goaway", [send(G(0, "NO_ERROR")), ev("drained")]),
+    script("a drain with no streams completes when its announcement is acknowledged", "§10.2", "dialer", [
+        app("goaway", ANNOUNCE),
+        recv(ACK1, send(G(0, "NO_ERROR")), ev("drained")),
     ]),
     script("streams left when the GOAWAY grace expires are cancelled", "§10.2, §12", "acceptor", [
         recv(O(1), opened(1)),
         app("accept", [], stream=1),
-        app("goaway", [send(G(1, "NO_ERROR"))]),
+        app("goaway", ANNOUNCE),
+        recv(ACK1, send(G(1, "NO_ERROR"))),
         adv(29999),
         adv(1, reset(1, "CANCEL"), send(R(1, "CANCEL")), send(S("BULK", 257)), ev("drained")),
     ], local=NOKA),
