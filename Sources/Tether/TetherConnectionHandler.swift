@@ -447,6 +447,9 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     private func shutDown(_ error: TetherError) {
         guard !self.isShutDown else { return }
         self.isShutDown = true
+        // What the last read delivered — often a stream's last octets and FIN, then the peer's
+        // close in the same read — is woken for here: no `channelReadComplete` follows a close.
+        self.wakeReaders()
         self.configuration.policy?.unregister(self)
         // spec §7.4: the windows' growth goes back to the process pool with the connection.
         self.session.releaseWindowGrowth()

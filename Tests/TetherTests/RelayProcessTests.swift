@@ -198,6 +198,17 @@ import Testing
         try await echo.close()
     }
 
+    /// Starts a hub again on the same port: it cannot bind until the draining hub has closed its
+    /// listener, and exits then; it is started again until it stays up.
+    static func restart(_ site: Site) async throws -> Process {
+        for _ in 0..<100 {
+            let hub = try site.start("hub")
+            try await Task.sleep(for: .milliseconds(300))
+            if hub.isRunning { return hub }
+        }
+        throw TimedOut()
+    }
+
     /// A connection accepted while the edge has no hub waits for one (`dial.waitForHub`), and
     /// what its client sent and half-closed meanwhile — before the splice existed — goes through
     /// whole (the edge used to close it at once; octets read before the splice were dropped).
@@ -241,6 +252,33 @@ import Testing
             for try await result in group { results.append(result) }
             return results
         }
+    }
+
+    /// spec §10.2.1: a hub stopped gracefully (SIGTERM: GOAWAY) while 64 forwards run, and a new
+    /// hub started on its port: the 64 finish whole on the old connection, and 64 more opened
+    /// during the switch wait for the edge's new connection — none is refused or broken.
+    @Test func aGracefulHubRestartUnderSixtyFourForwardsRefusesNothing() async throws {
+        let echo = try await Self.echoServer()
+        let site = try await Site(echoPort: echo.localAddress!.port!)
+        defer { site.certificates.remove() }
+        try (String(contentsOfFile: site.directory + "/hub.yaml", encoding: .utf8) + "\ndrain: {grace: 60s, redialWindow: 500ms}\n")
+            .write(toFile: site.directory + "/hub.yaml", atomically: true, encoding: .utf8)
+        let old = try site.start("hub")
+        let edge = try site.start("edge")
+        try await Self.waitUntilCarried(site.forward)
+        async let running = Self.roundTrips(site.forward, count: 64, octets: 2 << 20)
+        try await Task.sleep(for: .milliseconds(300))
+        Foundation.kill(old.processIdentifier, SIGTERM)
+        async let opened = Self.roundTrips(site.forward, count: 64, octets: 256 << 10)
+        let new = try await Self.restart(site)
+        let (before, during) = try await (running, opened)
+        #expect(before.allSatisfy { $0?.count == 2 << 20 && $0?.intact == true })
+        #expect(during.allSatisfy { $0?.count == 256 << 10 && $0?.intact == true })
+        while old.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(old.terminationStatus == 0)  // drained, not killed
+        try await Self.kill(edge)
+        try await Self.kill(new)
+        try await echo.close()
     }
 
     /// spec/POLICY.md §3: a forward the policy lacks does not start; the edge says why and exits.
