@@ -45,10 +45,10 @@ struct BenchThroughput: AsyncParsableCommand {
 
     @Option(
         help: """
-            Which rows to run, comma-separated: idle, raw, tunnel, relay, latency, memory (with \
+            Which rows to run, comma-separated: idle, raw, tunnel, relay, relays, latency, memory (with \
             --link-rtt: tunnel, latency).
             """)
-    var only: String = "idle,raw,tunnel,relay,latency,memory"
+    var only: String = "idle,raw,tunnel,relay,relays,latency,memory"
 
     @Option(help: "Idle streams to hold open for the memory row (0 to skip).")
     var idleStreams: Int = 10_000
@@ -206,6 +206,25 @@ struct BenchThroughput: AsyncParsableCommand {
                 self.emit(row)
             }
             try await entrance.close()
+            try await applications.shutdownGracefully()
+        }
+
+        // The relay path as deployed: `tether edge` and `tether hub` as their own processes, local
+        // TCP → edge → hub → the far end's TCP sink, against raw TLS (CPU and system-call figures
+        // cover this process and the far end, not the relays: they are left out of this row).
+        if rows.contains("relays"), let certificates {
+            let daemons = try await RelayDaemons.start(directory: certificates.directory, sinkPort: server.rawPort, group: group)
+            let applications = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            for count in counts {
+                let seconds = try await RelayPath.push(
+                    group: applications, to: daemons.entrance, connections: count, octets: octets, chunk: chunk)
+                self.emit(
+                    Row(
+                        scenario: "relays-processes", streams: count, bytes: octets, seconds: seconds,
+                        mib_per_s: Self.mib(octets, seconds), baseline: baseline?.scenario,
+                        ratio_to_baseline: baseline.map { $0.seconds / seconds }))
+            }
+            daemons.stop()
             try await applications.shutdownGracefully()
         }
 
