@@ -153,6 +153,17 @@ import Testing
         }
     }
 
+    /// Whether a line of `path` satisfies `matches` within 30 s (a log line is written after the
+    /// event it reports).
+    static func waitForLine(in path: String, _ matches: (Substring) -> Bool) async throws -> Bool {
+        for _ in 0..<300 {
+            let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            if text.split(separator: "\n").contains(where: matches) { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
     /// Tries a small round trip until the path works end to end (the edge has connected).
     static func waitUntilCarried(_ path: String) async throws {
         for _ in 0..<600 {
@@ -178,6 +189,11 @@ import Testing
         let exposed = try await Self.roundTrip(site.plane, octets: 4 << 20)
         #expect(exposed?.count == 4 << 20)
         #expect(exposed?.intact == true)
+        // spec §5.2.1: the edge audits the stream the plane opened, naming who asked.
+        let audited = try await Self.waitForLine(in: site.directory + "/edge.log") {
+            $0.contains("event=plane-opened") && $0.contains("user=listener:plane") && $0.contains("service=local-echo")
+        }
+        #expect(audited)
         try await Self.kill(edge)
         try await Self.kill(hub)
         try await echo.close()
