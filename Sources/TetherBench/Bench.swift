@@ -214,6 +214,7 @@ struct BenchThroughput: AsyncParsableCommand {
         // cover this process and the far end, not the relays: they are left out of this row).
         if rows.contains("relays"), let certificates {
             let daemons = try await RelayDaemons.start(directory: certificates.directory, sinkPort: server.rawPort, group: group)
+            defer { daemons.stop() }  // on an error too: no relay outlives the bench
             let applications = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             for count in counts {
                 let seconds = try await RelayPath.push(
@@ -224,7 +225,6 @@ struct BenchThroughput: AsyncParsableCommand {
                         mib_per_s: Self.mib(octets, seconds), baseline: baseline?.scenario,
                         ratio_to_baseline: baseline.map { $0.seconds / seconds }))
             }
-            daemons.stop()
             try await applications.shutdownGracefully()
         }
 
