@@ -38,8 +38,8 @@ struct RelayDaemons {
         forwards:
           - {name: bench, listen: 127.0.0.1:\(forwardPort), service: bench, class: bulk}
         """.write(toFile: directory + "/bench-edge.yaml", atomically: true, encoding: .utf8)
-        let hub = try Self.launch("hub", config: directory + "/bench-hub.yaml", log: directory + "/bench-hub.log")
-        let edge = try Self.launch("edge", config: directory + "/bench-edge.yaml", log: directory + "/bench-edge.log")
+        let hub = try Self.launch("hub", config: directory + "/bench-hub.yaml", log: NSTemporaryDirectory() + "tether-bench-hub.log")
+        let edge = try Self.launch("edge", config: directory + "/bench-edge.yaml", log: NSTemporaryDirectory() + "tether-bench-edge.log")
         let daemons = RelayDaemons(hub: hub, edge: edge, entrance: try SocketAddress(ipAddress: "127.0.0.1", port: forwardPort))
         // Ready once one small push goes through edge, hub and sink.
         for _ in 0..<200 {
@@ -49,7 +49,7 @@ struct RelayDaemons {
             try await Task.sleep(for: .milliseconds(50))
         }
         daemons.stop()
-        throw RelayDaemonsError("the relays did not carry a connection within 10 s (logs: \(directory)/bench-*.log)")
+        throw RelayDaemonsError("the relays did not carry a connection within 10 s (logs: \(NSTemporaryDirectory())tether-bench-*.log)")
     }
 
     private static func launch(_ role: String, config: String, log: String) throws -> Process {

@@ -59,7 +59,11 @@ public final class HubRelay: Service, Sendable {
                 else {
                     return stream.refuse(.unknownService)
                 }
-                _ = EndpointSockets.splice(stream, to: service.backend, group: group)
+                EndpointSockets.splice(stream, to: service.backend, group: group).whenSuccess { outcome in
+                    guard let outcome, let error = outcome.error else { return }
+                    logger.notice(
+                        "stream cut short", metadata: ["agent": "\(identity)", "service": "\(stream.service)", "error": "\(error)"])
+                }
             },
             onConnectionUp: { connection in
                 guard let identity = connection.peerIdentity else { return }
