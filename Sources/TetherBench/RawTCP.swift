@@ -110,11 +110,14 @@ enum RawTCP {
             self.pump(context: context)
         }
 
+        /// Counts a chunk before writing it: a write can change the channel's writability, and the
+        /// writability change calls back into this method, which must not send the same share again
+        /// (it did: one chunk too many now and then, and the sink hung up on the stray octets).
         private func pump(context: ChannelHandlerContext) {
             while context.channel.isWritable && self.written < self.octets {
                 let length = min(self.chunk.readableBytes, self.octets - self.written)
-                context.write(self.wrapOutboundOut(self.chunk.getSlice(at: self.chunk.readerIndex, length: length)!), promise: nil)
                 self.written += length
+                context.write(self.wrapOutboundOut(self.chunk.getSlice(at: self.chunk.readerIndex, length: length)!), promise: nil)
             }
             context.flush()
         }
