@@ -644,11 +644,7 @@ struct BenchProcess {
 
     static func start(certificates: String?, experiment: BenchSettings) throws -> BenchProcess {
         let process = Process()
-        // argv[0] when it is a path (it is also right under valgrind, where /proc/self/exe is not).
-        let argumentZero = CommandLine.arguments[0]
-        let executable =
-            argumentZero.hasPrefix("/") ? argumentZero : try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        process.executableURL = URL(fileURLWithPath: executable)
+        process.executableURL = try Self.executable()
         process.arguments = ["bench", "serve"] + (certificates.map { ["--certificates", $0] } ?? []) + experiment.arguments
         let input = Pipe()
         let output = Pipe()
@@ -668,6 +664,15 @@ struct BenchProcess {
         }
         return BenchProcess(
             process: process, input: input, tetherPort: tether, rawPort: raw, rawTLSPort: rawTLS, fixedWindowPort: fixed)
+    }
+
+    /// This executable, to run again: argv[0] when it is a path (it is also right under
+    /// valgrind, where /proc/self/exe is not).
+    static func executable() throws -> URL {
+        let argumentZero = CommandLine.arguments[0]
+        return URL(
+            fileURLWithPath: argumentZero.hasPrefix("/")
+                ? argumentZero : try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
     }
 
     func stop() {

@@ -54,10 +54,7 @@ struct RelayDaemons {
 
     private static func launch(_ role: String, config: String, log: String) throws -> Process {
         let process = Process()
-        let argumentZero = CommandLine.arguments[0]
-        let executable =
-            argumentZero.hasPrefix("/") ? argumentZero : try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        process.executableURL = URL(fileURLWithPath: executable)
+        process.executableURL = try BenchProcess.executable()
         process.arguments = [role, "--config", config]
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.standardError = FileHandle(forWritingAtPath: log)

@@ -271,7 +271,7 @@ public final class TetherDialerService: Service, Sendable {
                     }
                 }
                 self.count(failure)
-                draining = await Self.stillOpen(draining)
+                draining.removeAll { !$0.channel.isActive }
                 if ContinuousClock.now - started >= self.configuration.backoff.stable { attempt = 0 }
                 guard !Task.isShuttingDownGracefully else { break }
                 let delay: Duration
@@ -300,10 +300,4 @@ public final class TetherDialerService: Service, Sendable {
         for connection in draining { _ = await connection.closed() }
     }
 
-    /// The draining connections that have not closed yet.
-    private static func stillOpen(_ connections: [TetherConnection]) async -> [TetherConnection] {
-        var open: [TetherConnection] = []
-        for connection in connections where connection.channel.isActive { open.append(connection) }
-        return open
-    }
 }

@@ -20,6 +20,17 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+extension ConfigError {
+    /// The text of a configuration file; a file that cannot be read is an error naming it.
+    static func readText(of path: String) throws(ConfigError) -> String {
+        do {
+            return try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(file: path, line: nil, column: nil, path: "", message: "cannot read: \(error.localizedDescription)")
+        }
+    }
+}
+
 /// One YAML value with where it came from, read strictly: a mapping rejects keys it does not
 /// know, every accessor names the key and its position when the value is wrong.
 struct ConfigNode {

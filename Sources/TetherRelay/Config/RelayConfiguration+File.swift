@@ -10,13 +10,7 @@ public enum RelayConfigurationFile: Sendable {
     case hub(HubConfiguration)
 
     public static func load(path: String) throws(ConfigError) -> RelayConfigurationFile {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigError(file: path, line: nil, column: nil, path: "", message: "cannot read: \(error.localizedDescription)")
-        }
-        return try self.parse(text, file: path)
+        try self.parse(try ConfigError.readText(of: path), file: path)
     }
 
     public static func parse(_ text: String, file: String) throws(ConfigError) -> RelayConfigurationFile {

@@ -13,13 +13,7 @@ public struct RevocationList: Sendable, Hashable {
 
     /// Reads `path`; a line that is not an identity is an error naming the file and line.
     public static func load(path: String) throws(ConfigError) -> RevocationList {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigError(file: path, line: nil, column: nil, path: "", message: "cannot read: \(error.localizedDescription)")
-        }
-        return try self.parse(text, file: path)
+        try self.parse(try ConfigError.readText(of: path), file: path)
     }
 
     public static func parse(_ text: String, file: String) throws(ConfigError) -> RevocationList {

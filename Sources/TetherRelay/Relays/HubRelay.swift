@@ -42,7 +42,7 @@ public final class HubRelay: Service, Sendable {
         listen.drainGrace = .nanoseconds(configuration.drain.grace.nanoseconds)
         listen.handshakesPerSecond = configuration.limits.handshakesPerSecond
         let services = Dictionary(uniqueKeysWithValues: configuration.services.map { ($0.name, $0) })
-        let connectionIDs = ConnectionNumbers()
+        let connectionIDs = NIOLockedValueBox<UInt64>(0)
         self.configuration = configuration
         self.registry = registry
         self.agents = agents
@@ -74,13 +74,15 @@ public final class HubRelay: Service, Sendable {
                 Self.drainWhenTheCertificateExpires(connection, logger: logger)
                 let presence = AgentPresence(
                     identity: identity, hubInstance: SessionConfiguration.processInstanceID,
-                    connection: connectionIDs.next(), address: connection.remoteAddress.map { "\($0)" },
+                    connection: connectionIDs.withLockedValue { $0 += 1; return $0 }, address: connection.remoteAddress.map { "\($0)" },
                     connectedSince: Date(),
                     certificateNotAfter: connection.peerCertificateNotAfter.map { Date(timeIntervalSince1970: Double($0)) })
-                Task { try? await registry.connected(presence) }
-                connection.closeCode.whenComplete { _ in
-                    agents.down(connection)
-                    Task { try? await registry.disconnected(presence) }
+                connection.closeCode.whenComplete { _ in agents.down(connection) }
+                // One task, so a short connection's record cannot be removed before it was added.
+                Task {
+                    try? await registry.connected(presence)
+                    _ = await connection.closed()
+                    try? await registry.disconnected(presence)
                 }
             })
     }
@@ -150,8 +152,3 @@ public final class HubRelay: Service, Sendable {
     }
 }
 
-/// Numbers connections for the registry.
-private final class ConnectionNumbers: Sendable {
-    private let value = NIOLockedValueBox<UInt64>(0)
-    func next() -> UInt64 { self.value.withLockedValue { $0 += 1; return $0 } }
-}
