@@ -34,11 +34,23 @@ public enum StreamSplicer {
     public static let autoRead = ChannelOptions.autoRead
     public static let halfClosure = ChannelOptions.allowRemoteHalfClosure
 
+    /// How the stream's octets are written to the socket.
+    public enum Framing: Sendable {
+        /// As they arrive.
+        case octets
+        /// One line per message (NDJSON, for METADATA streams: README "Metadata"): a message's
+        /// line ends (CR, LF) become spaces — in JSON they can only be whitespace — and its end
+        /// becomes `\n`.
+        case lines
+    }
+
     /// Splices `channel` and `stream` until both directions have ended or either was cut off;
     /// the future (on the socket's event loop) says how. Call on the socket's event loop.
-    public static func splice(_ channel: any Channel, with stream: TetherStreamHandle) -> EventLoopFuture<Outcome> {
+    public static func splice(
+        _ channel: any Channel, with stream: TetherStreamHandle, framing: Framing = .octets
+    ) -> EventLoopFuture<Outcome> {
         channel.eventLoop.preconditionInEventLoop()
-        let glue = SocketGlue(stream: stream, eventLoop: channel.eventLoop)
+        let glue = SocketGlue(stream: stream, framing: framing, eventLoop: channel.eventLoop)
         do {
             try channel.pipeline.syncOperations.addHandler(glue)
         } catch {
@@ -69,6 +81,7 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
     typealias OutboundOut = ByteBuffer
 
     let stream: TetherStreamHandle
+    let framing: StreamSplicer.Framing
     let done: EventLoopPromise<StreamSplicer.Outcome>
     private var context: ChannelHandlerContext?
     private var outcome = StreamSplicer.Outcome()
@@ -82,8 +95,9 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
     private var streamEnded = false
     private var finished = false
 
-    init(stream: TetherStreamHandle, eventLoop: any EventLoop) {
+    init(stream: TetherStreamHandle, framing: StreamSplicer.Framing, eventLoop: any EventLoop) {
         self.stream = stream
+        self.framing = framing
         self.done = eventLoop.makePromise()
     }
 
@@ -228,7 +242,7 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
                 self.writesInFlight += 1
                 let wire = read.wireOctets
                 let octets = read.bytes.readableBytes
-                context.write(self.wrapOutboundOut(read.bytes)).whenComplete { result in
+                context.write(self.wrapOutboundOut(self.framed(read))).whenComplete { result in
                     self.writesInFlight -= 1
                     if case .success = result {
                         self.outcome.toSocket += octets
@@ -246,6 +260,20 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
             if ended { self.streamEnded = true }
             self.closeOutputIfDone()
         }
+    }
+
+    private func framed(_ read: TetherStreamHandle.StreamRead) -> ByteBuffer {
+        guard case .lines = self.framing else { return read.bytes }
+        var bytes = read.bytes
+        if bytes.readableBytesView.contains(where: { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) {
+            bytes.withUnsafeMutableReadableBytes { octets in
+                for index in octets.indices where octets[index] == UInt8(ascii: "\n") || octets[index] == UInt8(ascii: "\r") {
+                    octets[index] = UInt8(ascii: " ")
+                }
+            }
+        }
+        if read.endsMessage { bytes.writeInteger(UInt8(ascii: "\n")) }
+        return bytes
     }
 
     /// The stream's FIN becomes the socket's half-close once every write before it is done.

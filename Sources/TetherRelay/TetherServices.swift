@@ -69,6 +69,11 @@ public final class TetherListenerService: Service, Sendable {
         self.address = group.any().makePromise()
     }
 
+    deinit {
+        // Never run (a relay whose set-up failed after this was made): nobody waits any more.
+        self.address.fail(CancellationError())
+    }
+
     /// Where it listens, once it does (port 0 picks one).
     public var localAddress: SocketAddress {
         get async throws { try await self.address.futureResult.get() }

@@ -25,6 +25,9 @@ import Testing
                   - service: kube-api
                     class: [bulk]
                     opaque: true
+                  - service: inventory
+                    class: metadata
+                    fields: [node.name]
                 fromPlane:
                   - service: node-exporter
                     class: [bulk]
@@ -68,6 +71,11 @@ import Testing
         exposes:
           - name: node-exporter
             target: unix:/run/node-exporter.sock
+        metadata:
+          - name: agents
+            listen: unix:/run/tether/metadata.sock
+            service: inventory
+            maxLine: 65536
         """
 
     @Test func anEdgeConfigurationReadsEveryKey() throws {
@@ -86,6 +94,8 @@ import Testing
         #expect(edge.forwards.map(\.listen) == [.tcp(host: "127.0.0.1", port: 16443), .unix(path: "/run/tether/api.sock")])
         #expect(edge.forwards.allSatisfy { $0.streamClass == .bulk && $0.service == "kube-api" })
         #expect(edge.exposes.map(\.target) == [.unix(path: "/run/node-exporter.sock")])
+        #expect(edge.metadata.map(\.listen) == [.unix(path: "/run/tether/metadata.sock")])
+        #expect(edge.metadata.map(\.maxLine) == [65_536] && edge.metadata.map(\.service) == ["inventory"])
         let policy = try PolicyFile.load(path: edge.policy)
         #expect(edge.problems(against: policy).isEmpty)
     }
@@ -210,12 +220,14 @@ import Testing
         let text = Self.edge
             .replacingOccurrences(of: "    service: kube-api\n    class: bulk", with: "    service: kube-api\n    class: command")
             .replacingOccurrences(of: "  - name: node-exporter", with: "  - name: ssh")
+            .replacingOccurrences(of: "    service: inventory", with: "    service: environment")
         guard case .edge(let edge) = try directory.load(text) else {
             Issue.record("not read as an edge")
             return
         }
         let problems = edge.problems(against: try PolicyFile.load(path: edge.policy))
-        #expect(problems.count == 2, "\(problems)")
+        #expect(problems.count == 3, "\(problems)")
+        #expect(problems.contains { $0.hasPrefix("metadata agents:") && $0.contains("environment (metadata)") })
         #expect(problems.contains { $0.hasPrefix("forward api-unix:") && $0.contains("kube-api (command)") })
         #expect(problems.contains { $0.hasPrefix("expose ssh:") })
     }

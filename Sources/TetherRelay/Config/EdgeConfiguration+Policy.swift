@@ -4,7 +4,7 @@ import TetherWire
 
 extension EdgeConfiguration {
     /// What the customer's policy does not allow (spec/POLICY.md §3): a forward's service and
-    /// class toward the plane, an expose's target from the plane. An edge refuses to start any of
+    /// class toward the plane, a metadata listener's service, an expose's target from the plane. An edge refuses to start any of
     /// these; `tether check-config` lists them all.
     public func problems(against policy: Policy) -> [String] {
         var problems: [String] = []
@@ -14,6 +14,13 @@ extension EdgeConfiguration {
                 problems.append(
                     "forward \(forward.name): the policy does not allow \(forward.service) (\(policyClass.rawValue)) "
                         + "toward the plane (\(rule): \(reason)); add a toPlane rule with opaque: true")
+            }
+        }
+        for listener in self.metadata {
+            if case .refused(let rule, let reason) = policy.decide(.toPlane, service: listener.service, class: .metadata) {
+                problems.append(
+                    "metadata \(listener.name): the policy does not allow \(listener.service) (metadata) toward the plane "
+                        + "(\(rule): \(reason)); add a toPlane rule with the fields that may leave")
             }
         }
         for expose in self.exposes where !policy.fromPlane.contains(where: { $0.service.matches(expose.name) }) {

@@ -47,7 +47,7 @@ extension RelayTLSFiles {
 
 extension EdgeConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
-        let keys = try root.mapping(["role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes"])
+        let keys = try root.mapping(["role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes", "metadata"])
         let hubs = try keys.required("hubs").sequence().map { (hub) throws(ConfigError) in try hub.endpoint() }
         guard !hubs.isEmpty else { throw try keys.required("hubs").error("list at least one hub") }
         for (index, hub) in hubs.enumerated() {
@@ -89,6 +89,16 @@ extension EdgeConfiguration {
             let name = try expose.required("name").string()
             guard names.insert(name).inserted else { throw try expose.required("name").error("a second expose named \(name)") }
             self.exposes.append(Expose(name: name, target: try expose.required("target").endpoint()))
+        }
+        names.removeAll()
+        for entry in try keys["metadata"]?.sequence() ?? [] {
+            let listener = try entry.mapping(["name", "listen", "service", "maxLine"])
+            let name = try listener.required("name").string()
+            guard names.insert(name).inserted else { throw try listener.required("name").error("a second metadata listener named \(name)") }
+            var metadata = MetadataListener(
+                name: name, listen: try listener.required("listen").endpoint(), service: try listener.required("service").string())
+            if let value = listener["maxLine"] { metadata.maxLine = try value.int(in: 64...(64 << 20)) }
+            self.metadata.append(metadata)
         }
     }
 }

@@ -28,6 +28,7 @@ public struct EdgeConfiguration: Sendable {
     public var dial = Dial()
     public var forwards: [Forward] = []
     public var exposes: [Expose] = []
+    public var metadata: [MetadataListener] = []
 
     public struct Dial: Sendable {
         /// Full-jitter exponential backoff between `initial` and `maximum`, back to `initial` after
@@ -72,6 +73,22 @@ public struct EdgeConfiguration: Sendable {
         public init(name: String, target: Endpoint) {
             self.name = name
             self.target = target
+        }
+    }
+
+    /// A local listener for NDJSON from node agents: each line becomes one METADATA message to a
+    /// hub service, through the policy's field filter (README "Metadata").
+    public struct MetadataListener: Sendable {
+        public var name: String
+        public var listen: Endpoint
+        public var service: String
+        /// The longest line taken, in octets; a longer one is skipped and reported.
+        public var maxLine = 1 << 20
+
+        public init(name: String, listen: Endpoint, service: String) {
+            self.name = name
+            self.listen = listen
+            self.service = service
         }
     }
 

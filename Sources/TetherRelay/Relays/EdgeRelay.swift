@@ -11,7 +11,8 @@ import TetherWire
 /// `tether edge`: keeps one mutual-TLS connection to a hub (``TetherDialerService``: the hubs in
 /// turn, names resolved on every attempt, full-jitter backoff), forwards every connection its
 /// local listeners accept as a stream to the configured hub service, and splices streams the
-/// hub opens to the local targets it exposes. Nothing leaves that the customer's policy does not
+/// hub opens to the local targets it exposes, and turns each NDJSON line its metadata listeners
+/// take into a filtered METADATA message. Nothing leaves that the customer's policy does not
 /// allow (spec/POLICY.md): the edge refuses to start a forward or expose the policy lacks, and the
 /// connection's ``PolicyEnforcer`` checks every stream either way.
 public final class EdgeRelay: Service, Sendable {
@@ -71,6 +72,11 @@ public final class EdgeRelay: Service, Sendable {
     /// Where each forward listens, once bound (a configured port 0 gets one from the system).
     public func boundAddress(ofForward name: String) -> SocketAddress? { self.bound.withLockedValue { $0[name] } }
 
+    /// Where each metadata listener listens, once bound.
+    public func boundAddress(ofMetadataListener name: String) -> SocketAddress? {
+        self.bound.withLockedValue { $0["metadata/" + name] }
+    }
+
     /// The connection to the hub, while one is up.
     public var connection: TetherConnection? { self.dialer.connection }
 
@@ -101,7 +107,39 @@ public final class EdgeRelay: Service, Sendable {
             self.logger.info("forwarding", metadata: ["forward": "\(forward.name)", "listen": "\(forward.listen)"])
             listeners.append(listener)
         }
+        for configured in self.configuration.metadata {
+            listeners.append(try await self.listen(for: configured))
+        }
         await EndpointSockets.run(self.dialer, closingOnShutdown: listeners)
+    }
+
+    /// A metadata listener: each accepted connection gets one METADATA stream, and each of its
+    /// NDJSON lines becomes one message on it (``MetadataIntake``).
+    private func listen(for configured: EdgeConfiguration.MetadataListener) async throws -> any Channel {
+        let dialer = self.dialer
+        let logger = self.logger
+        let wait = self.configuration.dial.waitForHub
+        let counters = MetadataIntake.Counters(listener: configured.name)
+        let listener = try await EndpointSockets.listen(configured.listen, group: self.group) { channel in
+            let opening = dialer.openStream(
+                service: configured.service, class: .metadata, waitingAtMost: wait, on: channel.eventLoop)
+            opening.whenFailure { error in
+                logger.warning("metadata not taken", metadata: ["listener": "\(configured.name)", "error": "\(error)"])
+            }
+            EndpointSockets.join(channel, toStreamOpening: opening) { channel, stream in
+                do {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(MetadataLineDecoder(maximumLength: configured.maxLine)),
+                        MetadataIntake(stream: stream, counters: counters))
+                } catch {
+                    stream.eventLoop.execute { stream.reset(.cancel) }
+                    channel.close(promise: nil)
+                }
+            }
+        }
+        if let address = listener.localAddress { self.bound.withLockedValue { $0["metadata/" + configured.name] = address } }
+        self.logger.info("taking metadata", metadata: ["listener": "\(configured.name)", "listen": "\(configured.listen)"])
+        return listener
     }
 }
 

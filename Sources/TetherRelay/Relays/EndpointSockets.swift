@@ -46,10 +46,11 @@ enum EndpointSockets {
     /// Connects `stream` to `endpoint` and splices them; a target that cannot be reached refuses
     /// the stream with `CONNECT_ERROR` (our state, never counted against the peer: spec §12).
     static func splice(
-        _ stream: TetherStreamHandle, to endpoint: Endpoint, group: any EventLoopGroup
+        _ stream: TetherStreamHandle, to endpoint: Endpoint, framing: StreamSplicer.Framing = .octets,
+        group: any EventLoopGroup
     ) -> EventLoopFuture<StreamSplicer.Outcome?> {
         self.connect(endpoint, group: group).flatMap { channel in
-            channel.eventLoop.flatSubmit { StreamSplicer.splice(channel, with: stream).map { Optional($0) } }
+            channel.eventLoop.flatSubmit { StreamSplicer.splice(channel, with: stream, framing: framing).map { Optional($0) } }
         }.flatMapError { _ in
             stream.eventLoop.submit {
                 stream.refuse(.connectError)
@@ -62,10 +63,20 @@ enum EndpointSockets {
     /// cannot be opened (no credit, no connection to a peer in time). What the socket delivered
     /// meanwhile (``EarlyInput``) goes to the stream first.
     static func splice(_ channel: any Channel, toStreamOpening opening: EventLoopFuture<TetherStreamHandle>) {
+        self.join(channel, toStreamOpening: opening) { channel, stream in _ = StreamSplicer.splice(channel, with: stream) }
+    }
+
+    /// Joins an accepted `channel` to the stream `opening` yields with `join` (on the channel's
+    /// event loop: it adds the handlers that carry the octets); closes it when the stream cannot
+    /// be opened. What the socket delivered meanwhile (``EarlyInput``) reaches `join`'s handlers.
+    static func join(
+        _ channel: any Channel, toStreamOpening opening: EventLoopFuture<TetherStreamHandle>,
+        with join: @escaping (any Channel, TetherStreamHandle) -> Void
+    ) {
         opening.hop(to: channel.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let stream):
-                _ = StreamSplicer.splice(channel, with: stream)
+                join(channel, stream)
             case .failure:
                 channel.close(promise: nil)
             }

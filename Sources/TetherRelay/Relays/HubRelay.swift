@@ -59,7 +59,9 @@ public final class HubRelay: Service, Sendable {
                 else {
                     return stream.refuse(.unknownService)
                 }
-                EndpointSockets.splice(stream, to: service.backend, group: group).whenSuccess { outcome in
+                // A METADATA stream reaches its backend as NDJSON: one line per (filtered) message.
+                let framing: StreamSplicer.Framing = stream.streamClass == .metadata ? .lines : .octets
+                EndpointSockets.splice(stream, to: service.backend, framing: framing, group: group).whenSuccess { outcome in
                     guard let outcome, let error = outcome.error else { return }
                     logger.notice(
                         "stream cut short", metadata: ["agent": "\(identity)", "service": "\(stream.service)", "error": "\(error)"])

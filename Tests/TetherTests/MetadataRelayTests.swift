@@ -1,0 +1,158 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import TetherBench
+import Testing
+
+@testable import TetherRelay
+
+/// The metadata path of the relays (README "Metadata"): NDJSON into the edge's listener, one
+/// filtered METADATA message per line, NDJSON out of the hub to the service's backend.
+@Suite struct MetadataRelayTests {
+    // MARK: The line decoder
+
+    private func lines(_ chunks: [String], maximumLength: Int = 16) throws -> [MetadataLine] {
+        var decoder = MetadataLineDecoder(maximumLength: maximumLength)
+        var buffer = ByteBuffer()
+        var lines: [MetadataLine] = []
+        for chunk in chunks {
+            buffer.writeString(chunk)
+            while let line = try decoder.decode(buffer: &buffer) { lines.append(line) }
+        }
+        while let line = try decoder.decodeLast(buffer: &buffer, seenEOF: true) { lines.append(line) }
+        return lines
+    }
+
+    @Test func linesSplitOnLineEndsInAnyChunking() throws {
+        let expected: [MetadataLine] = [
+            .document(ByteBuffer(string: #"{"a":1}"#)), .blank, .document(ByteBuffer(string: #"{"b":2}"#)),
+            .document(ByteBuffer(string: #"{"c":3}"#)),
+        ]
+        let text = "{\"a\":1}\n \t\r\n{\"b\":2}\r\n{\"c\":3}"  // the last line has no line end
+        #expect(try self.lines([text]) == expected)
+        #expect(try self.lines(text.map { String($0) }) == expected)  // one octet at a time
+    }
+
+    /// An over-long line is thrown away as it arrives — the decoder never holds more than the
+    /// limit — and the next line is read as usual.
+    @Test func anOverlongLineIsSkippedAndTheNextOneRead() throws {
+        let long = String(repeating: "x", count: 40)
+        #expect(
+            try self.lines([#"{"a":1}"# + "\n" + long.prefix(20), long.dropFirst(20) + "\n" + #"{"b":2}"# + "\n"])
+                == [.document(ByteBuffer(string: #"{"a":1}"#)), .tooLong(octets: 40), .document(ByteBuffer(string: #"{"b":2}"#))])
+        var decoder = MetadataLineDecoder(maximumLength: 16)
+        var buffer = ByteBuffer(string: String(repeating: "y", count: 1_000))
+        #expect(try decoder.decode(buffer: &buffer) == nil)
+        #expect(buffer.readableBytes == 0)  // nothing held
+        #expect(try self.lines([long]) == [.tooLong(octets: 40)])  // unterminated at the end of input
+    }
+
+    // MARK: Edge and hub
+
+    /// A node agent's inventory goes in at the edge's listener: the hub's backend gets one NDJSON
+    /// line per document with only what the policy allows; a line that is not JSON and one over
+    /// `maxLine` get a reply naming their line, and the lines after them still go through.
+    @Test func documentsLeaveFilteredAndBadLinesAreReported() async throws {
+        let certificates = try ThrowAwayCertificates()
+        defer { certificates.remove() }
+        let directory = certificates.directory
+        let backend = try await LineCollector.start()
+        try """
+        version: 1
+        toPlane:
+          - service: inventory
+            class: metadata
+            fields: [node.name, node.labels.*, "pods[].name"]
+        """.write(toFile: directory + "/policy.yaml", atomically: true, encoding: .utf8)
+        var hubConfiguration = HubConfiguration(
+            listen: .tcp(host: "127.0.0.1", port: try await RelayProcessTests.Site.freePort()),
+            tls: RelayTLSFiles(certificate: directory + "/hub.pem", key: directory + "/hub.key", trustedCAs: [directory + "/ca.pem"]))
+        hubConfiguration.services = [.init(name: "inventory", backend: .tcp(host: "127.0.0.1", port: backend.port), tenants: ["demo"])]
+        var edgeConfiguration = EdgeConfiguration(
+            hubs: [hubConfiguration.listen],
+            tls: RelayTLSFiles(certificate: directory + "/edge.pem", key: directory + "/edge.key", trustedCAs: [directory + "/ca.pem"]),
+            policy: directory + "/policy.yaml")
+        var listener = EdgeConfiguration.MetadataListener(name: "agents", listen: .tcp(host: "127.0.0.1", port: 0), service: "inventory")
+        listener.maxLine = 256
+        edgeConfiguration.metadata = [listener]
+        let hub = try HubRelay(configuration: hubConfiguration)
+        let edge = try EdgeRelay(configuration: edgeConfiguration)
+        let services = ServiceGroup(services: [hub, edge], logger: Logger(label: "test"))
+        let running = Task { try await services.run() }
+        defer { running.cancel() }
+        while edge.boundAddress(ofMetadataListener: "agents") == nil { try await Task.sleep(for: .milliseconds(10)) }
+
+        let inventory = #"{"node":{"name":"n1","labels":{"zone":"a"},"env":{"TOKEN":"s3cr3t"}},"secrets":["k"],"pods":[{"name":"p","customer":"x"}]}"#
+        let replies = try await LineCollector.exchange(
+            with: edge.boundAddress(ofMetadataListener: "agents")!,
+            lines: [inventory, "not json", "", #"{"pad":""# + String(repeating: "z", count: 300) + #""}"#, #"{"node":{"name":"n2"}}"#])
+        #expect(replies.count == 2, "\(replies)")
+        #expect(replies[0].contains(#""line":2"#) && replies[0].contains("not valid JSON"))
+        #expect(replies[1].contains(#""line":4"#) && replies[1].contains("maxLine"))
+        let delivered = try await backend.lines(2)
+        #expect(delivered == [#"{"node":{"name":"n1","labels":{"zone":"a"}},"pods":[{"name":"p"}]}"#, #"{"node":{"name":"n2"}}"#])
+        #expect(delivered.allSatisfy { !$0.contains("s3cr3t") && !$0.contains("secrets") && !$0.contains("customer") })
+        await services.triggerGracefulShutdown()
+        try await backend.channel.close()
+    }
+}
+
+/// A TCP server that gathers the lines it receives, and a client that sends lines and reads the
+/// replies until the server closes.
+struct LineCollector {
+    let channel: any Channel
+    let received: NIOLockedValueBox<String>
+    var port: Int { self.channel.localAddress!.port! }
+
+    static func start() async throws -> LineCollector {
+        let received = NIOLockedValueBox("")
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in channel.pipeline.addHandler(Gather(received)) }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return LineCollector(channel: channel, received: received)
+    }
+
+    /// The first `count` complete lines received, once they are there (at most 10 s).
+    func lines(_ count: Int) async throws -> [String] {
+        for _ in 0..<1_000 {
+            let lines = self.received.withLockedValue { $0 }.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+            if lines.count >= count { return lines.prefix(count).map(String.init) }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("fewer than \(count) lines arrived: \(self.received.withLockedValue { $0 })")
+        return []
+    }
+
+    private final class Gather: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let received: NIOLockedValueBox<String>
+        init(_ received: NIOLockedValueBox<String>) { self.received = received }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let text = String(buffer: self.unwrapInboundIn(data))
+            self.received.withLockedValue { $0 += text }
+        }
+    }
+
+    /// Sends each of `lines` with a line end, half-closes, and returns the lines that come back
+    /// before the other end closes.
+    static func exchange(with address: SocketAddress, lines: [String]) async throws -> [String] {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .connect(to: address) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                }
+            }
+        return try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(string: lines.map { $0 + "\n" }.joined()))
+            outbound.finish()
+            var text = ""
+            for try await buffer in inbound { text += String(buffer: buffer) }
+            return text.split(separator: "\n").map(String.init)
+        }
+    }
+}
