@@ -216,7 +216,18 @@ public final class TetherStreamHandle: @unchecked Sendable {
     public var isWritable: Bool {
         self.eventLoop.preconditionInEventLoop()
         guard self.owner != nil, self.failure == nil, !self.sendClosed else { return true }  // writes fail fast
-        return self.bufferedOutboundOctets <= self.sendBufferLimit / 2
+        return self.hasRoom
+    }
+
+    /// Room for more (spec §7.2): the session's queue for the stream and the compressor's octets
+    /// are each at most half the send buffer. Each is held to its own mark because each says when
+    /// it drains below it — the session through ``becameWritable()`` when its queue crosses the
+    /// mark, the compressor here when a flush or a deflated unit moves its octets on. Their sum
+    /// could fall below one mark with neither crossing its own, and nothing would say so: a splice
+    /// waiting for ``onWritable`` then waited for good.
+    private var hasRoom: Bool {
+        let half = self.sendBufferLimit / 2
+        return (self.owner?.bufferedOctets(self.id) ?? 0) <= half && (self.outbound?.bufferedOctets ?? 0) <= half
     }
 
     /// Writes `bytes`; the future completes when all of it is in the send buffer. Writes are taken
@@ -304,7 +315,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
     private func pumpWrites() {
         guard let owner = self.owner else { return }
         let half = self.sendBufferLimit / 2
-        while self.failure == nil, var pending = self.writeWaiters.first, self.bufferedOutboundOctets <= half {
+        while self.failure == nil, var pending = self.writeWaiters.first, self.hasRoom {
             let chunk = pending.bytes.readSlice(length: min(max(1, half), pending.bytes.readableBytes))!
             let last = pending.bytes.readableBytes == 0
             self.policy?.sent(chunk.readableBytes)
@@ -404,7 +415,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
         self.flushTimer = self.eventLoop.assumeIsolated().scheduleTask(in: self.compressionConfiguration.flushDelay) {
             self.flushTimer = nil
             self.flush()
-            self.pumpWrites()
+            self.becameWritable()  // the compressor's octets moved on: room, perhaps
         }
     }
 
@@ -428,7 +439,7 @@ public final class TetherStreamHandle: @unchecked Sendable {
         if resetContext { flags.insert(.resetContext) }
         self.send(unit, endMessage: endMessage, compression: flags, to: owner)
         if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
-        guard self.bufferedOutboundOctets > self.sendBufferLimit / 2 else { return self.eventLoop.makeSucceededVoidFuture() }
+        guard !self.hasRoom else { return self.eventLoop.makeSucceededVoidFuture() }
         // Wait for room, as a write would.
         return self.enqueue(ByteBuffer(), endMessage: false)
     }

@@ -24,7 +24,8 @@ import Testing
 
         static func start(
             _ transport: Transport, acceptor: TetherConnectionHandler.Configuration = .init(role: .acceptor),
-            entranceOnTunnelLoop: Bool = false, backend: @escaping @Sendable (any Channel) throws -> Void
+            entranceOnTunnelLoop: Bool = false, streamClass: StreamClass = .bulk,
+            backend: @escaping @Sendable (any Channel) throws -> Void
         ) async throws -> Rig {
             let sockets = MultiThreadedEventLoopGroup(numberOfThreads: 2)
             let outcomes = NIOLockedValueBox<[StreamSplicer.Outcome]>([])
@@ -58,7 +59,7 @@ import Testing
                 .childChannelOption(StreamSplicer.autoRead, value: false)
                 .childChannelOption(StreamSplicer.halfClosure, value: true)
                 .childChannelInitializer { channel in
-                    connection.openStreamHandle(service: "backend", class: .bulk).hop(to: channel.eventLoop).map { handle in
+                    connection.openStreamHandle(service: "backend", class: streamClass).hop(to: channel.eventLoop).map { handle in
                         StreamSplicer.splice(channel, with: handle).whenSuccess { outcome in
                             outcomes.withLockedValue { $0.append(outcome) }
                         }
@@ -107,6 +108,68 @@ import Testing
         #expect(received == total)
         #expect(checksum == sent.value)
         try await rig.stop()
+    }
+
+    /// A LOGS stream compresses (spec §9): the splice reads the socket only while the stream takes
+    /// writes, and the stream says so again when its compressor's batch is flushed — octets that
+    /// waited for a batch while the session's queue was below its mark once stalled the splice
+    /// for good (the session, which never crossed its mark, did not say "writable").
+    @Test(arguments: Transport.allCases)
+    func aCompressedLogsSpliceCarriesEverything(_ transport: Transport) async throws {
+        let rig = try await Rig.start(transport, streamClass: .logs) { channel in
+            try channel.pipeline.syncOperations.addHandler(EchoBack())
+        }
+        var text = ""
+        for index in 0..<600 {
+            text += "Dec  1 06:26:\(10 + index % 50) node-1 kubelet[1234]: I1201 pod_workers.go:\(900 + index)] "
+            text += "\"SyncLoop (PLEG): event for pod\" pod=\"default/web-\(index % 7)\" seq=\(index * 7919)\n"
+        }
+        let chunk = ByteBuffer(string: text)
+        for connection in 0..<2 {
+            let client = Client()
+            let channel = try await rig.connect(client)
+            var sent = Checksum()
+            let writes = (16 << 20) / chunk.readableBytes
+            var written: EventLoopFuture<Void>?
+            for _ in 0..<writes {
+                sent.add(chunk)
+                written = channel.write(chunk)
+            }
+            channel.flush()
+            // A stall shows as no progress at all: the test fails instead of hanging.
+            let allWritten = NIOLockedValueBox(false)
+            written?.whenComplete { _ in allWritten.withLockedValue { $0 = true } }
+            guard try await Self.progresses(until: { allWritten.withLockedValue { $0 } }, by: { client.received }) else {
+                Issue.record("connection \(connection) stalled at \(client.received) octets echoed")
+                channel.close(promise: nil)
+                break
+            }
+            try await channel.close(mode: .output)
+            guard try await Self.progresses(until: { client.isFinished }, by: { client.received }) else {
+                Issue.record("connection \(connection) stalled at \(client.received) octets echoed")
+                channel.close(promise: nil)
+                break
+            }
+            let (received, checksum) = try await client.finished.futureResult.get()
+            #expect(received == writes * chunk.readableBytes, "connection \(connection)")
+            #expect(checksum == sent.value)
+        }
+        try await rig.stop()
+    }
+
+    /// Waits until `done`; false when `measure` stayed the same for 30 s first (a stall, not a
+    /// slow machine: any progress at all restarts the count).
+    static func progresses(until done: () -> Bool, by measure: () -> Int) async throws -> Bool {
+        var last = -1
+        var quiet = 0
+        while !done() {
+            guard quiet < 300 else { return false }
+            try await Task.sleep(for: .milliseconds(100))
+            let now = measure()
+            quiet = now == last ? quiet + 1 : 0
+            last = now
+        }
+        return true
     }
 
     /// A relay with one event loop: the local socket on the tunnel's loop, where opening the
@@ -261,6 +324,8 @@ final class Client: ChannelInboundHandler, @unchecked Sendable {
     private(set) var ended: EventLoopPromise<End>!
 
     var received: Int { self.lock.withLock { self._received } }
+    var isFinished: Bool { self.lock.withLock { self._finished } }
+    private var _finished = false
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.channel = context.channel
@@ -278,7 +343,7 @@ final class Client: ChannelInboundHandler, @unchecked Sendable {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
-            self.finished.succeed(self.lock.withLock { (self._received, self.sum.value) })
+            self.finished.succeed(self.lock.withLock { self._finished = true; return (self._received, self.sum.value) })
             self.ended.succeed(.fin)
             context.close(promise: nil)
         }
@@ -287,7 +352,7 @@ final class Client: ChannelInboundHandler, @unchecked Sendable {
     func channelInactive(context: ChannelHandlerContext) {
         // After our own half-close NIO reports the peer's FIN as a full close (no `inputClosed`);
         // errors came through `errorCaught` first, so this is a clean end.
-        self.finished.succeed(self.lock.withLock { (self._received, self.sum.value) })
+        self.finished.succeed(self.lock.withLock { self._finished = true; return (self._received, self.sum.value) })
         self.ended.succeed(.fin)
     }
 
@@ -297,6 +362,7 @@ final class Client: ChannelInboundHandler, @unchecked Sendable {
         } else {
             self.ended.succeed(.other("\(error)"))
         }
+        self.lock.withLock { self._finished = true }
         self.finished.fail(error)
         context.close(promise: nil)
     }
