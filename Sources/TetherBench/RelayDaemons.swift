@@ -52,7 +52,7 @@ struct RelayDaemons {
         throw RelayDaemonsError("the relays did not carry a connection within 10 s (logs: \(NSTemporaryDirectory())tether-bench-*.log)")
     }
 
-    private static func launch(_ role: String, config: String, log: String) throws -> Process {
+    static func launch(_ role: String, config: String, log: String) throws -> Process {
         let process = Process()
         process.executableURL = try BenchProcess.executable()
         process.arguments = [role, "--config", config]
@@ -63,7 +63,7 @@ struct RelayDaemons {
         return process
     }
 
-    private static func freePort(group: any EventLoopGroup) async throws -> Int {
+    static func freePort(group: any EventLoopGroup) async throws -> Int {
         let channel = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
         let port = channel.localAddress!.port!
         try await channel.close()

@@ -1,111 +1,93 @@
 import ArgumentParser
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import Tether
 import TetherBench
-import TetherRelay
-import TetherSession
-import TetherTLS
-import TetherWire
 
-/// `tether demo`: a hub and an edge in one process on loopback, streams of every class at once,
-/// and a summary.
+/// `tether demo`: `tether hub` and `tether edge` as separate processes on loopback, from
+/// configurations it writes beside throw-away certificates (``DemoSite``); the plane opens a
+/// node's target, metadata goes through the node's policy, and commands run under bulk and log
+/// load; a summary of each.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a hub and an edge on loopback with streams of every class, and print a summary.")
+        abstract: "Run a hub and an edge as processes on loopback, carry every class through them, and print a summary.")
 
-    @Option(help: "How long the streams run, in seconds.")
+    @Option(help: "How long the load runs, in seconds.")
     var seconds: Double = 5
 
     func run() async throws {
-        let certificates = try ThrowAwayCertificates()
-        defer { certificates.remove() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let received = NIOLockedValueBox([StreamClass: Int]())
-        let (hubConnections, hubConnection) = AsyncStream<TetherConnection>.makeStream()
-        // The hub: mutual TLS, then it serves what edges open (sinks that count octets per class).
-        let hub = try await TetherTransport.listen(
-            group: group, host: "127.0.0.1", port: 0, tls: try TLSContextStore(configuration: certificates.hub),
-            configuration: .init(role: .acceptor),
-            inboundStreamHandler: { handle in
-                let streamClass = handle.streamClass
-                Workloads.serve(handle) { chunk in
-                    received.withLockedValue { $0[streamClass, default: 0] += chunk.readableBytes }
-                }
-            },
-            onConnection: { hubConnection.yield($0) })
-        // The edge dials the hub, verifies its certificate for 127.0.0.1, and serves `echo` for the
-        // hub's commands.
-        let edge = try await TetherTransport.dial(
-            group: group, to: hub.localAddress!, tls: try TLSContext(configuration: certificates.edge),
-            configuration: .init(role: .dialer), inboundStreamHandler: { Workloads.serve($0) })
-        var connections = hubConnections.makeAsyncIterator()
-        guard let plane = await connections.next() else { throw ValidationError("the hub saw no connection") }
-        print("hub on \(hub.localAddress!) (mutual TLS 1.3, ALPN tether/1)")
-        print("edge connected; the hub verified its identity from the certificate: \(plane.peerIdentity.map { "\($0)" } ?? "none")")
-        print("\(self.seconds) s of traffic in every class …")
+        let group = MultiThreadedEventLoopGroup.singleton
+        print("Starting `tether hub` and `tether edge` on 127.0.0.1 (mutual TLS 1.3, throw-away certificates) …")
+        let (site, status) = try await DemoSite.start(group: group)
+        do {
+            try await self.show(site, status: status, group: group)
+        } catch {
+            _ = await site.stop()
+            print("hub log: \(site.hubLog)\nedge log: \(site.edgeLog)")
+            throw error
+        }
+        let (edge, hub) = await site.stop()
+        print("\nSIGTERM: both relays drained and exited (edge \(edge), hub \(hub)).")
+        site.certificates.remove()
+        guard edge == 0, hub == 0 else { throw ExitCode.failure }
+    }
 
-        let stop = NIOLockedValueBox(false)
-        let shouldStop: @Sendable () -> Bool = { stop.withLockedValue { $0 } }
-        let plan: [(streamClass: StreamClass, service: String, streams: Int, chunk: ByteBuffer)] = [
-            (.metadata, "metadata", 2, Self.metadataDocument()),
-            (.logs, "logs", 4, Self.logLines()),
-            (.bulk, "sink", 2, Workloads.randomBytes(65_536)),
-        ]
-        var pushes: [EventLoopFuture<Int>] = []
-        for entry in plan {
-            for _ in 0..<entry.streams {
-                let handle = try await edge.openStream(service: entry.service, class: entry.streamClass).handle
-                let messages = entry.streamClass != .bulk
-                pushes.append(
-                    handle.eventLoop.flatSubmit {
-                        Workloads.push(handle, chunk: entry.chunk, octets: nil, endMessage: messages, stop: shouldStop)
-                    })
-            }
+    private func show(_ site: DemoSite, status: String, group: any EventLoopGroup) async throws {
+        print("hub: \(site.certificates.directory)/hub.yaml, edge: edge.yaml beside it (identity \(site.certificates.identity))")
+
+        print("\n1. The plane opens a target the node exposes (hub listener → hub → edge → 127.0.0.1 status):")
+        print("   answer: \(status)")
+        if let audit = site.edgeAudit("plane-opened").first {
+            print("   the edge audited it: service \(Self.field("service", audit)), user \(Self.field("user", audit))")
         }
 
-        // The plane's commands to the node: 64-octet round trips while everything else runs.
-        let command = try await plane.openStream(service: "echo", class: .command).handle
+        print("\n2. Metadata through the node's policy (edge metadata listener → hub → the plane's inventory service):")
+        let inventory = #"{"node":{"name":"node-1","kernel":"6.1.0","labels":{"zone":"a"},"env":{"API_TOKEN":"s3cr3t"}},"#
+            + #""secrets":["kubeadm-certs"],"pods":[{"name":"web-0","phase":"Running","customer":{"card":"4111"}}]}"#
+        let replies = try await site.sendMetadata([inventory, #"{"node": oops}"#], group: group)
+        let arrived = try await site.inventoryLines(1)
+        print("   sent:    \(inventory)")
+        print("   arrived: \(arrived[0])")
+        if let audit = site.edgeAudit("removed").first {
+            print("   removed on the node, never sent (the edge's audit, paths only): \(Self.field("paths", audit))")
+        }
+        for reply in replies { print("   a malformed line was answered: \(reply)") }
+
+        print("\n3. Commands while bulk and logs saturate the tunnel (64-octet round trips, command forward → hub → echo):")
+        let idle = try await site.commandRoundTrips(until: .now() + .seconds(1), group: group)
         let started = NIODeadline.now()
         let deadline = started + .nanoseconds(Int64(self.seconds * 1e9))
-        let payload = ByteBuffer(repeating: UInt8(ascii: "c"), count: 64)
-        let latencies = try await command.eventLoop.flatSubmit {
-            Workloads.pingPong(command, payload: payload, until: deadline)
-        }.get()
+        // The load's own event loop: the round trips' client and the echo do not queue behind it.
+        let load = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { load.shutdownGracefully { _ in } }
+        async let bulk: Void = site.push("bulk", connections: 2, chunk: Workloads.randomBytes(65_536), until: deadline, group: load)
+        async let logs: Void = site.push("logs", connections: 2, chunk: Self.logLines(), until: deadline, group: load)
+        let loaded = try await site.commandRoundTrips(until: deadline, group: group)
+        try await bulk
+        try await logs
         let elapsed = Double((NIODeadline.now() - started).nanoseconds) / 1e9
-        let counts = received.withLockedValue { $0 }
-        stop.withLockedValue { $0 = true }
-        for push in pushes { _ = try? await push.get() }
+        print("   idle:            p50 \(Int(idle.percentile(50))) µs, p99 \(Int(idle.percentile(99))) µs (\(idle.count) round trips)")
+        print("   under load:      p50 \(Int(loaded.percentile(50))) µs, p99 \(Int(loaded.percentile(99))) µs (\(loaded.count) round trips)")
+        let commandOctets = loaded.count * 64
+        let bulkOctets = site.octetsReceived(by: "bulk")
+        let logOctets = site.octetsReceived(by: "logs")
+        let total = commandOctets + bulkOctets + logOctets
+        print("\n   class    connections         octets     MiB/s   share")
+        print(Self.row("COMMAND", 1, commandOctets, elapsed, total))
+        print(Self.row("BULK", 2, bulkOctets, elapsed, total))
+        print(Self.row("LOGS", 2, logOctets, elapsed, total))
+    }
 
-        let commandBytes = latencies.count * 64
-        let total = counts.values.reduce(commandBytes, +)
-        print("")
-        print("class      streams         bytes     MiB/s   share")
-        print(Self.row("COMMAND", 1, commandBytes, elapsed, total))
-        for entry in plan {
-            print(Self.row(entry.streamClass.name, entry.streams, counts[entry.streamClass] ?? 0, elapsed, total))
-        }
-        print("")
-        print(
-            "command round trip, 64 B each way, \(latencies.count) samples while every class was busy: "
-                + "p50 \(Int(latencies.percentile(50))) µs, p99 \(Int(latencies.percentile(99))) µs")
-        await edge.close()
-        try await hub.close()
-        try await group.shutdownGracefully()
+    /// The value of `name=` in a log line of swift-log's stream handler.
+    private static func field(_ name: String, _ line: String) -> String {
+        guard let range = line.range(of: " \(name)=") else { return "-" }
+        return String(line[range.upperBound...].prefix { $0 != " " })
     }
 
     private static func row(_ name: String, _ streams: Int, _ bytes: Int, _ seconds: Double, _ total: Int) -> String {
         let mib = Double(bytes) / 1_048_576 / seconds
         let share = total > 0 ? 100 * Double(bytes) / Double(total) : 0
-        return name.padding(toLength: 9, withPad: " ", startingAt: 0)
-            + String(format: " %8ld %13ld %9.1f %6.1f %%", streams, bytes, mib, share)
-    }
-
-    /// A node-inventory-like JSON document: one METADATA message.
-    static func metadataDocument() -> ByteBuffer {
-        let fields = (0..<40).map { #""field\#($0)": {"value": \#($0 * 37), "unit": "bytes", "ok": true}"# }
-        return ByteBuffer(string: "{" + fields.joined(separator: ", ") + "}\n")
+        return "   " + name.padding(toLength: 9, withPad: " ", startingAt: 0)
+            + String(format: " %8ld %16ld %9.1f %6.1f %%", streams, bytes, mib, share)
     }
 
     /// A batch of syslog-style lines: one LOGS message.
