@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import TetherRelay
 import UnixSignals
@@ -14,14 +15,15 @@ struct RelayCommand {
         let logger = Logger(label: "tether.\(role)")
         let service: any Service
         let reload: @Sendable () -> Void
+        let listening: @Sendable () async throws -> Void
         do {
             switch try RelayConfigurationFile.load(path: config) {
             case .edge(let edge) where role == "edge":
                 let relay = try EdgeRelay(configuration: edge, logger: logger)
-                (service, reload) = (relay, { relay.reload() })
+                (service, reload, listening) = (relay, { relay.reload() }, { try await relay.listening })
             case .hub(let hub) where role == "hub":
                 let relay = try HubRelay(configuration: hub, logger: logger)
-                (service, reload) = (relay, { relay.reload() })
+                (service, reload, listening) = (relay, { relay.reload() }, { _ = try await relay.localAddress })
             default: throw RelayError("\(config) is not an \(role) configuration (role: \(role))")
             }
         } catch let error as ConfigError {
@@ -31,13 +33,27 @@ struct RelayCommand {
             print("\(config): \(error)")
             throw ExitCode.failure
         }
+        // Under systemd (`Type=notify`, README "systemd"): READY once listening, RELOADING and
+        // READY around a SIGHUP, STOPPING on SIGTERM, and the watchdog's pings.
+        let notifier = SystemdNotifier()
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
+        if let notifier {
+            services.append(
+                .init(service: SystemdLifecycle(notifier: notifier, listening: listening), successTerminationBehavior: .ignore))
+            if let interval = SystemdWatchdog.interval() {
+                services.append(.init(service: SystemdWatchdog(notifier: notifier, interval: interval, group: MultiThreadedEventLoopGroup.singleton)))
+            }
+        }
         let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         try await withThrowingDiscardingTaskGroup { tasks in
             tasks.addTask {
-                for await _ in hangups { reload() }
+                for await _ in hangups {
+                    try? notifier?.notifyReloading()
+                    reload()
+                    try? notifier?.notify("READY=1")
+                }
             }
             try await group.run()
             tasks.cancelAll()
@@ -63,4 +79,17 @@ struct Hub: AsyncParsableCommand {
     var config: String = "/etc/tether/hub.yaml"
 
     func run() async throws { try await RelayCommand.run(config: self.config, expecting: "hub") }
+}
+
+/// `READY=1` once the relay listens, `STOPPING=1` when it starts to drain.
+struct SystemdLifecycle: Service {
+    let notifier: SystemdNotifier
+    let listening: @Sendable () async throws -> Void
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { try await self.listening() }
+        try self.notifier.notify("READY=1\nSTATUS=listening")
+        try? await gracefulShutdown()
+        try self.notifier.notify("STOPPING=1")
+    }
 }

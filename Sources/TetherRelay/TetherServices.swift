@@ -49,7 +49,7 @@ public final class TetherListenerService: Service, Sendable {
     private let up: ConnectionUp
     private let down: ConnectionDown
     private let live = NIOLockedValueBox<[ObjectIdentifier: TetherConnection]>([:])
-    private let address: EventLoopPromise<SocketAddress>
+    private let address: Readiness<SocketAddress>
 
     public init(
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, configuration: Configuration,
@@ -66,17 +66,12 @@ public final class TetherListenerService: Service, Sendable {
         self.inboundStreamHandler = inboundStreamHandler
         self.up = onConnectionUp
         self.down = onConnectionDown
-        self.address = group.any().makePromise()
-    }
-
-    deinit {
-        // Never run (a relay whose set-up failed after this was made): nobody waits any more.
-        self.address.fail(CancellationError())
+        self.address = Readiness()
     }
 
     /// Where it listens, once it does (port 0 picks one).
     public var localAddress: SocketAddress {
-        get async throws { try await self.address.futureResult.get() }
+        get async throws { try await self.address.value }
     }
 
     /// The connections open now.
@@ -113,10 +108,10 @@ public final class TetherListenerService: Service, Sendable {
                     }
                 })
         } catch {
-            self.address.fail(error)
+            self.address.resolve(.failure(error))
             throw error
         }
-        self.address.succeed(channel.localAddress!)
+        self.address.resolve(.success(channel.localAddress!))
         self.logger.info("listening", metadata: ["address": "\(channel.localAddress!)"])
 
         try await withGracefulShutdownHandler {

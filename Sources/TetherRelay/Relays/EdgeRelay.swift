@@ -22,6 +22,7 @@ public final class EdgeRelay: Service, Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let bound = NIOLockedValueBox<[String: SocketAddress]>([:])
+    private let started = Readiness<Void>()
 
     public init(
         configuration: EdgeConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -69,6 +70,11 @@ public final class EdgeRelay: Service, Sendable {
             })
     }
 
+    /// Returns once every forward and metadata listener is bound (systemd's `READY=1`).
+    public var listening: Void {
+        get async throws { try await self.started.value }
+    }
+
     /// Where each forward listens, once bound (a configured port 0 gets one from the system).
     public func boundAddress(ofForward name: String) -> SocketAddress? { self.bound.withLockedValue { $0[name] } }
 
@@ -88,6 +94,15 @@ public final class EdgeRelay: Service, Sendable {
     }
 
     public func run() async throws {
+        do {
+            try await self.runListening()
+        } catch {
+            self.started.resolve(.failure(error))
+            throw error
+        }
+    }
+
+    private func runListening() async throws {
         var listeners: [any Channel] = []
         for forward in self.configuration.forwards {
             let dialer = self.dialer
@@ -110,6 +125,7 @@ public final class EdgeRelay: Service, Sendable {
         for configured in self.configuration.metadata {
             listeners.append(try await self.listen(for: configured))
         }
+        self.started.resolve(.success(()))
         await EndpointSockets.run(self.dialer, closingOnShutdown: listeners)
     }
 
