@@ -76,6 +76,8 @@ import Testing
             listen: unix:/run/tether/metadata.sock
             service: inventory
             maxLine: 65536
+        drain:
+          grace: 45s
         """
 
     @Test func anEdgeConfigurationReadsEveryKey() throws {
@@ -96,6 +98,7 @@ import Testing
         #expect(edge.exposes.map(\.target) == [.unix(path: "/run/node-exporter.sock")])
         #expect(edge.metadata.map(\.listen) == [.unix(path: "/run/tether/metadata.sock")])
         #expect(edge.metadata.map(\.maxLine) == [65_536] && edge.metadata.map(\.service) == ["inventory"])
+        #expect(edge.drainGrace == .seconds(45))
         let policy = try PolicyFile.load(path: edge.policy)
         #expect(edge.problems(against: policy).isEmpty)
     }

@@ -297,6 +297,36 @@ import Testing
         try await echo.close()
     }
 
+    /// SIGTERM drains (spec §10.2): a 100 MiB forward under way when either relay gets it
+    /// completes intact, and the relay exits 0 — it stopped accepting, it did not cut.
+    @Test(arguments: ["edge", "hub"])
+    func sigtermInTheMiddleOfATransferCompletesIt(_ role: String) async throws {
+        let echo = try await Self.echoServer()
+        let site = try await Site(echoPort: echo.localAddress!.port!)
+        defer { site.certificates.remove() }
+        // A grace no loaded machine runs out of: this test is about the drain, not its deadline.
+        for relay in ["hub", "edge"] {
+            try (String(contentsOfFile: site.directory + "/\(relay).yaml", encoding: .utf8) + "\ndrain: {grace: 10m}\n")
+                .write(toFile: site.directory + "/\(relay).yaml", atomically: true, encoding: .utf8)
+        }
+        let hub = try site.start("hub")
+        let edge = try site.start("edge")
+        try await Self.waitUntilCarried(site.forward)
+        let octets = 100 << 20
+        async let transfer = Self.roundTrip(site.forward, octets: octets)
+        try await Task.sleep(for: .milliseconds(500))
+        let stopped = role == "edge" ? edge : hub
+        Foundation.kill(stopped.processIdentifier, SIGTERM)
+        let forwarded = try await transfer
+        #expect(forwarded?.count == octets)
+        #expect(forwarded?.intact == true)
+        while stopped.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(stopped.terminationStatus == 0)
+        try await Self.kill(edge)
+        try await Self.kill(hub)
+        try await echo.close()
+    }
+
     /// spec/POLICY.md §3: a forward the policy lacks does not start; the edge says why and exits.
     @Test func anEdgeWithAForwardThePolicyLacksDoesNotStart() async throws {
         let site = try await Site(echoPort: 9, forwardService: "ssh")

@@ -47,7 +47,7 @@ extension RelayTLSFiles {
 
 extension EdgeConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
-        let keys = try root.mapping(["role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes", "metadata"])
+        let keys = try root.mapping(["role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes", "metadata", "drain"])
         let hubs = try keys.required("hubs").sequence().map { (hub) throws(ConfigError) in try hub.endpoint() }
         guard !hubs.isEmpty else { throw try keys.required("hubs").error("list at least one hub") }
         for (index, hub) in hubs.enumerated() {
@@ -71,6 +71,10 @@ extension EdgeConfiguration {
             guard self.dial.initial <= self.dial.maximum else {
                 throw dial.error("initialBackoff is longer than maxBackoff")
             }
+        }
+        if let drain = keys["drain"] {
+            let drainKeys = try drain.mapping(["grace"])
+            if let value = drainKeys["grace"] { self.drainGrace = try value.duration(in: .seconds(1)...TimeAmount.hours(1)) }
         }
         var names = Set<String>()
         for entry in try keys["forwards"]?.sequence() ?? [] {

@@ -29,6 +29,8 @@ public struct EdgeConfiguration: Sendable {
     public var forwards: [Forward] = []
     public var exposes: [Expose] = []
     public var metadata: [MetadataListener] = []
+    /// After SIGTERM's GOAWAY (spec §10.2), how long open streams may run before they are cut.
+    public var drainGrace: TimeAmount = .seconds(30)
 
     public struct Dial: Sendable {
         /// Full-jitter exponential backoff between `initial` and `maximum`, back to `initial` after

@@ -44,6 +44,7 @@ public final class EdgeRelay: Service, Sendable {
         var settings = Settings()
         settings.keepaliveIntervalMilliseconds = UInt32(configuration.dial.keepalive.nanoseconds / 1_000_000)
         var connection = TetherConnectionHandler.Configuration(role: .dialer, settings: settings)
+        connection.session.goAwayGrace = configuration.drainGrace
         let enforcer = PolicyEnforcer(side: .edge, policy: policy)
         connection.policy = enforcer
         var dial = TetherDialerService.Configuration(host: host, port: port, connection: connection)
