@@ -68,11 +68,11 @@ public final class DemoSite: Sendable {
         listen: 127.0.0.1:\(ports.hub)
         tls: {certificate: hub.pem, key: hub.key, ca: ca.pem}
         drain: {grace: 5s}
-        services:
-          - {name: echo, backend: 127.0.0.1:\(port(echo)), tenants: [demo]}
-          - {name: bulk, backend: 127.0.0.1:\(port(bulk)), tenants: [demo]}
-          - {name: logs, backend: 127.0.0.1:\(port(logs)), tenants: [demo]}
-          - {name: inventory, backend: 127.0.0.1:\(port(collector)), tenants: [demo]}
+        services:                  # stand-ins that speak no PROXY protocol
+          - {name: echo, backend: 127.0.0.1:\(port(echo)), tenants: [demo], proxyProtocol: false}
+          - {name: bulk, backend: 127.0.0.1:\(port(bulk)), tenants: [demo], proxyProtocol: false}
+          - {name: logs, backend: 127.0.0.1:\(port(logs)), tenants: [demo], proxyProtocol: false}
+          - {name: inventory, backend: 127.0.0.1:\(port(collector)), tenants: [demo], proxyProtocol: false}
         listeners:
           - {name: node-1-status, listen: "unix:\(directory)/node-1-status.sock", agent: tether://demo/node-1, target: status}
         """.write(toFile: directory + "/hub.yaml", atomically: true, encoding: .utf8)

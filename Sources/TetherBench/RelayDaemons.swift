@@ -26,8 +26,8 @@ struct RelayDaemons {
         role: hub
         listen: 127.0.0.1:\(hubPort)
         tls: {certificate: hub.pem, key: hub.key, ca: ca.pem}
-        services:
-          - {name: bench, backend: 127.0.0.1:\(sinkPort), tenants: [demo]}
+        services:                  # the sink reads the pusher's length first, as ssh -L's and stunnel's do
+          - {name: bench, backend: 127.0.0.1:\(sinkPort), tenants: [demo], proxyProtocol: false}
         """.write(toFile: directory + "/bench-hub.yaml", atomically: true, encoding: .utf8)
         try """
         role: edge

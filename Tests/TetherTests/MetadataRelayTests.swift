@@ -71,6 +71,7 @@ import Testing
             listen: .tcp(host: "127.0.0.1", port: try await RelayProcessTests.Site.freePort()),
             tls: RelayTLSFiles(certificate: directory + "/hub.pem", key: directory + "/hub.key", trustedCAs: [directory + "/ca.pem"]))
         hubConfiguration.services = [.init(name: "inventory", backend: .tcp(host: "127.0.0.1", port: backend.port), tenants: ["demo"])]
+        hubConfiguration.services[0].proxyProtocol = false  // the collector reads lines only (ProxyHeaderTests has the header)
         var edgeConfiguration = EdgeConfiguration(
             hubs: [hubConfiguration.listen],
             tls: RelayTLSFiles(certificate: directory + "/edge.pem", key: directory + "/edge.key", trustedCAs: [directory + "/ca.pem"]),

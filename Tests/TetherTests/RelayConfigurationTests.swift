@@ -144,7 +144,7 @@ import Testing
             drain: {grace: 10s, redialWindow: 2s}
             services:
               - {name: kube-api, backend: 127.0.0.1:6443, tenants: [acme, globex]}
-              - {name: metrics, backend: unix:/run/metrics.sock, tenants: ["*"]}
+              - {name: metrics, backend: unix:/run/metrics.sock, tenants: ["*"], proxyProtocol: false}
             listeners:
               - {name: exporter, listen: 127.0.0.1:19100, agent: tether://acme/node-1, target: node-exporter}
             """)
@@ -157,6 +157,7 @@ import Testing
         #expect(hub.limits.connectionsPerIdentity == 3 && hub.limits.handshakesPerSecond == 200)
         #expect(hub.drain.grace == .seconds(10) && hub.drain.redialWindow == .seconds(2))
         #expect(hub.services[0].allows("globex") && !hub.services[0].allows("initech") && hub.services[1].allows("initech"))
+        #expect(hub.services[0].proxyProtocol && !hub.services[1].proxyProtocol, "PROXY v2 is on unless turned off")
         #expect(hub.listeners[0].agent == TetherIdentity(tenant: "acme", agentID: "node-1"))
     }
 

@@ -34,7 +34,7 @@ import Testing
             listen: 127.0.0.1:\(self.hubPort)
             tls: {certificate: hub.pem, key: hub.key, ca: ca.pem}
             services:
-              - {name: echo, backend: 127.0.0.1:\(echoPort), tenants: [demo]}
+              - {name: echo, backend: 127.0.0.1:\(echoPort), tenants: [demo], proxyProtocol: false}
             listeners:
               - {name: plane, listen: "unix:\(self.plane)", agent: tether://demo/node-1, target: local-echo}
             """.write(toFile: self.directory + "/hub.yaml", atomically: true, encoding: .utf8)

@@ -126,12 +126,14 @@ extension HubConfiguration {
         }
         var names = Set<String>()
         for entry in try keys["services"]?.sequence() ?? [] {
-            let service = try entry.mapping(["name", "backend", "tenants"])
+            let service = try entry.mapping(["name", "backend", "tenants", "proxyProtocol"])
             let name = try service.required("name").string()
             guard names.insert(name).inserted else { throw try service.required("name").error("a second service named \(name)") }
             let tenants = try service.required("tenants").sequence().map { (tenant) throws(ConfigError) in try tenant.string() }
             guard !tenants.isEmpty else { throw try service.required("tenants").error("list the tenants that may open it, or *") }
-            self.services.append(Service(name: name, backend: try service.required("backend").endpoint(), tenants: tenants))
+            var configured = Service(name: name, backend: try service.required("backend").endpoint(), tenants: tenants)
+            if let value = service["proxyProtocol"] { configured.proxyProtocol = try value.bool() }
+            self.services.append(configured)
         }
         names.removeAll()
         for entry in try keys["listeners"]?.sequence() ?? [] {

@@ -137,6 +137,9 @@ public struct HubConfiguration: Sendable {
         public var backend: Endpoint
         /// Tenants whose edges may open it; `*` allows every tenant.
         public var tenants: [String]
+        /// Whether each backend connection starts with a PROXY v2 header naming the stream's
+        /// agent, service and class (spec/RELAYS.md §2).
+        public var proxyProtocol = true
 
         public init(name: String, backend: Endpoint, tenants: [String]) {
             self.name = name

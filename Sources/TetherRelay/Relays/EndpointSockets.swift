@@ -45,12 +45,16 @@ enum EndpointSockets {
 
     /// Connects `stream` to `endpoint` and splices them; a target that cannot be reached refuses
     /// the stream with `CONNECT_ERROR` (our state, never counted against the peer: spec §12).
+    /// `preamble` (a PROXY v2 header) is written to the target before anything from the stream.
     static func splice(
         _ stream: TetherStreamHandle, to endpoint: Endpoint, framing: StreamSplicer.Framing = .octets,
-        group: any EventLoopGroup
+        preamble: ByteBuffer? = nil, group: any EventLoopGroup
     ) -> EventLoopFuture<StreamSplicer.Outcome?> {
         self.connect(endpoint, group: group).flatMap { channel in
-            channel.eventLoop.flatSubmit { StreamSplicer.splice(channel, with: stream, framing: framing).map { Optional($0) } }
+            channel.eventLoop.flatSubmit {
+                if let preamble { channel.write(preamble, promise: nil) }
+                return StreamSplicer.splice(channel, with: stream, framing: framing).map { Optional($0) }
+            }
         }.flatMapError { _ in
             stream.eventLoop.submit {
                 stream.refuse(.connectError)

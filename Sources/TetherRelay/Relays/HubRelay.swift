@@ -61,11 +61,13 @@ public final class HubRelay: Service, Sendable {
                 }
                 // A METADATA stream reaches its backend as NDJSON: one line per (filtered) message.
                 let framing: StreamSplicer.Framing = stream.streamClass == .metadata ? .lines : .octets
-                EndpointSockets.splice(stream, to: service.backend, framing: framing, group: group).whenSuccess { outcome in
-                    guard let outcome, let error = outcome.error else { return }
-                    logger.notice(
-                        "stream cut short", metadata: ["agent": "\(identity)", "service": "\(stream.service)", "error": "\(error)"])
-                }
+                let preamble = service.proxyProtocol ? Self.proxyHeader(for: stream, from: identity).encoded() : nil
+                EndpointSockets.splice(stream, to: service.backend, framing: framing, preamble: preamble, group: group)
+                    .whenSuccess { outcome in
+                        guard let outcome, let error = outcome.error else { return }
+                        logger.notice(
+                            "stream cut short", metadata: ["agent": "\(identity)", "service": "\(stream.service)", "error": "\(error)"])
+                    }
             },
             onConnectionUp: { connection in
                 guard let identity = connection.peerIdentity else { return }
@@ -87,6 +89,17 @@ public final class HubRelay: Service, Sendable {
                     try? await registry.disconnected(presence)
                 }
             })
+    }
+
+    /// spec/RELAYS.md §2: who opened the stream, for the backend.
+    static func proxyHeader(for stream: TetherStreamHandle, from identity: TetherIdentity) -> ProxyHeader {
+        let connection = stream.connection
+        let instance = String(SessionConfiguration.processInstanceID, radix: 16)
+        let edge = connection.remoteAddress.flatMap { address in address.ipAddress.map { "\($0):\(address.port ?? 0)" } }
+        let unique = "\(instance)/\(edge ?? "-")/\(stream.id.rawValue)"
+        return ProxyHeader(
+            stream: identity, service: stream.service, streamClass: stream.streamClass, uniqueID: unique,
+            source: connection.remoteAddress, destination: connection.channel.localAddress)
     }
 
     /// spec §10.3: a connection whose certificate expires is drained with GOAWAY `REFUSED`; its
