@@ -38,6 +38,8 @@ public final class TetherDialerService: Service, Sendable {
         /// True: each acceptor's certificate must match the host dialed (`host`, or the
         /// alternative tried), in place of the TLS configuration's server name.
         public var verifiesDialedHost = false
+        /// An HTTP CONNECT proxy on the way out, for the acceptors its `noProxy` does not match.
+        public var proxy: EgressProxy?
 
         public init(host: String, port: Int, connection: TetherConnectionHandler.Configuration = .init(role: .dialer)) {
             self.host = host
@@ -81,10 +83,15 @@ public final class TetherDialerService: Service, Sendable {
 
         public var description: String { self.reason + (self.advice.map { ": " + $0 } ?? "") }
 
-        /// A failed attempt.
-        public init(_ error: any Error) {
+        /// A failed attempt; `proxy` names the proxy it went through, if any.
+        public init(_ error: any Error, through proxy: String? = nil) {
             self.advice = "\(error)"
             switch error {
+            case let error as EgressProxyError:
+                // Wrong credentials stay wrong; a refusal may be the hub being down behind it.
+                self.reason = error.reason
+                self.isPermanent = error.isPermanent
+                self.advice = "through the proxy at \(proxy ?? "?"): \(error)"
             case let error as TLSError:
                 self.reason = "tls-\(error.code)"
                 let permanent: Set<TLSError.Code> = [
@@ -93,7 +100,8 @@ public final class TetherDialerService: Service, Sendable {
                 ]
                 self.isPermanent = permanent.contains(error.code)
                 if error.code == .unknownCA {
-                    self.advice = "\(error) — check the trusted CAs; a TLS-inspecting proxy on the way may be replacing the hub's certificate"
+                    let path = proxy.map { "the connection goes through the proxy at \($0), which" } ?? "a TLS-inspecting proxy on the way"
+                    self.advice = "\(error) — check the trusted CAs; \(path) may be replacing the hub's certificate (TLS inspection)"
                 }
             case let error as TetherError where error.errorCode == .versionMismatch:
                 self.reason = "version-mismatch"
@@ -104,6 +112,7 @@ public final class TetherDialerService: Service, Sendable {
             default:
                 self.reason = "dial-failed"
                 self.isPermanent = false
+                if let proxy { self.advice = "to the proxy at \(proxy): \(error)" }
             }
         }
 
@@ -232,19 +241,30 @@ public final class TetherDialerService: Service, Sendable {
                 let started = ContinuousClock.now
                 var failure: Failure
                 var redialAfter: Duration? = nil
+                let targets = [(self.configuration.host, self.configuration.port)] + self.configuration.alternatives
+                let (host, port) = targets[tries % targets.count]
+                tries += 1
+                let proxy = self.configuration.proxy.flatMap { $0.noProxy.bypasses(host) ? nil : $0 }
                 do {
-                    let targets = [(self.configuration.host, self.configuration.port)] + self.configuration.alternatives
-                    let (host, port) = targets[tries % targets.count]
-                    tries += 1
-                    let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
+                    let address: SocketAddress
+                    var tunnel: HTTPConnectTunnel?
+                    if let proxy {
+                        // The proxy resolves the hub's name; CONNECT names it as configured.
+                        address = try SocketAddress.makeAddressResolvingHost(proxy.host, port: proxy.port)
+                        let target = host.contains(":") ? "[\(host)]" : host
+                        tunnel = HTTPConnectTunnel(host: target, port: port, headers: try proxy.connectHeaders(for: "\(target):\(port)"))
+                    } else {
+                        address = try SocketAddress.makeAddressResolvingHost(host, port: port)
+                    }
                     let connection = try await TetherTransport.dial(
                         group: self.group, to: address, tls: try self.tls.map { _ = try $0.reloadIfChanged(); return $0.current },
                         configuration: self.configuration.connection, inboundStreamHandler: self.inboundStreamHandler,
                         queueLimits: self.configuration.queueLimits, userTimeout: self.configuration.userTimeout,
-                        serverName: self.configuration.verifiesDialedHost ? host : nil)
+                        serverName: self.configuration.verifiesDialedHost ? host : nil, through: tunnel)
                     let window = try await connection.ready().redialWindowMilliseconds
                     self.publish(connection)
-                    self.logger.info("connected", metadata: ["address": "\(address)"])
+                    self.logger.info(
+                        "connected", metadata: ["hub": "\(host):\(port)", "address": "\(address)", "proxy": "\(proxy?.description ?? "none")"])
                     self.onConnection(connection)
                     if let goAway = try? await connection.goAwayReceived() {
                         self.publish(nil)  // no new streams on it (spec §10.2 step 2)
@@ -263,7 +283,7 @@ public final class TetherDialerService: Service, Sendable {
                     }
                     self.logger.notice("connection ended", metadata: ["reason": "\(failure)"])
                 } catch {
-                    failure = Failure(error)
+                    failure = Failure(error, through: proxy?.description)
                     if failure.isPermanent {
                         self.logger.error("dial failed; dialing again cannot help until this is fixed", metadata: ["error": "\(failure)"])
                     } else {

@@ -1,5 +1,7 @@
 import Metrics
 import NIOCore
+import NIOExtras
+import NIOHTTP1
 import NIOPosix
 import Tether
 import TetherTLS
@@ -164,7 +166,8 @@ public enum TetherTransport {
     /// Dials `address` and runs TLS (if given) and Tether as the dialer; returns once the peer's
     /// preface has arrived. `userTimeout` sets `TCP_USER_TIMEOUT` (milliseconds of unacknowledged
     /// data before the kernel gives up on the connection); `serverName` replaces the TLS
-    /// configuration's name to verify the acceptor against.
+    /// configuration's name to verify the acceptor against. With `tunnel`, `address` is an HTTP
+    /// proxy's, asked to CONNECT to the acceptor first (swift-nio-extras' proxy-connect handler).
     public static func dial(
         group: any EventLoopGroup,
         to address: SocketAddress,
@@ -173,7 +176,8 @@ public enum TetherTransport {
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
         queueLimits: QueueLimits = QueueLimits(),
         userTimeout: TimeAmount? = nil,
-        serverName: String? = nil
+        serverName: String? = nil,
+        through tunnel: HTTPConnectTunnel? = nil
     ) async throws -> TetherConnection {
         // The handlers go in before the connection is up, so not an octet is read without them.
         let configured = group.any().makePromise(of: TetherConnection.self)
@@ -191,11 +195,13 @@ public enum TetherTransport {
                                 level: NIOBSDSocket.OptionLevel.tcp, name: NIOBSDSocket.Option(rawValue: TCP_USER_TIMEOUT))
                             try channel.syncOptions?.setOption(option, value: SocketOptionValue(userTimeout.nanoseconds / 1_000_000))
                         }
-                        self.configure(
-                            channel: channel, tls: tls, configuration: configuration,
-                            inboundStreamHandler: inboundStreamHandler, readFirst: queueLimits.readFirst,
-                            serverName: serverName
-                        ).cascade(to: configured)
+                        let opened = tunnel.map { $0.open(on: channel) } ?? channel.eventLoop.makeSucceededVoidFuture()
+                        opened.flatMap {
+                            self.configure(
+                                channel: channel, tls: tls, configuration: configuration,
+                                inboundStreamHandler: inboundStreamHandler, readFirst: queueLimits.readFirst,
+                                serverName: serverName)
+                        }.cascade(to: configured)
                     }
                 }
                 .connect(to: address).get()
@@ -218,4 +224,66 @@ public enum TetherTransport {
 public struct AdmissionRefused: Error, Hashable, Sendable, CustomStringConvertible {
     public var reason: String
     public var description: String { "connection refused: \(self.reason)" }
+}
+
+/// A CONNECT through an HTTP proxy before TLS (RFC 9110 §9.3.6): the proxy opens a TCP connection
+/// to `host:port` and relays octets after its 2xx answer.
+public struct HTTPConnectTunnel: Sendable {
+    public var host: String
+    public var port: Int
+    /// The request's headers (`Proxy-Authorization`); never logged.
+    public var headers: HTTPHeaders
+    /// How long the proxy may take to answer.
+    public var timeout: TimeAmount = .seconds(10)
+
+    public init(host: String, port: Int, headers: HTTPHeaders) {
+        self.host = host
+        self.port = port
+        self.headers = headers
+    }
+
+    /// Adds the HTTP codec and the proxy-connect handler to `channel` (on its event loop, before
+    /// it is active); the future succeeds once the tunnel is open and the HTTP handlers are gone,
+    /// and fails with an ``EgressProxyError`` that says what the proxy answered.
+    func open(on channel: any Channel) -> EventLoopFuture<Void> {
+        let established = channel.eventLoop.makePromise(of: Void.self)
+        let encoder = HTTPRequestEncoder()
+        // Nothing follows a CONNECT's 2xx before our ClientHello: the hub does not speak first.
+        let decoder = ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes))
+        let connect = NIOHTTP1ProxyConnectHandler(
+            targetHost: self.host, targetPort: self.port, headers: self.headers, deadline: .now() + self.timeout,
+            promise: established)
+        do {
+            try channel.pipeline.syncOperations.addHandlers(encoder, decoder, connect)
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        let target = "\(self.host):\(self.port)"
+        return established.futureResult.flatMapErrorThrowing { error in
+            throw Self.explain(error, target: target)
+        }.assumeIsolated().flatMap {
+            channel.pipeline.syncOperations.removeHandler(decoder).assumeIsolated().flatMap {
+                channel.pipeline.syncOperations.removeHandler(encoder)
+            }.nonisolated()
+        }.nonisolated()
+    }
+
+    static func explain(_ error: any Error, target: String) -> EgressProxyError {
+        guard let error = error as? NIOHTTP1ProxyConnectHandler.Error else {
+            return EgressProxyError("the proxy did not open a tunnel to \(target): \(error)", reason: "proxy-refused")
+        }
+        if error == .proxyAuthenticationRequired() {
+            return EgressProxyError(
+                "the proxy wants credentials it accepts (407 Proxy Authentication Required) for CONNECT \(target)", reason: "proxy-auth")
+        }
+        if error == .httpProxyHandshakeTimeout() {
+            return EgressProxyError("the proxy did not answer CONNECT \(target) in time", reason: "proxy-timeout")
+        }
+        // The handler's description names the response head; the status is what the operator needs.
+        let text = "\(error)"
+        if let start = text.range(of: "status: "), let end = text[start.upperBound...].firstIndex(of: ",") {
+            return EgressProxyError("the proxy refused CONNECT \(target): \(text[start.upperBound..<end])", reason: "proxy-refused")
+        }
+        return EgressProxyError("the proxy did not open a tunnel to \(target): \(text)", reason: "proxy-refused")
+    }
 }

@@ -56,56 +56,34 @@ import Testing
     /// line per document with only what the policy allows; a line that is not JSON and one over
     /// `maxLine` get a reply naming their line, and the lines after them still go through.
     @Test func documentsLeaveFilteredAndBadLinesAreReported() async throws {
-        let certificates = try ThrowAwayCertificates()
-        defer { certificates.remove() }
-        let directory = certificates.directory
         let backend = try await LineCollector.start()
-        try """
-        version: 1
-        toPlane:
-          - service: inventory
-            class: metadata
-            fields: [node.name, node.labels.*, "pods[].name"]
-        """.write(toFile: directory + "/policy.yaml", atomically: true, encoding: .utf8)
-        var hubConfiguration = HubConfiguration(
-            listen: .tcp(host: "127.0.0.1", port: try await RelayProcessTests.Site.freePort()),
-            tls: RelayTLSFiles(certificate: directory + "/hub.pem", key: directory + "/hub.key", trustedCAs: [directory + "/ca.pem"]))
-        hubConfiguration.services = [.init(name: "inventory", backend: .tcp(host: "127.0.0.1", port: backend.port), tenants: ["demo"])]
-        hubConfiguration.services[0].proxyProtocol = false  // the collector reads lines only (ProxyHeaderTests has the header)
-        var edgeConfiguration = EdgeConfiguration(
-            hubs: [hubConfiguration.listen],
-            tls: RelayTLSFiles(certificate: directory + "/edge.pem", key: directory + "/edge.key", trustedCAs: [directory + "/ca.pem"]),
-            policy: directory + "/policy.yaml")
+        var pair = try await RelayPair(
+            policy: """
+                version: 1
+                toPlane:
+                  - service: inventory
+                    class: metadata
+                    fields: [node.name, node.labels.*, "pods[].name"]
+                """)
+        pair.hub.services = [.init(name: "inventory", backend: .tcp(host: "127.0.0.1", port: backend.port), tenants: ["demo"])]
+        pair.hub.services[0].proxyProtocol = false  // the collector reads lines only (ProxyHeaderTests has the header)
         var listener = EdgeConfiguration.MetadataListener(name: "agents", listen: .tcp(host: "127.0.0.1", port: 0), service: "inventory")
         listener.maxLine = 256
-        edgeConfiguration.metadata = [listener]
-        // Event loops of their own, as in the daemons: other suites' loads on the shared loops
-        // do not starve this hub's handshake.
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let hub = try HubRelay(configuration: hubConfiguration, group: loops)
-        let edge = try EdgeRelay(configuration: edgeConfiguration, group: loops)
-        let services = ServiceGroup(services: [hub, edge], logger: Logger(label: "test"))
-        let running = Task { try await services.run() }
-        defer { running.cancel() }
+        pair.edge.metadata = [listener]
         // Connected first: this test is about the lines, not about waiting for a hub.
-        while edge.boundAddress(ofMetadataListener: "agents") == nil || edge.connection == nil {
-            try await Task.sleep(for: .milliseconds(10))
+        try await pair.run { _, edge in
+            let inventory = #"{"node":{"name":"n1","labels":{"zone":"a"},"env":{"TOKEN":"s3cr3t"}},"secrets":["k"],"pods":[{"name":"p","customer":"x"}]}"#
+            let replies = try await LineCollector.exchange(
+                with: edge.boundAddress(ofMetadataListener: "agents")!,
+                lines: [inventory, "not json", "", #"{"pad":""# + String(repeating: "z", count: 300) + #""}"#, #"{"node":{"name":"n2"}}"#])
+            try #require(replies.count == 2, "\(replies)")
+            #expect(replies[0].contains(#""line":2"#) && replies[0].contains("not valid JSON"))
+            #expect(replies[1].contains(#""line":4"#) && replies[1].contains("maxLine"))
+            let delivered = try await backend.lines(2)
+            #expect(delivered == [#"{"node":{"name":"n1","labels":{"zone":"a"}},"pods":[{"name":"p"}]}"#, #"{"node":{"name":"n2"}}"#])
+            #expect(delivered.allSatisfy { !$0.contains("s3cr3t") && !$0.contains("secrets") && !$0.contains("customer") })
         }
-
-        let inventory = #"{"node":{"name":"n1","labels":{"zone":"a"},"env":{"TOKEN":"s3cr3t"}},"secrets":["k"],"pods":[{"name":"p","customer":"x"}]}"#
-        let replies = try await LineCollector.exchange(
-            with: edge.boundAddress(ofMetadataListener: "agents")!,
-            lines: [inventory, "not json", "", #"{"pad":""# + String(repeating: "z", count: 300) + #""}"#, #"{"node":{"name":"n2"}}"#])
-        try #require(replies.count == 2, "\(replies)")
-        #expect(replies[0].contains(#""line":2"#) && replies[0].contains("not valid JSON"))
-        #expect(replies[1].contains(#""line":4"#) && replies[1].contains("maxLine"))
-        let delivered = try await backend.lines(2)
-        #expect(delivered == [#"{"node":{"name":"n1","labels":{"zone":"a"}},"pods":[{"name":"p"}]}"#, #"{"node":{"name":"n2"}}"#])
-        #expect(delivered.allSatisfy { !$0.contains("s3cr3t") && !$0.contains("secrets") && !$0.contains("customer") })
-        await services.triggerGracefulShutdown()
-        try await running.value
         try await backend.channel.close()
-        try await loops.shutdownGracefully()
     }
 }
 

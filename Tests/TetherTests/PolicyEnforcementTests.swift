@@ -350,6 +350,14 @@ final class AuditRecorder: LogHandler, Sendable {
 
     func events(_ event: String) -> [Line] { self.all().filter { $0.metadata["event"] == event } }
 
+    /// Waits (in small steps, without a deadline that could be too short) for a line that matches.
+    func waitFor(where matches: (Line) -> Bool) async throws -> Line {
+        while true {
+            if let line = self.all().first(where: matches) { return line }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
     /// Waits (in small steps, without a deadline that could be too short) for a line of `event`.
     func waitFor(_ event: String) async throws -> Line {
         while true {

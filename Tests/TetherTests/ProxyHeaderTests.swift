@@ -1,8 +1,6 @@
 import Foundation
-import Logging
 import NIOCore
 import NIOPosix
-import ServiceLifecycle
 import TetherBench
 import TetherWire
 import Testing
@@ -32,50 +30,31 @@ import Testing
     /// A stream an edge opens reaches a backend that reads the header with an independent parser
     /// (the `proxy-protocol` package from PyPI): the edge's address, the hub's end, tenant, agent,
     /// service, class and a unique id; the stream's octets follow the header unchanged.
-    @Test func anIndependentParserReadsTheHubsHeader() async throws {
+    @Test(.timeLimit(.minutes(2))) func anIndependentParserReadsTheHubsHeader() async throws {
         let backend = try ParsingBackend()
         defer { backend.stop() }
-        let certificates = try ThrowAwayCertificates()
-        defer { certificates.remove() }
-        let directory = certificates.directory
-        try """
-        version: 1
-        toPlane:
-          - {service: status, class: [command], opaque: true}
-        """.write(toFile: directory + "/policy.yaml", atomically: true, encoding: .utf8)
-        var hubConfiguration = HubConfiguration(
-            listen: .tcp(host: "127.0.0.1", port: try await RelayProcessTests.Site.freePort()),
-            tls: RelayTLSFiles(certificate: directory + "/hub.pem", key: directory + "/hub.key", trustedCAs: [directory + "/ca.pem"]))
-        hubConfiguration.services = [.init(name: "status", backend: .tcp(host: "127.0.0.1", port: backend.port), tenants: ["demo"])]
-        var edgeConfiguration = EdgeConfiguration(
-            hubs: [hubConfiguration.listen],
-            tls: RelayTLSFiles(certificate: directory + "/edge.pem", key: directory + "/edge.key", trustedCAs: [directory + "/ca.pem"]),
-            policy: directory + "/policy.yaml")
-        edgeConfiguration.forwards = [.init(name: "status", listen: .tcp(host: "127.0.0.1", port: 0), service: "status", streamClass: .command)]
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let hub = try HubRelay(configuration: hubConfiguration, group: loops)
-        let edge = try EdgeRelay(configuration: edgeConfiguration, group: loops)
-        let services = ServiceGroup(services: [hub, edge], logger: Logger(label: "test"))
-        let running = Task { try await services.run() }
-        defer { running.cancel() }
-        while edge.boundAddress(ofForward: "status") == nil || edge.connection == nil {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        let edgeEnd = try #require(edge.connection?.channel.localAddress)
+        var pair = try await RelayPair(
+            policy: """
+                version: 1
+                toPlane:
+                  - {service: status, class: [command], opaque: true}
+                """)
+        pair.hub.services = [.init(name: "status", backend: .tcp(host: "127.0.0.1", port: backend.port), tenants: ["demo"])]
+        pair.edge.forwards = [.init(name: "status", listen: .tcp(host: "127.0.0.1", port: 0), service: "status", streamClass: .command)]
+        try await pair.run { hub, edge in
+            let edgeEnd = try #require(edge.connection?.channel.localAddress)
 
-        let replies = try await LineCollector.exchange(with: edge.boundAddress(ofForward: "status")!, lines: ["hello over the tunnel"])
-        try #require(replies.count == 1, "\(replies)")
-        let parsed = try #require(try? JSONSerialization.jsonObject(with: Data(replies[0].utf8)) as? [String: Any], "\(replies[0])")
-        #expect(parsed["source"] as? String == "127.0.0.1:\(edgeEnd.port!)", "the edge's address as the hub saw it")
-        #expect(parsed["dest"] as? String == "127.0.0.1:\(try await hub.localAddress.port!)")
-        let tlvs = try #require(parsed["tlvs"] as? [String: String])
-        #expect(tlvs["224"] == "demo" && tlvs["225"] == "node-1", "tenant and agent: \(tlvs)")
-        #expect(tlvs["226"] == "status" && tlvs["227"] == "command", "service and class: \(tlvs)")
-        #expect(tlvs["5"]?.hasSuffix("/1") == true, "the unique id ends in the stream id: \(tlvs)")
-        #expect(parsed["payload"] as? String == "hello over the tunnel\n")
-        await services.triggerGracefulShutdown()
-        try await running.value
-        try await loops.shutdownGracefully()
+            let replies = try await LineCollector.exchange(with: edge.boundAddress(ofForward: "status")!, lines: ["hello over the tunnel"])
+            try #require(replies.count == 1, "\(replies)")
+            let parsed = try #require(try? JSONSerialization.jsonObject(with: Data(replies[0].utf8)) as? [String: Any], "\(replies[0])")
+            #expect(parsed["source"] as? String == "127.0.0.1:\(edgeEnd.port!)", "the edge's address as the hub saw it")
+            #expect(parsed["dest"] as? String == "127.0.0.1:\(try await hub.localAddress.port!)")
+            let tlvs = try #require(parsed["tlvs"] as? [String: String])
+            #expect(tlvs["224"] == "demo" && tlvs["225"] == "node-1", "tenant and agent: \(tlvs)")
+            #expect(tlvs["226"] == "status" && tlvs["227"] == "command", "service and class: \(tlvs)")
+            #expect(tlvs["5"]?.hasSuffix("/1") == true, "the unique id ends in the stream id: \(tlvs)")
+            #expect(parsed["payload"] as? String == "hello over the tunnel\n")
+        }
     }
 }
 

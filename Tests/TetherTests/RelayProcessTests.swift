@@ -58,8 +58,9 @@ import Testing
             return port
         }
 
-        func start(_ role: String) throws -> Process {
+        func start(_ role: String, environment: [String: String] = [:]) throws -> Process {
             let process = Process()
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
             let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
             process.executableURL = me.deletingLastPathComponent().appendingPathComponent("tether")
             process.arguments = [role, "--config", self.directory + "/\(role).yaml"]

@@ -47,7 +47,9 @@ extension RelayTLSFiles {
 
 extension EdgeConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
-        let keys = try root.mapping(["role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes", "metadata", "drain"])
+        let keys = try root.mapping([
+            "role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes", "metadata", "drain", "proxy",
+        ])
         let hubs = try keys.required("hubs").sequence().map { (hub) throws(ConfigError) in try hub.endpoint() }
         guard !hubs.isEmpty else { throw try keys.required("hubs").error("list at least one hub") }
         for (index, hub) in hubs.enumerated() {
@@ -76,6 +78,7 @@ extension EdgeConfiguration {
             let drainKeys = try drain.mapping(["grace"])
             if let value = drainKeys["grace"] { self.drainGrace = try value.duration(in: .seconds(1)...TimeAmount.hours(1)) }
         }
+        if let proxy = keys["proxy"] { self.proxy = try ProxySetting(proxy) }
         var names = Set<String>()
         for entry in try keys["forwards"]?.sequence() ?? [] {
             let forward = try entry.mapping(["name", "listen", "service", "class"])
@@ -104,6 +107,40 @@ extension EdgeConfiguration {
             if let value = listener["maxLine"] { metadata.maxLine = try value.int(in: 64...(64 << 20)) }
             self.metadata.append(metadata)
         }
+    }
+}
+
+extension EdgeConfiguration.ProxySetting {
+    /// `proxy: none`, or `{url, noProxy, user, passwordFile, tokenFile}`. Secrets live in files
+    /// (read again on every dial), never in the configuration.
+    init(_ node: ConfigNode) throws(ConfigError) {
+        if case .scalar = node.node {
+            guard try node.string() == "none" else { throw node.error("expected none, or a mapping with url") }
+            self = .none
+            return
+        }
+        let keys = try node.mapping(["url", "noProxy", "user", "passwordFile", "tokenFile"])
+        let url = try keys.required("url")
+        let text = try url.string()
+        guard !text.contains("@") else { throw url.error("credentials go in user and passwordFile, not in the URL") }
+        let noProxy = try keys["noProxy"]?.sequence().map { (entry) throws(ConfigError) in try entry.string() } ?? []
+        var proxy: EgressProxy
+        do {
+            proxy = try EgressProxy(url: text, noProxy: NoProxy(noProxy.joined(separator: ",")))
+        } catch {
+            throw url.error(error.description)
+        }
+        switch (keys["user"], keys["passwordFile"], keys["tokenFile"]) {
+        case (nil, nil, nil):
+            break
+        case (let user?, let password?, nil):
+            proxy.credentials = .basic(user: try user.string(), password: .file(try password.existingFile()))
+        case (nil, nil, let token?):
+            proxy.credentials = .bearer(token: .file(try token.existingFile()))
+        default:
+            throw node.error("credentials are user with passwordFile (Basic), or tokenFile (Bearer)")
+        }
+        self = .configured(proxy)
     }
 }
 

@@ -31,6 +31,16 @@ public struct EdgeConfiguration: Sendable {
     public var metadata: [MetadataListener] = []
     /// After SIGTERM's GOAWAY (spec §10.2), how long open streams may run before they are cut.
     public var drainGrace: TimeAmount = .seconds(30)
+    /// The HTTP CONNECT proxy on the way to the hubs.
+    public var proxy: ProxySetting = .environment
+
+    public enum ProxySetting: Sendable {
+        /// `HTTPS_PROXY` and `NO_PROXY` from the relay's environment, read at start.
+        case environment
+        /// No proxy, whatever the environment says.
+        case none
+        case configured(EgressProxy)
+    }
 
     public struct Dial: Sendable {
         /// Full-jitter exponential backoff between `initial` and `maximum`, back to `initial` after

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -57,6 +58,16 @@ public final class EdgeRelay: Service, Sendable {
         dial.backoff.permanent = .nanoseconds(configuration.dial.permanentFailureBackoff.nanoseconds)
         dial.userTimeout = configuration.dial.userTimeout
         dial.verifiesDialedHost = configuration.serverName == nil
+        switch configuration.proxy {
+        case .environment:
+            do {
+                dial.proxy = try EgressProxy.fromEnvironment(ProcessInfo.processInfo.environment)
+            } catch {
+                throw RelayError("HTTPS_PROXY: \(error.description)")
+            }
+        case .none: dial.proxy = nil
+        case .configured(let proxy): dial.proxy = proxy
+        }
         let exposes = Dictionary(uniqueKeysWithValues: configuration.exposes.map { ($0.name, $0.target) })
         self.configuration = configuration
         self.policy = enforcer
