@@ -7,23 +7,36 @@ import UnixSignals
 
 /// `tether edge --config FILE` and `tether hub --config FILE`: one relay until SIGTERM or SIGINT,
 /// which drain it (no new connections, GOAWAY, open streams finish within the grace period).
-/// SIGHUP reloads what can change under a running relay: the hub's TLS files and revocation list,
-/// the edge's policy (its TLS files are read again on every dial).
+/// SIGHUP reads the configuration file again and puts in force what can change under a running
+/// relay (``EdgeRelay/reload(_:)``, ``HubRelay/reload(_:)``); a file that does not parse, or a
+/// change that cannot be made, leaves the running configuration as it was.
 struct RelayCommand {
     static func run(config: String, expecting role: String) async throws {
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
         let logger = Logger(label: "tether.\(role)")
         let service: any Service
-        let reload: @Sendable () -> Void
+        let reload: @Sendable (RelayConfigurationFile) async throws -> Void
         let listening: @Sendable () async throws -> Void
         do {
             switch try RelayConfigurationFile.load(path: config) {
             case .edge(let edge) where role == "edge":
                 let relay = try EdgeRelay(configuration: edge, logger: logger)
-                (service, reload, listening) = (relay, { relay.reload() }, { try await relay.listening })
+                reload = { file in
+                    guard case .edge(let new) = file else {
+                        return logger.error("configuration not reloaded: \(config) is no longer an edge configuration")
+                    }
+                    try await relay.reload(new)
+                }
+                (service, listening) = (relay, { try await relay.listening })
             case .hub(let hub) where role == "hub":
                 let relay = try HubRelay(configuration: hub, logger: logger)
-                (service, reload, listening) = (relay, { relay.reload() }, { _ = try await relay.localAddress })
+                reload = { file in
+                    guard case .hub(let new) = file else {
+                        return logger.error("configuration not reloaded: \(config) is no longer a hub configuration")
+                    }
+                    try await relay.reload(new)
+                }
+                (service, listening) = (relay, { try await relay.listening })
             default: throw RelayError("\(config) is not an \(role) configuration (role: \(role))")
             }
         } catch let error as ConfigError {
@@ -51,7 +64,12 @@ struct RelayCommand {
             tasks.addTask {
                 for await _ in hangups {
                     try? notifier?.notifyReloading()
-                    reload()
+                    // A file that does not parse changes nothing; the relay logs its own refusals.
+                    do {
+                        try await reload(try RelayConfigurationFile.load(path: config))
+                    } catch let error as ConfigError {
+                        logger.error("configuration not reloaded; the running one stays in force", metadata: ["error": "\(error.description)"])
+                    } catch {}
                     try? notifier?.notify("READY=1")
                 }
             }

@@ -6,7 +6,7 @@ import NIOHTTP1
 /// proxy, asks it to `CONNECT hub:port` (the hub's name, as configured: the proxy resolves it and
 /// may allow by name), and runs TLS to the hub inside the tunnel — the proxy sees only TLS. Hubs
 /// that `noProxy` matches are dialed directly.
-public struct EgressProxy: Sendable {
+public struct EgressProxy: Sendable, Equatable {
     public var host: String
     public var port: Int
     public var credentials: Credentials?
@@ -106,10 +106,15 @@ public struct EgressProxy: Sendable {
 /// The hosts dialed without the proxy, as in `NO_PROXY`: a comma- or space-separated list of
 /// host names (each matches itself and its subdomains; a leading dot is ignored), IP addresses,
 /// CIDR blocks (`10.0.0.0/8`, `fd00::/8`), or `*` for every host. Ports in entries are ignored.
-public struct NoProxy: Sendable {
+public struct NoProxy: Sendable, Equatable {
     private var everything = false
     private var names: [String] = []
-    private var blocks: [(network: [UInt8], prefix: Int)] = []
+    private var blocks: [Block] = []
+
+    private struct Block: Sendable, Equatable {
+        var network: [UInt8]
+        var prefix: Int
+    }
 
     public init(_ list: String = "") {
         for raw in list.split(whereSeparator: { $0 == "," || $0 == " " }) {
@@ -121,7 +126,7 @@ public struct NoProxy: Sendable {
             if let slash = entry.firstIndex(of: "/"), let prefix = Int(entry[entry.index(after: slash)...]),
                 let network = Self.octets(String(entry[..<slash])), (0...network.count * 8).contains(prefix)
             {
-                self.blocks.append((network, prefix))
+                self.blocks.append(Block(network: network, prefix: prefix))
                 continue
             }
             if entry.hasPrefix("["), let close = entry.firstIndex(of: "]") {
@@ -130,7 +135,7 @@ public struct NoProxy: Sendable {
                 entry = String(entry[..<colon])  // host:port
             }
             if let address = Self.octets(entry) {
-                self.blocks.append((address, address.count * 8))
+                self.blocks.append(Block(network: address, prefix: address.count * 8))
             } else {
                 self.names.append(entry.hasPrefix(".") ? String(entry.dropFirst()) : entry)
             }

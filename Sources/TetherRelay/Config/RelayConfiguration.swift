@@ -34,7 +34,7 @@ public struct EdgeConfiguration: Sendable {
     /// The HTTP CONNECT proxy on the way to the hubs.
     public var proxy: ProxySetting = .environment
 
-    public enum ProxySetting: Sendable {
+    public enum ProxySetting: Sendable, Equatable {
         /// `HTTPS_PROXY` and `NO_PROXY` from the relay's environment, read at start.
         case environment
         /// No proxy, whatever the environment says.
@@ -42,7 +42,7 @@ public struct EdgeConfiguration: Sendable {
         case configured(EgressProxy)
     }
 
-    public struct Dial: Sendable {
+    public struct Dial: Sendable, Equatable {
         /// Full-jitter exponential backoff between `initial` and `maximum`, back to `initial` after
         /// a connection stayed up for `resetAfter`.
         public var initial: TimeAmount = .milliseconds(250)
@@ -123,7 +123,7 @@ public struct HubConfiguration: Sendable {
     public var services: [Service] = []
     public var listeners: [Listener] = []
 
-    public struct Limits: Sendable {
+    public struct Limits: Sendable, Equatable {
         /// Connections one identity may hold at once (a second replaces the first up to this).
         public var connectionsPerIdentity = 2
         /// Full handshakes per second; more wait, so a reconnect storm cannot starve live edges.
@@ -134,7 +134,7 @@ public struct HubConfiguration: Sendable {
 
     /// A graceful stop (spec §10.2): GOAWAY to every edge, open streams get `grace` to finish;
     /// edges dial the replacement within `redialWindow` (spec §10.2.1), spread over it.
-    public struct Drain: Sendable {
+    public struct Drain: Sendable, Equatable {
         public var grace: TimeAmount = .seconds(30)
         public var redialWindow: TimeAmount = .seconds(5)
 

@@ -17,13 +17,16 @@ import TetherWire
 /// allow (spec/POLICY.md): the edge refuses to start a forward or expose the policy lacks, and the
 /// connection's ``PolicyEnforcer`` checks every stream either way.
 public final class EdgeRelay: Service, Sendable {
-    public let configuration: EdgeConfiguration
+    private let live: NIOLockedValueBox<EdgeConfiguration>
     private let dialer: TetherDialerService
     private let policy: PolicyEnforcer
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let bound = NIOLockedValueBox<[String: SocketAddress]>([:])
+    private let listeners = ListenerSet()
     private let started = Readiness<Void>()
+
+    /// The configuration in force: the one it started with, as the last reload changed it.
+    public var configuration: EdgeConfiguration { self.live.withLockedValue { $0 } }
 
     public init(
         configuration: EdgeConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -68,8 +71,8 @@ public final class EdgeRelay: Service, Sendable {
         case .none: dial.proxy = nil
         case .configured(let proxy): dial.proxy = proxy
         }
-        let exposes = Dictionary(uniqueKeysWithValues: configuration.exposes.map { ($0.name, $0.target) })
-        self.configuration = configuration
+        let live = NIOLockedValueBox(configuration)
+        self.live = live
         self.policy = enforcer
         self.group = group
         self.logger = logger
@@ -77,7 +80,8 @@ public final class EdgeRelay: Service, Sendable {
             group: group, configuration: dial, tls: tls, logger: logger,
             inboundStreamHandler: { stream in
                 // The policy already refused what it does not allow (POLICY_DENIED).
-                guard let target = exposes[stream.service] else { return stream.refuse(.unknownService) }
+                let target = live.withLockedValue { $0.exposes.first { $0.name == stream.service }?.target }
+                guard let target else { return stream.refuse(.unknownService) }
                 _ = EndpointSockets.splice(stream, to: target, group: group)
             })
     }
@@ -88,67 +92,136 @@ public final class EdgeRelay: Service, Sendable {
     }
 
     /// Where each forward listens, once bound (a configured port 0 gets one from the system).
-    public func boundAddress(ofForward name: String) -> SocketAddress? { self.bound.withLockedValue { $0[name] } }
+    public func boundAddress(ofForward name: String) -> SocketAddress? { self.listeners.localAddress(of: "forward/" + name) }
 
     /// Where each metadata listener listens, once bound.
     public func boundAddress(ofMetadataListener name: String) -> SocketAddress? {
-        self.bound.withLockedValue { $0["metadata/" + name] }
+        self.listeners.localAddress(of: "metadata/" + name)
     }
 
     /// The connection to the hub, while one is up.
     public var connection: TetherConnection? { self.dialer.connection }
 
-    /// Reads the policy file again (SIGHUP): streams it now forbids are reset (spec/POLICY.md
-    /// §7.3); a file that does not load leaves the policy in force, and is logged. The TLS files
-    /// are read again on every dial anyway.
-    public func reload() {
-        try? self.policy.reload(fromFile: self.configuration.policy)
+    /// Puts `new` in force under the running edge (SIGHUP; README "Reloading"): its policy —
+    /// streams it now forbids are reset (spec/POLICY.md §7.3) —, forwards, metadata listeners and
+    /// exposes. A policy that does not load or a listener that cannot be bound throws, and
+    /// nothing changes. A forward or expose the new policy lacks is logged, not refused: the
+    /// policy is the customer's, and a tightened one takes effect whatever the configuration
+    /// says. The keys read only at start (hubs, tls, serverName, dial, proxy, drain) are logged
+    /// when they changed. The TLS files themselves are read again on every dial.
+    public func reload(_ new: EdgeConfiguration) async throws(RelayError) {
+        do {
+            try await self.reloading(new)
+        } catch let error as RelayError {
+            self.logger.error("configuration not reloaded; the running one stays in force", metadata: ["error": "\(error)"])
+            throw error
+        } catch {
+            self.logger.error("configuration not reloaded; the running one stays in force", metadata: ["error": "\(error)"])
+            throw RelayError("\(error)")
+        }
+    }
+
+    private func reloading(_ new: EdgeConfiguration) async throws {
+        try await self.started.value
+        let policy: Policy
+        do {
+            policy = try PolicyFile.load(path: new.policy)
+        } catch {
+            throw RelayError("policy: \(error.description)")
+        }
+        let changes = try await self.listeners.apply(Self.listeners(of: new)) { try await self.bind($0, in: new) }
+        let old = self.live.withLockedValue { live in
+            defer { live = new }
+            return live
+        }
+        self.policy.reload(policy)
+        for problem in new.problems(against: policy) { self.logger.warning("refused by the policy: \(problem)") }
+        let restart = Self.readAtStart(old, new)
+        if !restart.isEmpty {
+            self.logger.warning("changed, in force after a restart: \(restart.joined(separator: ", "))")
+        }
+        self.logger.notice(
+            "configuration reloaded",
+            metadata: ["bound": "\(changes.bound.joined(separator: ","))", "closed": "\(changes.closed.joined(separator: ","))"])
+    }
+
+    /// The keys of `new` that differ from `old` and are read only at start.
+    private static func readAtStart(_ old: EdgeConfiguration, _ new: EdgeConfiguration) -> [String] {
+        var changed: [String] = []
+        if old.hubs != new.hubs { changed.append("hubs") }
+        if old.tls != new.tls { changed.append("tls") }
+        if old.serverName != new.serverName { changed.append("serverName") }
+        if old.dial != new.dial { changed.append("dial") }
+        if old.proxy != new.proxy { changed.append("proxy") }
+        if old.drainGrace != new.drainGrace { changed.append("drain") }
+        return changed
     }
 
     public func run() async throws {
         do {
-            try await self.runListening()
+            let configuration = self.configuration
+            try await self.listeners.apply(Self.listeners(of: configuration)) { try await self.bind($0, in: configuration) }
+            self.started.resolve(.success(()))
         } catch {
             self.started.resolve(.failure(error))
+            self.listeners.closeAll()
             throw error
         }
+        await EndpointSockets.run(self.dialer, closingOnShutdown: self.listeners)
     }
 
-    private func runListening() async throws {
-        var listeners: [any Channel] = []
-        for forward in self.configuration.forwards {
-            let dialer = self.dialer
-            let logger = self.logger
-            let wait = self.configuration.dial.waitForHub
-            let listener = try await EndpointSockets.listen(forward.listen, group: self.group) { channel in
-                // While the hub's replacement connection is being dialed (spec §10.2.1), or the
-                // edge is reconnecting, a new connection waits for it rather than being refused.
-                let opening = dialer.openStream(
-                    service: forward.service, class: forward.streamClass, waitingAtMost: wait, on: channel.eventLoop)
-                opening.whenFailure { error in
-                    logger.warning("not forwarded", metadata: ["forward": "\(forward.name)", "error": "\(error)"])
-                }
-                EndpointSockets.splice(channel, toStreamOpening: opening)
+    /// The listeners `configuration` names: `forward/<name>` and `metadata/<name>`.
+    private static func listeners(of configuration: EdgeConfiguration) -> [String: Endpoint] {
+        var listeners: [String: Endpoint] = [:]
+        for forward in configuration.forwards { listeners["forward/" + forward.name] = forward.listen }
+        for metadata in configuration.metadata { listeners["metadata/" + metadata.name] = metadata.listen }
+        return listeners
+    }
+
+    private func bind(_ key: String, in configuration: EdgeConfiguration) async throws -> any Channel {
+        if key.hasPrefix("forward/"), let forward = configuration.forwards.first(where: { "forward/" + $0.name == key }) {
+            return try await self.listen(for: forward)
+        }
+        guard let metadata = configuration.metadata.first(where: { "metadata/" + $0.name == key }) else {
+            throw RelayError("no listener \(key)")
+        }
+        return try await self.listen(for: metadata)
+    }
+
+    /// A forward: each accepted connection becomes one stream to the forward's service — as the
+    /// configuration in force defines it when the connection arrives.
+    private func listen(for bound: EdgeConfiguration.Forward) async throws -> any Channel {
+        let dialer = self.dialer
+        let logger = self.logger
+        let live = self.live
+        let listener = try await EndpointSockets.listen(bound.listen, group: self.group) { channel in
+            let (forward, wait) = live.withLockedValue { live in
+                (live.forwards.first { $0.name == bound.name } ?? bound, live.dial.waitForHub)
             }
-            if let address = listener.localAddress { self.bound.withLockedValue { $0[forward.name] = address } }
-            self.logger.info("forwarding", metadata: ["forward": "\(forward.name)", "listen": "\(forward.listen)"])
-            listeners.append(listener)
+            // While the hub's replacement connection is being dialed (spec §10.2.1), or the
+            // edge is reconnecting, a new connection waits for it rather than being refused.
+            let opening = dialer.openStream(
+                service: forward.service, class: forward.streamClass, waitingAtMost: wait, on: channel.eventLoop)
+            opening.whenFailure { error in
+                logger.warning("not forwarded", metadata: ["forward": "\(forward.name)", "error": "\(error)"])
+            }
+            EndpointSockets.splice(channel, toStreamOpening: opening)
         }
-        for configured in self.configuration.metadata {
-            listeners.append(try await self.listen(for: configured))
-        }
-        self.started.resolve(.success(()))
-        await EndpointSockets.run(self.dialer, closingOnShutdown: listeners)
+        self.logger.info("forwarding", metadata: ["forward": "\(bound.name)", "listen": "\(bound.listen)"])
+        return listener
     }
 
     /// A metadata listener: each accepted connection gets one METADATA stream, and each of its
     /// NDJSON lines becomes one message on it (``MetadataIntake``).
-    private func listen(for configured: EdgeConfiguration.MetadataListener) async throws -> any Channel {
+    private func listen(for bound: EdgeConfiguration.MetadataListener) async throws -> any Channel {
         let dialer = self.dialer
         let logger = self.logger
-        let wait = self.configuration.dial.waitForHub
-        let counters = MetadataIntake.Counters(listener: configured.name)
-        let listener = try await EndpointSockets.listen(configured.listen, group: self.group) { channel in
+        let live = self.live
+        let counters = MetadataIntake.Counters(listener: bound.name)
+        let listener = try await EndpointSockets.listen(bound.listen, group: self.group) { channel in
+            let (configured, wait) = live.withLockedValue { live in
+                (live.metadata.first { $0.name == bound.name } ?? bound, live.dial.waitForHub)
+            }
             let opening = dialer.openStream(
                 service: configured.service, class: .metadata, waitingAtMost: wait, on: channel.eventLoop)
             opening.whenFailure { error in
@@ -165,8 +238,7 @@ public final class EdgeRelay: Service, Sendable {
                 }
             }
         }
-        if let address = listener.localAddress { self.bound.withLockedValue { $0["metadata/" + configured.name] = address } }
-        self.logger.info("taking metadata", metadata: ["listener": "\(configured.name)", "listen": "\(configured.listen)"])
+        self.logger.info("taking metadata", metadata: ["listener": "\(bound.name)", "listen": "\(bound.listen)"])
         return listener
     }
 }

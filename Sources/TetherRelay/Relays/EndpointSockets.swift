@@ -92,13 +92,13 @@ enum EndpointSockets {
 
     /// Runs `service` with `listeners` open; a graceful shutdown closes them first, so no new
     /// connection is accepted while the service drains.
-    static func run(_ service: some Service, closingOnShutdown listeners: [any Channel]) async {
+    static func run(_ service: some Service, closingOnShutdown listeners: ListenerSet) async {
         await withGracefulShutdownHandler {
             try? await service.run()
         } onGracefulShutdown: {
-            for listener in listeners { listener.close(promise: nil) }
+            listeners.closeAll()
         }
-        for listener in listeners { try? await listener.close() }
+        listeners.closeAll()
     }
 }
 

@@ -15,13 +15,18 @@ import TetherWire
 /// service's backend when the edge's tenant is listed for it, and turns each connection its
 /// listeners accept into a stream it opens toward one agent's exposed target.
 public final class HubRelay: Service, Sendable {
-    public let configuration: HubConfiguration
     public let registry: any AgentRegistry
+    private let live: NIOLockedValueBox<HubConfiguration>
     private let listener: TetherListenerService
     private let agents: HubAgents
+    private let spliced: SplicedStreams
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let bound = NIOLockedValueBox<[String: SocketAddress]>([:])
+    private let listeners = ListenerSet()
+    private let started = Readiness<Void>()
+
+    /// The configuration in force: the one it started with, as the last reload changed it.
+    public var configuration: HubConfiguration { self.live.withLockedValue { $0 } }
 
     public init(
         configuration: HubConfiguration, registry: any AgentRegistry = InMemoryAgentRegistry(),
@@ -41,9 +46,11 @@ public final class HubRelay: Service, Sendable {
         var listen = TetherListenerService.Configuration(host: host, port: port, connection: connection)
         listen.drainGrace = .nanoseconds(configuration.drain.grace.nanoseconds)
         listen.handshakesPerSecond = configuration.limits.handshakesPerSecond
-        let services = Dictionary(uniqueKeysWithValues: configuration.services.map { ($0.name, $0) })
+        let live = NIOLockedValueBox(configuration)
+        let spliced = SplicedStreams()
         let connectionIDs = NIOLockedValueBox<UInt64>(0)
-        self.configuration = configuration
+        self.live = live
+        self.spliced = spliced
         self.registry = registry
         self.agents = agents
         self.group = group
@@ -54,20 +61,20 @@ public final class HubRelay: Service, Sendable {
             inboundStreamHandler: { stream in
                 // The same refusal for a service that does not exist and one the tenant may not
                 // open: an edge learns nothing about other tenants' services.
-                guard let identity = stream.connection.peerIdentity, let service = services[stream.service],
-                    service.allows(identity.tenant)
-                else {
+                let service = live.withLockedValue { $0.services.first { $0.name == stream.service } }
+                guard let identity = stream.connection.peerIdentity, let service, service.allows(identity.tenant) else {
                     return stream.refuse(.unknownService)
                 }
                 // A METADATA stream reaches its backend as NDJSON: one line per (filtered) message.
                 let framing: StreamSplicer.Framing = stream.streamClass == .metadata ? .lines : .octets
                 let preamble = service.proxyProtocol ? Self.proxyHeader(for: stream, from: identity).encoded() : nil
-                EndpointSockets.splice(stream, to: service.backend, framing: framing, preamble: preamble, group: group)
-                    .whenSuccess { outcome in
-                        guard let outcome, let error = outcome.error else { return }
-                        logger.notice(
-                            "stream cut short", metadata: ["agent": "\(identity)", "service": "\(stream.service)", "error": "\(error)"])
-                    }
+                let splicing = EndpointSockets.splice(stream, to: service.backend, framing: framing, preamble: preamble, group: group)
+                spliced.insert(stream, service: service.name, tenant: identity.tenant, until: splicing)
+                splicing.whenSuccess { outcome in
+                    guard let outcome, let error = outcome.error else { return }
+                    logger.notice(
+                        "stream cut short", metadata: ["agent": "\(identity)", "service": "\(stream.service)", "error": "\(error)"])
+                }
             },
             onConnectionUp: { connection in
                 guard let identity = connection.peerIdentity else { return }
@@ -119,51 +126,140 @@ public final class HubRelay: Service, Sendable {
         get async throws { try await self.listener.localAddress }
     }
 
+    /// Returns once the hub accepts edges and every listener is bound (systemd's `READY=1`).
+    public var listening: Void {
+        get async throws {
+            try await self.started.value
+            _ = try await self.localAddress
+        }
+    }
+
     /// Where a hub listener listens, once bound.
-    public func boundAddress(ofListener name: String) -> SocketAddress? { self.bound.withLockedValue { $0[name] } }
+    public func boundAddress(ofListener name: String) -> SocketAddress? { self.listeners.localAddress(of: name) }
 
     /// The agents connected now.
     public var connectedAgents: [TetherIdentity] { self.agents.connected }
 
-    /// Reads the TLS files and the revocation list again (SIGHUP). Live connections of identities
-    /// the list now names are drained with GOAWAY `REFUSED` (spec §10.3); a list that does not load
-    /// leaves the one in force, and is logged.
-    public func reload() {
-        self.listener.reloadTLS()
-        guard let path = self.configuration.revoked else { return }
+    /// Puts `new` in force under the running hub (SIGHUP; README "Reloading"): its services —
+    /// backends, tenant lists, PROXY v2 —, listeners and revocation list, and the TLS files as
+    /// they are now. A revocation list that does not load or a listener that cannot be bound
+    /// throws, and nothing changes. A spliced stream whose tenant the new configuration no longer
+    /// lists for its service (or whose service is gone) is reset with `UNKNOWN_SERVICE`, as it
+    /// would be refused now; live connections of identities the list now names are drained with
+    /// GOAWAY `REFUSED` (spec §10.3). The keys read only at start (listen, tls, limits, drain)
+    /// are logged when they changed.
+    public func reload(_ new: HubConfiguration) async throws(RelayError) {
         do {
-            let list = try RevocationList.load(path: path)
-            let drained = self.agents.revoke(list)
-            self.logger.notice(
-                "revocation list reloaded", metadata: ["revoked": "\(list.identities.count)", "draining": "\(drained.count)"])
-            for connection in drained { connection.goAway(code: .refused, debug: "identity revoked") }
+            try await self.reloading(new)
+        } catch let error as RelayError {
+            self.logger.error("configuration not reloaded; the running one stays in force", metadata: ["error": "\(error)"])
+            throw error
         } catch {
-            self.logger.error("revocation list not reloaded; the previous one stays in force", metadata: ["error": "\(error)"])
+            self.logger.error("configuration not reloaded; the running one stays in force", metadata: ["error": "\(error)"])
+            throw RelayError("\(error)")
         }
+    }
+
+    private func reloading(_ new: HubConfiguration) async throws {
+        try await self.started.value
+        let revoked: RevocationList
+        do {
+            revoked = try new.revoked.map { (path) throws(ConfigError) in try RevocationList.load(path: path) } ?? .init()
+        } catch {
+            throw RelayError("revoked: \(error.description)")
+        }
+        let changes = try await self.listeners.apply(Self.listeners(of: new)) { try await self.bind($0, in: new) }
+        let old = self.live.withLockedValue { live in
+            defer { live = new }
+            return live
+        }
+        let reset = self.spliced.resetAll { service, tenant in
+            new.services.first { $0.name == service }?.allows(tenant) != true
+        }
+        let drained = self.agents.revoke(revoked)
+        for connection in drained { connection.goAway(code: .refused, debug: "identity revoked") }
+        self.listener.reloadTLS()
+        var restart: [String] = []
+        if old.listen != new.listen { restart.append("listen") }
+        if old.tls != new.tls { restart.append("tls") }
+        if old.limits != new.limits { restart.append("limits") }
+        if old.drain != new.drain { restart.append("drain") }
+        if !restart.isEmpty {
+            self.logger.warning("changed, in force after a restart: \(restart.joined(separator: ", "))")
+        }
+        self.logger.notice(
+            "configuration reloaded",
+            metadata: [
+                "bound": "\(changes.bound.joined(separator: ","))", "closed": "\(changes.closed.joined(separator: ","))",
+                "reset": "\(reset)", "revoked": "\(revoked.identities.count)", "draining": "\(drained.count)",
+            ])
     }
 
     public func run() async throws {
-        var listeners: [any Channel] = []
-        for configured in self.configuration.listeners {
-            let agents = self.agents
-            let logger = self.logger
-            // spec §5.2.1: who asked, for the edge's audit.
-            let metadata = OpenMetadata([.init(key: OpenMetadata.userKey, value: ByteBuffer(string: "listener:\(configured.name)"))])
-            let listener = try await EndpointSockets.listen(configured.listen, group: self.group) { channel in
-                guard let connection = agents.connection(to: configured.agent) else {
-                    logger.notice("agent not connected: closing", metadata: ["listener": "\(configured.name)"])
-                    channel.close(promise: nil)
-                    return
-                }
-                EndpointSockets.splice(
-                    channel,
-                    toStreamOpening: connection.openStreamHandle(service: configured.target, class: .bulk, metadata: metadata))
-            }
-            if let address = listener.localAddress { self.bound.withLockedValue { $0[configured.name] = address } }
-            self.logger.info("listening for \(configured.agent)", metadata: ["listener": "\(configured.name)"])
-            listeners.append(listener)
+        do {
+            let configuration = self.configuration
+            try await self.listeners.apply(Self.listeners(of: configuration)) { try await self.bind($0, in: configuration) }
+            self.started.resolve(.success(()))
+        } catch {
+            self.started.resolve(.failure(error))
+            self.listeners.closeAll()
+            throw error
         }
-        await EndpointSockets.run(self.listener, closingOnShutdown: listeners)
+        await EndpointSockets.run(self.listener, closingOnShutdown: self.listeners)
+    }
+
+    private static func listeners(of configuration: HubConfiguration) -> [String: Endpoint] {
+        Dictionary(uniqueKeysWithValues: configuration.listeners.map { ($0.name, $0.listen) })
+    }
+
+    /// A hub listener: each accepted connection becomes a stream the hub opens toward the agent
+    /// and target the configuration in force names for it when the connection arrives.
+    private func bind(_ name: String, in configuration: HubConfiguration) async throws -> any Channel {
+        guard let bound = configuration.listeners.first(where: { $0.name == name }) else { throw RelayError("no listener \(name)") }
+        let agents = self.agents
+        let logger = self.logger
+        let live = self.live
+        let listener = try await EndpointSockets.listen(bound.listen, group: self.group) { channel in
+            let configured = live.withLockedValue { $0.listeners.first { $0.name == name } } ?? bound
+            guard let connection = agents.connection(to: configured.agent) else {
+                logger.notice("agent not connected: closing", metadata: ["listener": "\(name)"])
+                channel.close(promise: nil)
+                return
+            }
+            // spec §5.2.1: who asked, for the edge's audit.
+            let metadata = OpenMetadata([.init(key: OpenMetadata.userKey, value: ByteBuffer(string: "listener:\(name)"))])
+            EndpointSockets.splice(
+                channel, toStreamOpening: connection.openStreamHandle(service: configured.target, class: .bulk, metadata: metadata))
+        }
+        self.logger.info("listening for \(bound.agent)", metadata: ["listener": "\(name)"])
+        return listener
     }
 }
 
+/// The streams the hub has spliced to backends, by service and tenant, so that a reload that
+/// takes a tenant off a service's list can reset what that tenant has open on it.
+final class SplicedStreams: Sendable {
+    private struct Entry {
+        var service: String
+        var tenant: String
+        var stream: TetherStreamHandle
+    }
+
+    private let entries = NIOLockedValueBox<[ObjectIdentifier: Entry]>([:])
+
+    /// Tracks `stream` until `splicing` completes.
+    func insert(_ stream: TetherStreamHandle, service: String, tenant: String, until splicing: EventLoopFuture<some Sendable>) {
+        let key = ObjectIdentifier(stream)
+        self.entries.withLockedValue { $0[key] = Entry(service: service, tenant: tenant, stream: stream) }
+        splicing.whenComplete { _ in _ = self.entries.withLockedValue { $0.removeValue(forKey: key) } }
+    }
+
+    /// Resets with `UNKNOWN_SERVICE` every stream for which `forbidden(service, tenant)`; returns how many.
+    func resetAll(where forbidden: (String, String) -> Bool) -> Int {
+        let streams = self.entries.withLockedValue { entries in
+            entries.values.filter { forbidden($0.service, $0.tenant) }.map(\.stream)
+        }
+        for stream in streams { stream.eventLoop.execute { stream.reset(.unknownService) } }
+        return streams.count
+    }
+}
