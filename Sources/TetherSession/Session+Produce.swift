@@ -122,8 +122,10 @@ extension Session {
 
         switch output {
         case .blockedOnStream:
+            self.counters.creditStallsByClass[streamClass] += 1
             return .blocked  // CREDIT for the stream schedules it again
         case .blockedOnConnection:
+            self.counters.creditStallsByClass[streamClass] += 1
             self.streams.values[index].isQueued = true
             self.connectionBlocked.append(id)
             return .blocked
@@ -134,6 +136,7 @@ extension Session {
             let octets = payload.readableBytes
             self.connectionSend.spend(octets)
             self.counters.dataOctetsSent += octets
+            self.counters.dataOctetsSentByClass[streamClass] += octets
             self.scheduler.charge(streamClass, octets: FrameHeader.size + octets)
             var produced = Produced(writable: becameWritable ? id : nil)
             if octets <= Self.copyPayloadsUpTo || room != .max {

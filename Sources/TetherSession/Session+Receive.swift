@@ -107,6 +107,7 @@ extension Session {
 
         let minRTT = self.minimumRTT.value
         let localAlgorithms = self.localSettings.compression
+        self.counters.dataOctetsReceivedByClass[self.streams.values[index].streamClass] += octets
         let arrival = self.streams.inPlace(index) { stream -> DataArrival in
             guard stream.phase != .halfClosedRemote else { return .afterFIN }
             guard stream.receive.receive(octets) else { return .overCredit }
@@ -176,6 +177,7 @@ extension Session {
         self.highestPeerID = id
         self.openedByPeer[open.streamClass] += 1
         self.counters.streamsOpenedByPeer += 1
+        self.counters.streamsOpenedByPeerByClass[open.streamClass] += 1
 
         let settings = self.localSettings
         self.streams[id] = StreamState(

@@ -38,6 +38,7 @@ extension Session {
         self.nextLocalID += 2
         self.openedLocally[streamClass] += 1
         self.counters.streamsOpenedLocally += 1
+        self.counters.streamsOpenedLocallyByClass[streamClass] += 1
         var stream = StreamState(
             id: id,
             streamClass: streamClass,

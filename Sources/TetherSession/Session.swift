@@ -281,6 +281,13 @@ public struct SessionCounters: Hashable, Sendable {
     public var connectionErrors = 0
     /// Frames on streams we already forgot, unmatched PING ACKs and similar (spec §12 glitches).
     public var glitches = 0
+    /// The same by class (the relays' `/metrics`): streams opened, DATA octets each way, and
+    /// credit stalls — a stream with data queued and no credit left, its own or the connection's.
+    public var streamsOpenedByPeerByClass = PerClass(0)
+    public var streamsOpenedLocallyByClass = PerClass(0)
+    public var dataOctetsReceivedByClass = PerClass(0)
+    public var dataOctetsSentByClass = PerClass(0)
+    public var creditStallsByClass = PerClass(0)
 }
 
 /// A graceful GOAWAY sent with ``StreamID/announcingDrain``, and the PING whose ACK sends the final one.
