@@ -142,7 +142,17 @@ public struct TetherConnection: Sendable {
 
     /// The session's counters.
     public func counters() async throws -> SessionCounters {
-        try await self.withHandler { $0.eventLoop.makeSucceededFuture($0.counters) }.get()
+        try await self.countersNow().get()
+    }
+
+    /// The session's counters, on the connection's event loop (also after it closed).
+    public func countersNow() -> EventLoopFuture<SessionCounters> {
+        self.withHandler { $0.eventLoop.makeSucceededFuture($0.counters) }
+    }
+
+    /// Live streams by class.
+    public func activeStreams() async throws -> PerClass<Int> {
+        try await self.withHandler { $0.eventLoop.makeSucceededFuture($0.activeStreamsByClass) }.get()
     }
 
     public struct InboundStreams: AsyncSequence, Sendable {

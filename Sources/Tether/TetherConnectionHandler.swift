@@ -624,6 +624,9 @@ extension TetherConnectionHandler {
     /// Live streams.
     public var activeStreamCount: Int { self.session.activeStreamCount }
 
+    /// Live streams by class.
+    public var activeStreamsByClass: PerClass<Int> { self.session.activeStreamsByClass }
+
     /// Octets this end holds for its streams: delivered and not yet taken (credit bounds it,
     /// spec §7.2), and written and not yet sent (the send buffers bound it).
     package var heldOctets: Int {

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Logging
+import Metrics
+import Prometheus
 import NIOPosix
 import ServiceLifecycle
 import TetherRelay
@@ -13,28 +15,43 @@ import UnixSignals
 struct RelayCommand {
     static func run(config: String, expecting role: String) async throws {
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        // Every metric the process records, for the admin listener's /metrics.
+        let metrics = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
         let logger = Logger(label: "tether.\(role)")
         let service: any Service
         let reload: @Sendable (RelayConfigurationFile) async throws -> Void
         let listening: @Sendable () async throws -> Void
+        var admin: AdminServer?
+        func adminServer(_ configuration: AdminConfiguration?, source: any AdminSource) -> AdminServer? {
+            configuration.map {
+                AdminServer(
+                    configuration: $0, source: source, metrics: { metrics.emitToBuffer() },
+                    group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "tether.\(role).admin"))
+            }
+        }
         do {
             switch try RelayConfigurationFile.load(path: config) {
             case .edge(let edge) where role == "edge":
                 let relay = try EdgeRelay(configuration: edge, logger: logger)
-                reload = { file in
+                admin = adminServer(edge.admin, source: relay)
+                reload = { [admin] file in
                     guard case .edge(let new) = file else {
                         return logger.error("configuration not reloaded: \(config) is no longer an edge configuration")
                     }
                     try await relay.reload(new)
+                    Self.reload(admin, to: new.admin, logger: logger)
                 }
                 (service, listening) = (relay, { try await relay.listening })
             case .hub(let hub) where role == "hub":
                 let relay = try HubRelay(configuration: hub, logger: logger)
-                reload = { file in
+                admin = adminServer(hub.admin, source: relay)
+                reload = { [admin] file in
                     guard case .hub(let new) = file else {
                         return logger.error("configuration not reloaded: \(config) is no longer a hub configuration")
                     }
                     try await relay.reload(new)
+                    Self.reload(admin, to: new.admin, logger: logger)
                 }
                 (service, listening) = (relay, { try await relay.listening })
             default: throw RelayError("\(config) is not an \(role) configuration (role: \(role))")
@@ -49,7 +66,11 @@ struct RelayCommand {
         // Under systemd (`Type=notify`, README "systemd"): READY once listening, RELOADING and
         // READY around a SIGHUP, STOPPING on SIGTERM, and the watchdog's pings.
         let notifier = SystemdNotifier()
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
+        // The admin listener first: a group stops its services last to first, so it answers
+        // (`/readyz`: draining) until the relay has drained.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let admin { services.append(.init(service: admin)) }
+        services.append(.init(service: service))
         if let notifier {
             services.append(
                 .init(service: SystemdLifecycle(notifier: notifier, listening: listening), successTerminationBehavior: .ignore))
@@ -75,6 +96,17 @@ struct RelayCommand {
             }
             try await group.run()
             tasks.cancelAll()
+        }
+    }
+}
+
+extension RelayCommand {
+    /// The admin listener's part of a reload: its operator tokens.
+    static func reload(_ admin: AdminServer?, to configuration: AdminConfiguration?, logger: Logger) {
+        switch (admin, configuration) {
+        case (let admin?, let configuration?): admin.reload(configuration)
+        case (nil, nil): break
+        default: logger.warning("changed, in force after a restart: admin")
         }
     }
 }

@@ -11,7 +11,7 @@ struct TetherCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tether",
         abstract: "Many logical channels over one outbound connection.",
-        subcommands: [Edge.self, Hub.self, CheckConfig.self, Demo.self, BenchCommand.self, Certs.self]
+        subcommands: [Edge.self, Hub.self, CheckConfig.self, Demo.self, BenchCommand.self, Certs.self, Token.self]
     )
 
     static func main() async {

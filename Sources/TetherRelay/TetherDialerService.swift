@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Metrics
 import NIOConcurrencyHelpers
@@ -138,7 +139,38 @@ public final class TetherDialerService: Service, Sendable {
         /// Callers waiting for a connection to open streams on.
         var waiting: [ObjectIdentifier: EventLoopPromise<TetherConnection>] = [:]
         var stopped = false
+        var status = Status()
     }
+
+    /// Where the dialer stands, for the edge's `/v1/state` (README "Admin endpoints").
+    public struct Status: Sendable, Encodable {
+        public enum Phase: String, Sendable, Encodable {
+            /// Dialing, or waiting to dial again.
+            case connecting
+            /// A connection new streams go on is up.
+            case connected
+            /// The service is stopping.
+            case stopped
+        }
+
+        public var state = Phase.connecting
+        /// The acceptor connected to (`host:port` as configured) and since when.
+        public var hub: String?
+        public var connectedSince: Date?
+        /// The last failed attempt or ended connection: its reconnect reason, what to check, when.
+        public var lastError: LastError?
+        /// Failed attempts and ended connections since the service started.
+        public var reconnects = 0
+
+        public struct LastError: Sendable, Encodable {
+            public var reason: String
+            public var detail: String
+            public var at: Date
+        }
+    }
+
+    /// Where the dialer stands now.
+    public var status: Status { self.state.withLockedValue { $0.status } }
 
     public init(
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, configuration: Configuration,
@@ -205,9 +237,16 @@ public final class TetherDialerService: Service, Sendable {
         }
     }
 
-    private func publish(_ connection: TetherConnection?) {
+    private func publish(_ connection: TetherConnection?, hub: String? = nil) {
         let waiting = self.state.withLockedValue { state -> [EventLoopPromise<TetherConnection>] in
             state.current = connection
+            if connection != nil {
+                state.status.state = .connected
+                state.status.hub = hub
+                state.status.connectedSince = Date()
+            } else if !state.stopped {
+                state.status.state = .connecting
+            }
             guard connection != nil else { return [] }
             defer { state.waiting.removeAll() }
             return Array(state.waiting.values)
@@ -219,6 +258,7 @@ public final class TetherDialerService: Service, Sendable {
         let waiting = self.state.withLockedValue { state -> [EventLoopPromise<TetherConnection>] in
             state.current = nil
             state.stopped = true
+            state.status.state = .stopped
             defer { state.waiting.removeAll() }
             return Array(state.waiting.values)
         }
@@ -226,6 +266,12 @@ public final class TetherDialerService: Service, Sendable {
     }
 
     private func count(_ failure: Failure) {
+        self.state.withLockedValue { state in
+            state.status.reconnects += 1
+            // A hub's graceful drain (spec §10.2) is not an error.
+            guard failure.reason != Failure(ended: .noError, debug: "").reason else { return }
+            state.status.lastError = .init(reason: failure.reason, detail: failure.advice ?? "", at: Date())
+        }
         Counter(
             label: "tether_reconnects_total", dimensions: [("reason", failure.reason)],
             factory: self.configuration.connection.metricsFactory ?? MetricsSystem.factory
@@ -262,7 +308,7 @@ public final class TetherDialerService: Service, Sendable {
                         queueLimits: self.configuration.queueLimits, userTimeout: self.configuration.userTimeout,
                         serverName: self.configuration.verifiesDialedHost ? host : nil, through: tunnel)
                     let window = try await connection.ready().redialWindowMilliseconds
-                    self.publish(connection)
+                    self.publish(connection, hub: "\(host):\(port)")
                     self.logger.info(
                         "connected", metadata: ["hub": "\(host):\(port)", "address": "\(address)", "proxy": "\(proxy?.description ?? "none")"])
                     self.onConnection(connection)

@@ -142,6 +142,11 @@ public struct Session: Sendable {
     /// Live streams (not yet closed or reset).
     public var activeStreamCount: Int { self.streams.count }
 
+    /// Live streams by class (a walk over them: for status pages, not the data path).
+    public var activeStreamsByClass: PerClass<Int> {
+        self.streams.values.reduce(into: PerClass(0)) { $0[$1.streamClass] += 1 }
+    }
+
     /// Whether a stream is live: opened, and not yet closed or reset (spec §6.3).
     public func isLive(_ id: StreamID) -> Bool { self.streams[id] != nil }
 
@@ -288,6 +293,9 @@ public struct SessionCounters: Hashable, Sendable {
     public var dataOctetsReceivedByClass = PerClass(0)
     public var dataOctetsSentByClass = PerClass(0)
     public var creditStallsByClass = PerClass(0)
+
+    /// All zero: a connection before it counted anything.
+    public init() {}
 }
 
 /// A graceful GOAWAY sent with ``StreamID/announcingDrain``, and the PING whose ACK sends the final one.

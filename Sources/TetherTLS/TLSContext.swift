@@ -33,6 +33,12 @@ public final class TLSContext: @unchecked Sendable {
         try self.configure(alpnCount: alpnCount)
     }
 
+    /// When this context's own certificate expires, in seconds since 1970 (UTC): the relays'
+    /// `tether_certificate_expiry_seconds`.
+    public var certificateNotAfter: Int64? {
+        SSL_CTX_get0_certificate(self.context).flatMap(CertificateInspector.notAfter(of:))
+    }
+
     deinit {
         SSL_CTX_free(self.context)
         self.alpnWire.deallocate()

@@ -161,6 +161,40 @@ import Testing
         #expect(hub.listeners[0].agent == TetherIdentity(tenant: "acme", agentID: "node-1"))
     }
 
+    /// `admin`: loopback by default; the hub's needs an operator token, and so does an edge's off
+    /// loopback; a token is stored as its SHA-256 only.
+    @Test func theAdminListenerIsReadAndItsTokensRequiredWhereTheyMatter() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let digest = String(repeating: "ab", count: 32)
+        guard case .edge(let edge) = try directory.load(Self.edge + "\nadmin: {}") else {
+            Issue.record("not an edge")
+            return
+        }
+        #expect(edge.admin == AdminConfiguration(listen: .tcp(host: "127.0.0.1", port: 9464)))
+        let hubText = "role: hub\nlisten: 0.0.0.0:443\ntls: {certificate: hub.pem, key: hub.key, ca: ca.pem}\n"
+        guard case .hub(let hub) = try directory.load(hubText + "admin: {operators: [{id: ops, sha256: \(digest)}]}") else {
+            Issue.record("not a hub")
+            return
+        }
+        #expect(hub.admin?.listen == .tcp(host: "127.0.0.1", port: 9465))
+        #expect(hub.admin?.operators == [.init(id: "ops", sha256: Array(repeating: 0xAB, count: 32))])
+        let refusals: [(String, String, String)] = [
+            (hubText + "admin: {}", "admin", "the hub's admin endpoints need an operator token"),
+            (Self.edge + "\nadmin: {listen: 0.0.0.0:9464}", "admin", "off loopback needs an operator token"),
+            (hubText + "admin: {operators: [{id: ops, sha256: plaintext-token}]}", "admin.operators[0].sha256", "64 hexadecimal"),
+            (hubText + "admin: {operators: [{id: ops, sha256: \(digest)}, {id: ops, sha256: \(digest)}]}", "admin.operators[1].id", "a second"),
+        ]
+        for (text, path, message) in refusals {
+            do {
+                _ = try directory.load(text)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect(error.path == path && error.message.contains(message), "\(error)")
+            }
+        }
+    }
+
     /// Each mistake names the file, the line and column of the key or value, and the key.
     @Test(arguments: [
         ("    clas: bulk", "forwards[1].clas", 19, 5, "unknown key"),

@@ -49,6 +49,7 @@ extension EdgeConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
         let keys = try root.mapping([
             "role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes", "metadata", "drain", "proxy",
+            "admin",
         ])
         let hubs = try keys.required("hubs").sequence().map { (hub) throws(ConfigError) in try hub.endpoint() }
         guard !hubs.isEmpty else { throw try keys.required("hubs").error("list at least one hub") }
@@ -79,6 +80,7 @@ extension EdgeConfiguration {
             if let value = drainKeys["grace"] { self.drainGrace = try value.duration(in: .seconds(1)...TimeAmount.hours(1)) }
         }
         if let proxy = keys["proxy"] { self.proxy = try ProxySetting(proxy) }
+        if let admin = keys["admin"] { self.admin = try AdminConfiguration(admin, defaultPort: 9464, operatorRequired: false) }
         var names = Set<String>()
         for entry in try keys["forwards"]?.sequence() ?? [] {
             let forward = try entry.mapping(["name", "listen", "service", "class"])
@@ -146,7 +148,7 @@ extension EdgeConfiguration.ProxySetting {
 
 extension HubConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
-        let keys = try root.mapping(["role", "listen", "tls", "revoked", "limits", "drain", "services", "listeners"])
+        let keys = try root.mapping(["role", "listen", "tls", "revoked", "limits", "drain", "services", "listeners", "admin"])
         self.init(listen: try keys.required("listen").endpoint(), tls: try RelayTLSFiles(try keys.required("tls")))
         self.revoked = try keys["revoked"]?.existingFile()
         if let limits = keys["limits"] {
@@ -161,6 +163,7 @@ extension HubConfiguration {
                 self.drain.redialWindow = try value.duration(in: .zero...TimeAmount.milliseconds(Int64(Settings.maxRedialWindowMilliseconds)))
             }
         }
+        if let admin = keys["admin"] { self.admin = try AdminConfiguration(admin, defaultPort: 9465, operatorRequired: true) }
         var names = Set<String>()
         for entry in try keys["services"]?.sequence() ?? [] {
             let service = try entry.mapping(["name", "backend", "tenants", "proxyProtocol"])
@@ -186,5 +189,43 @@ extension HubConfiguration {
                     name: name, listen: try listener.required("listen").endpoint(), agent: agent,
                     target: try listener.required("target").string()))
         }
+    }
+}
+
+extension AdminConfiguration {
+    /// `{listen, operators: [{id, sha256}]}`; `listen` defaults to 127.0.0.1 and `defaultPort`.
+    /// Off loopback, or on the hub, an operator token is required.
+    init(_ node: ConfigNode, defaultPort: Int, operatorRequired: Bool) throws(ConfigError) {
+        let keys = try node.mapping(["listen", "operators"])
+        self.init(listen: try keys["listen"]?.endpoint() ?? .tcp(host: "127.0.0.1", port: defaultPort))
+        var ids = Set<String>()
+        for entry in try keys["operators"]?.sequence() ?? [] {
+            let token = try entry.mapping(["id", "sha256"])
+            let id = try token.required("id").string()
+            guard ids.insert(id).inserted else { throw try token.required("id").error("a second operator token named \(id)") }
+            let digest = try token.required("sha256")
+            guard let sha256 = Self.hexadecimal(try digest.string()), sha256.count == 32 else {
+                throw digest.error("expected the token's SHA-256 as 64 hexadecimal digits (tether token prints it)")
+            }
+            self.operators.append(OperatorToken(id: id, sha256: sha256))
+        }
+        guard self.operators.isEmpty else { return }
+        if operatorRequired {
+            throw node.error("the hub's admin endpoints need an operator token: operators: [{id, sha256}] (tether token)")
+        }
+        if !self.isLocal {
+            throw node.error("an admin listener off loopback needs an operator token: operators: [{id, sha256}] (tether token)")
+        }
+    }
+
+    static func hexadecimal(_ text: String) -> [UInt8]? {
+        let digits = Array(text.utf8)
+        guard digits.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        for index in stride(from: 0, to: digits.count, by: 2) {
+            guard let byte = UInt8(String(decoding: digits[index..<index + 2], as: UTF8.self), radix: 16) else { return nil }
+            bytes.append(byte)
+        }
+        return bytes
     }
 }

@@ -33,6 +33,8 @@ public struct EdgeConfiguration: Sendable {
     public var drainGrace: TimeAmount = .seconds(30)
     /// The HTTP CONNECT proxy on the way to the hubs.
     public var proxy: ProxySetting = .environment
+    /// Health, readiness, metrics and state over HTTP; nil serves none.
+    public var admin: AdminConfiguration?
 
     public enum ProxySetting: Sendable, Equatable {
         /// `HTTPS_PROXY` and `NO_PROXY` from the relay's environment, read at start.
@@ -122,6 +124,8 @@ public struct HubConfiguration: Sendable {
     public var drain = Drain()
     public var services: [Service] = []
     public var listeners: [Listener] = []
+    /// Health, readiness, metrics and state over HTTP; nil serves none.
+    public var admin: AdminConfiguration?
 
     public struct Limits: Sendable, Equatable {
         /// Connections one identity may hold at once (a second replaces the first up to this).
@@ -179,5 +183,37 @@ public struct HubConfiguration: Sendable {
     public init(listen: Endpoint, tls: RelayTLSFiles) {
         self.listen = listen
         self.tls = tls
+    }
+}
+
+/// A relay's admin listener (README "Admin endpoints"): `/healthz`, `/readyz`, `/metrics`,
+/// `/v1/state`. Loopback unless configured otherwise.
+public struct AdminConfiguration: Sendable, Equatable {
+    public var listen: Endpoint
+    /// Who may read `/metrics` and `/v1/state` (`Authorization: Bearer <token>`). The hub needs at
+    /// least one; an edge with none serves them to anyone who can reach its listener.
+    public var operators: [OperatorToken] = []
+
+    /// An operator's token, kept as its SHA-256 (`tether token` makes one). `id` names it in logs.
+    public struct OperatorToken: Sendable, Equatable {
+        public var id: String
+        public var sha256: [UInt8]
+
+        public init(id: String, sha256: [UInt8]) {
+            self.id = id
+            self.sha256 = sha256
+        }
+    }
+
+    public init(listen: Endpoint) {
+        self.listen = listen
+    }
+
+    /// Whether `listen` is reachable only from this machine.
+    public var isLocal: Bool {
+        switch self.listen {
+        case .unix: true
+        case .tcp(let host, _): host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -24,6 +25,7 @@ public final class EdgeRelay: Service, Sendable {
     private let logger: Logger
     private let listeners = ListenerSet()
     private let started = Readiness<Void>()
+    private let tls: TLSContextStore
 
     /// The configuration in force: the one it started with, as the last reload changed it.
     public var configuration: EdgeConfiguration { self.live.withLockedValue { $0 } }
@@ -72,7 +74,9 @@ public final class EdgeRelay: Service, Sendable {
         case .configured(let proxy): dial.proxy = proxy
         }
         let live = NIOLockedValueBox(configuration)
+        let traffic = TrafficMetrics()
         self.live = live
+        self.tls = tls
         self.policy = enforcer
         self.group = group
         self.logger = logger
@@ -83,7 +87,8 @@ public final class EdgeRelay: Service, Sendable {
                 let target = live.withLockedValue { $0.exposes.first { $0.name == stream.service }?.target }
                 guard let target else { return stream.refuse(.unknownService) }
                 _ = EndpointSockets.splice(stream, to: target, group: group)
-            })
+            },
+            onConnection: { traffic.track($0) })
     }
 
     /// Returns once every forward and metadata listener is bound (systemd's `READY=1`).
@@ -240,6 +245,44 @@ public final class EdgeRelay: Service, Sendable {
         }
         self.logger.info("taking metadata", metadata: ["listener": "\(bound.name)", "listen": "\(bound.listen)"])
         return listener
+    }
+}
+
+extension EdgeRelay: AdminSource {
+    /// Ready while a connection to a hub is up (the tunnel is up).
+    public var notReady: String? {
+        guard self.dialer.connection == nil else { return nil }
+        let status = self.dialer.status
+        return "no connection to a hub" + (status.lastError.map { " (last: \($0.reason))" } ?? "")
+    }
+
+    public func refreshGauges() {
+        Gauge(label: "tether_hub_connected").record(self.dialer.connection == nil ? 0 : 1)
+        RelayGauges.recordCertificateExpiry(self.tls)
+    }
+
+    /// `/v1/state`: the hubs, the connection's state and last error, its streams by class.
+    public func state() async -> any Encodable & Sendable {
+        let configuration = self.configuration
+        var streams: [String: RelayStreams] = [:]
+        if let connection = self.dialer.connection {
+            streams = await RelayStreams.byClass(of: [connection])
+        }
+        return EdgeState(
+            hubs: configuration.hubs.map(\.description), connection: self.dialer.status, streams: streams,
+            certificateNotAfter: self.tls.current.certificateNotAfter.map { Date(timeIntervalSince1970: Double($0)) },
+            forwards: Dictionary(uniqueKeysWithValues: configuration.forwards.map { ($0.name, self.boundAddress(ofForward: $0.name).map { "\($0)" } ?? "-") }),
+            exposes: configuration.exposes.map(\.name))
+    }
+
+    struct EdgeState: Encodable, Sendable {
+        var role = "edge"
+        var hubs: [String]
+        var connection: TetherDialerService.Status
+        var streams: [String: RelayStreams]
+        var certificateNotAfter: Date?
+        var forwards: [String: String]
+        var exposes: [String]
     }
 }
 

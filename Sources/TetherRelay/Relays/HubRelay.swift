@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -24,6 +25,9 @@ public final class HubRelay: Service, Sendable {
     private let logger: Logger
     private let listeners = ListenerSet()
     private let started = Readiness<Void>()
+    private let tls: TLSContextStore
+    /// nil until edges can connect; then whether the hub drains (`/readyz`).
+    private let draining = NIOLockedValueBox<Bool?>(nil)
 
     /// The configuration in force: the one it started with, as the last reload changed it.
     public var configuration: HubConfiguration { self.live.withLockedValue { $0 } }
@@ -49,7 +53,9 @@ public final class HubRelay: Service, Sendable {
         let live = NIOLockedValueBox(configuration)
         let spliced = SplicedStreams()
         let connectionIDs = NIOLockedValueBox<UInt64>(0)
+        let traffic = TrafficMetrics()
         self.live = live
+        self.tls = tls
         self.spliced = spliced
         self.registry = registry
         self.agents = agents
@@ -77,6 +83,7 @@ public final class HubRelay: Service, Sendable {
                 }
             },
             onConnectionUp: { connection in
+                traffic.track(connection)
                 guard let identity = connection.peerIdentity else { return }
                 for older in agents.up(connection) {
                     logger.notice("replaced by a newer connection", metadata: ["agent": "\(identity)"])
@@ -205,7 +212,17 @@ public final class HubRelay: Service, Sendable {
             self.listeners.closeAll()
             throw error
         }
-        await EndpointSockets.run(self.listener, closingOnShutdown: self.listeners)
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { tasks in
+                tasks.addTask {
+                    guard (try? await self.localAddress) != nil else { return }
+                    self.draining.withLockedValue { $0 = $0 ?? false }
+                }
+                await EndpointSockets.run(self.listener, closingOnShutdown: self.listeners)
+            }
+        } onGracefulShutdown: {
+            self.draining.withLockedValue { $0 = true }
+        }
     }
 
     private static func listeners(of configuration: HubConfiguration) -> [String: Endpoint] {
@@ -233,6 +250,48 @@ public final class HubRelay: Service, Sendable {
         }
         self.logger.info("listening for \(bound.agent)", metadata: ["listener": "\(name)"])
         return listener
+    }
+}
+
+extension HubRelay: AdminSource {
+    /// Ready while it accepts edges: bound, and not draining.
+    public var notReady: String? {
+        switch self.draining.withLockedValue({ $0 }) {
+        case nil: "starting"
+        case true?: "draining"
+        case false?: nil
+        }
+    }
+
+    public func refreshGauges() {
+        Gauge(label: "tether_connected_edges").record(self.listener.connections.count)
+        RelayGauges.recordCertificateExpiry(self.tls)
+    }
+
+    /// `/v1/state`: where it listens, whether it accepts, how many edges are connected.
+    public func state() async -> any Encodable & Sendable {
+        let configuration = self.configuration
+        return HubState(
+            listen: (try? await self.localAddress).map { "\($0)" } ?? "-", ready: self.notReady == nil,
+            notReady: self.notReady, connectedEdges: self.listener.connections.count,
+            connectedAgents: self.agents.connected.count, instance: String(SessionConfiguration.processInstanceID, radix: 16),
+            certificateNotAfter: self.tls.current.certificateNotAfter.map { Date(timeIntervalSince1970: Double($0)) },
+            services: configuration.services.map(\.name),
+            listeners: Dictionary(
+                uniqueKeysWithValues: configuration.listeners.map { ($0.name, self.boundAddress(ofListener: $0.name).map { "\($0)" } ?? "-") }))
+    }
+
+    struct HubState: Encodable, Sendable {
+        var role = "hub"
+        var listen: String
+        var ready: Bool
+        var notReady: String?
+        var connectedEdges: Int
+        var connectedAgents: Int
+        var instance: String
+        var certificateNotAfter: Date?
+        var services: [String]
+        var listeners: [String: String]
     }
 }
 
