@@ -280,8 +280,12 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
     private func closeOutputIfDone() {
         guard self.streamEnded, self.writesInFlight == 0, !self.outputClosed, let context = self.context else { return }
         self.outputClosed = true
+        // With the input already ended this is the end of both: finish first. Shutting down the
+        // output of a socket whose input is closed makes NIO close it whole, re-entrantly, and
+        // `channelInactive` would otherwise take it for a socket closed under us — and reset a
+        // stream that had ended cleanly, discarding what it still had queued.
+        guard !self.inputClosed else { return self.closeIfBothEnded() }
         context.close(mode: .output, promise: nil)
-        self.closeIfBothEnded()
     }
 
     // MARK: Hops

@@ -205,6 +205,11 @@ import Testing
         let (received, checksum) = try await client.finished.futureResult.get()
         #expect(received == reply.readableBytes)
         #expect(checksum == reply.checksum)
+        // Both splices ended cleanly: the edge's socket, its input ended first, closed whole when
+        // the stream's FIN closed its output — not cut off, its stream not reset (the audit's
+        // `result`; a reset after FIN would discard what the stream still had queued).
+        let outcomes = try await waitFor { rig.outcomes.withLockedValue { $0.count == 2 ? $0 : nil } }
+        #expect(outcomes.allSatisfy { $0.error == nil }, "\(outcomes)")
         try await rig.stop()
     }
 
