@@ -68,6 +68,7 @@ public final class DemoSite: Sendable {
         listen: 127.0.0.1:\(ports.hub)
         tls: {certificate: hub.pem, key: hub.key, ca: ca.pem}
         drain: {grace: 5s}
+        audit: {file: hub-audit.jsonl}
         services:                  # stand-ins that speak no PROXY protocol
           - {name: echo, backend: 127.0.0.1:\(port(echo)), tenants: [demo], proxyProtocol: false}
           - {name: bulk, backend: 127.0.0.1:\(port(bulk)), tenants: [demo], proxyProtocol: false}
@@ -82,6 +83,7 @@ public final class DemoSite: Sendable {
         tls: {certificate: edge.pem, key: edge.key, ca: ca.pem}
         policy: policy.yaml
         dial: {initialBackoff: 50ms, maxBackoff: 500ms}
+        audit: {file: edge-audit.jsonl}
         forwards:
           - {name: commands, listen: 127.0.0.1:\(ports.command), service: echo, class: command}
           - {name: bulk, listen: 127.0.0.1:\(ports.bulk), service: bulk, class: bulk}
@@ -187,9 +189,16 @@ public final class DemoSite: Sendable {
     public func octetsReceived(by service: String) -> Int { self.received.withLockedValue { $0[service] ?? 0 } }
 
     /// The edge's audit lines so far with `event` (`plane-opened`, `removed`, `dropped`, …).
-    public func edgeAudit(_ event: String) -> [String] {
-        let log = (try? String(contentsOfFile: self.edgeLog, encoding: .utf8)) ?? ""
-        return log.split(separator: "\n").filter { $0.contains("tether.audit") && $0.contains("event=\(event) ") }.map(String.init)
+    /// Each record's fields (the edge writes its audit as JSON lines to `edge-audit.jsonl`,
+    /// README "Logs and audit").
+    public func edgeAudit(_ event: String) -> [[String: String]] {
+        let log = (try? String(contentsOfFile: self.directory + "/edge-audit.jsonl", encoding: .utf8)) ?? ""
+        return log.split(separator: "\n").compactMap { line -> [String: String]? in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                object["event"] as? String == event
+            else { return nil }
+            return object.mapValues { "\($0)" }
+        }
     }
 
     /// SIGTERM to both relays (they drain), then their exit statuses, edge first.

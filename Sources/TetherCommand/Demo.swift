@@ -37,7 +37,7 @@ struct Demo: AsyncParsableCommand {
         print("\n1. The plane opens a target the node exposes (hub listener → hub → edge → 127.0.0.1 status):")
         print("   answer: \(status)")
         if let audit = site.edgeAudit("plane-opened").first {
-            print("   the edge audited it: service \(Self.field("service", audit)), user \(Self.field("user", audit))")
+            print("   the edge audited it: service \(audit["service"] ?? "-"), user \(audit["user"] ?? "-")")
         }
 
         print("\n2. Metadata through the node's policy (edge metadata listener → hub → the plane's inventory service):")
@@ -48,7 +48,7 @@ struct Demo: AsyncParsableCommand {
         print("   sent:    \(inventory)")
         print("   arrived: \(arrived[0])")
         if let audit = site.edgeAudit("removed").first {
-            print("   removed on the node, never sent (the edge's audit, paths only): \(Self.field("paths", audit))")
+            print("   removed on the node, never sent (the edge's audit, paths only): \(audit["paths"] ?? "-")")
         }
         for reply in replies { print("   a malformed line was answered: \(reply)") }
 
@@ -78,11 +78,6 @@ struct Demo: AsyncParsableCommand {
     }
 
     /// The value of `name=` in a log line of swift-log's stream handler.
-    private static func field(_ name: String, _ line: String) -> String {
-        guard let range = line.range(of: " \(name)=") else { return "-" }
-        return String(line[range.upperBound...].prefix { $0 != " " })
-    }
-
     private static func row(_ name: String, _ streams: Int, _ bytes: Int, _ seconds: Double, _ total: Int) -> String {
         let mib = Double(bytes) / 1_048_576 / seconds
         let share = total > 0 ? 100 * Double(bytes) / Double(total) : 0

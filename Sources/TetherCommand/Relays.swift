@@ -14,7 +14,19 @@ import UnixSignals
 /// change that cannot be made, leaves the running configuration as it was.
 struct RelayCommand {
     static func run(config: String, expecting role: String) async throws {
-        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        let file: RelayConfigurationFile
+        let audit: LogSink
+        do {
+            file = try RelayConfigurationFile.load(path: config)
+            audit = try file.logging.auditFile.map { (path) throws(RelayError) in try LogSink(appendingTo: path) } ?? .standardOutput
+        } catch let error as ConfigError {
+            print(error.description)
+            throw ExitCode.failure
+        } catch {
+            print("\(config): audit.file: \(error)")
+            throw ExitCode.failure
+        }
+        Self.bootstrapLogging(file.logging, audit: audit)
         // Every metric the process records, for the admin listener's /metrics.
         let metrics = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
@@ -31,7 +43,7 @@ struct RelayCommand {
             }
         }
         do {
-            switch try RelayConfigurationFile.load(path: config) {
+            switch file {
             case .edge(let edge) where role == "edge":
                 let relay = try EdgeRelay(configuration: edge, logger: logger)
                 admin = adminServer(edge.admin, source: relay)
@@ -85,9 +97,17 @@ struct RelayCommand {
             tasks.addTask {
                 for await _ in hangups {
                     try? notifier?.notifyReloading()
+                    // After logrotate moved the audit file away, records go to a new one.
+                    do {
+                        try audit.reopen()
+                    } catch {
+                        logger.error("audit file not reopened; records still go to the old one", metadata: ["error": "\(error)"])
+                    }
                     // A file that does not parse changes nothing; the relay logs its own refusals.
                     do {
-                        try await reload(try RelayConfigurationFile.load(path: config))
+                        let new = try RelayConfigurationFile.load(path: config)
+                        try await reload(new)
+                        if new.logging != file.logging { logger.warning("changed, in force after a restart: log, audit") }
                     } catch let error as ConfigError {
                         logger.error("configuration not reloaded; the running one stays in force", metadata: ["error": "\(error.description)"])
                     } catch {}
@@ -101,6 +121,22 @@ struct RelayCommand {
 }
 
 extension RelayCommand {
+    /// The operational log on standard error (JSON lines or text), audit records as JSON lines
+    /// on their own sink (README "Logs and audit").
+    static func bootstrapLogging(_ logging: LoggingConfiguration, audit: LogSink) {
+        LoggingSystem.bootstrap { label in
+            if label == "tether.audit" { return JSONLogHandler(label: label, sink: audit, level: .info) }
+            switch logging.format {
+            case .json:
+                return JSONLogHandler(label: label, sink: .standardError, level: logging.level)
+            case .text:
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = logging.level
+                return handler
+            }
+        }
+    }
+
     /// The admin listener's part of a reload: its operator tokens.
     static func reload(_ admin: AdminServer?, to configuration: AdminConfiguration?, logger: Logger) {
         switch (admin, configuration) {

@@ -39,6 +39,11 @@ public final class TLSContext: @unchecked Sendable {
         SSL_CTX_get0_certificate(self.context).flatMap(CertificateInspector.notAfter(of:))
     }
 
+    /// The identity (spec §2.2) of this context's own certificate, when it carries one.
+    public var identity: TetherIdentity? {
+        SSL_CTX_get0_certificate(self.context).flatMap { try? CertificateInspector.identity(of: $0).get() }
+    }
+
     deinit {
         SSL_CTX_free(self.context)
         self.alpnWire.deallocate()

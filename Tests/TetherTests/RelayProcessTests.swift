@@ -192,7 +192,7 @@ import Testing
         #expect(exposed?.intact == true)
         // spec §5.2.1: the edge audits the stream the plane opened, naming who asked.
         let audited = try await Self.waitForLine(in: site.directory + "/edge.log") {
-            $0.contains("event=plane-opened") && $0.contains("user=listener:plane") && $0.contains("service=local-echo")
+            $0.contains(#""event":"plane-opened""#) && $0.contains(#""user":"listener:plane""#) && $0.contains(#""service":"local-echo""#)
         }
         #expect(audited)
         try await Self.kill(edge)

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import TetherWire
 
@@ -8,6 +9,14 @@ import TetherWire
 public enum RelayConfigurationFile: Sendable {
     case edge(EdgeConfiguration)
     case hub(HubConfiguration)
+
+    /// Where its logs and audit records go.
+    public var logging: LoggingConfiguration {
+        switch self {
+        case .edge(let edge): edge.logging
+        case .hub(let hub): hub.logging
+        }
+    }
 
     public static func load(path: String) throws(ConfigError) -> RelayConfigurationFile {
         try self.parse(try ConfigError.readText(of: path), file: path)
@@ -49,7 +58,7 @@ extension EdgeConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
         let keys = try root.mapping([
             "role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes", "metadata", "drain", "proxy",
-            "admin",
+            "admin", "log", "audit",
         ])
         let hubs = try keys.required("hubs").sequence().map { (hub) throws(ConfigError) in try hub.endpoint() }
         guard !hubs.isEmpty else { throw try keys.required("hubs").error("list at least one hub") }
@@ -81,6 +90,7 @@ extension EdgeConfiguration {
         }
         if let proxy = keys["proxy"] { self.proxy = try ProxySetting(proxy) }
         if let admin = keys["admin"] { self.admin = try AdminConfiguration(admin, defaultPort: 9464, operatorRequired: false) }
+        self.logging = try LoggingConfiguration(log: keys["log"], audit: keys["audit"])
         var names = Set<String>()
         for entry in try keys["forwards"]?.sequence() ?? [] {
             let forward = try entry.mapping(["name", "listen", "service", "class"])
@@ -148,7 +158,8 @@ extension EdgeConfiguration.ProxySetting {
 
 extension HubConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
-        let keys = try root.mapping(["role", "listen", "tls", "revoked", "limits", "drain", "services", "listeners", "admin"])
+        let keys = try root.mapping(["role", "listen", "tls", "revoked", "limits", "drain", "services", "listeners", "admin", "log", "audit",
+        ])
         self.init(listen: try keys.required("listen").endpoint(), tls: try RelayTLSFiles(try keys.required("tls")))
         self.revoked = try keys["revoked"]?.existingFile()
         if let limits = keys["limits"] {
@@ -164,6 +175,7 @@ extension HubConfiguration {
             }
         }
         if let admin = keys["admin"] { self.admin = try AdminConfiguration(admin, defaultPort: 9465, operatorRequired: true) }
+        self.logging = try LoggingConfiguration(log: keys["log"], audit: keys["audit"])
         var names = Set<String>()
         for entry in try keys["services"]?.sequence() ?? [] {
             let service = try entry.mapping(["name", "backend", "tenants", "proxyProtocol"])
@@ -227,5 +239,41 @@ extension AdminConfiguration {
             bytes.append(byte)
         }
         return bytes
+    }
+}
+
+extension LoggingConfiguration {
+    /// `log: {format: json|text, level: trace…critical}` and `audit: {file: PATH}`; the audit
+    /// file's directory must exist (the file is created).
+    init(log: ConfigNode?, audit: ConfigNode?) throws(ConfigError) {
+        self.init()
+        if let log {
+            let keys = try log.mapping(["format", "level"])
+            if let node = keys["format"] {
+                guard let format = Format(rawValue: try node.string()) else { throw node.error("expected json or text") }
+                self.format = format
+            }
+            if let node = keys["level"] {
+                guard let level = Logger.Level(rawValue: try node.string()) else {
+                    throw node.error("expected trace, debug, info, notice, warning, error or critical")
+                }
+                self.level = level
+            }
+        }
+        if let audit {
+            let keys = try audit.mapping(["file"])
+            if let node = keys["file"] {
+                var path = try node.string()
+                if !path.hasPrefix("/") {
+                    path = URL(fileURLWithPath: node.file).deletingLastPathComponent().appendingPathComponent(path).path
+                }
+                var isDirectory: ObjCBool = false
+                let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+                guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                    throw node.error("no directory \(directory) for the audit file")
+                }
+                self.auditFile = path
+            }
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import TetherTLS
 import TetherWire
@@ -35,6 +36,7 @@ public struct EdgeConfiguration: Sendable {
     public var proxy: ProxySetting = .environment
     /// Health, readiness, metrics and state over HTTP; nil serves none.
     public var admin: AdminConfiguration?
+    public var logging = LoggingConfiguration()
 
     public enum ProxySetting: Sendable, Equatable {
         /// `HTTPS_PROXY` and `NO_PROXY` from the relay's environment, read at start.
@@ -126,6 +128,7 @@ public struct HubConfiguration: Sendable {
     public var listeners: [Listener] = []
     /// Health, readiness, metrics and state over HTTP; nil serves none.
     public var admin: AdminConfiguration?
+    public var logging = LoggingConfiguration()
 
     public struct Limits: Sendable, Equatable {
         /// Connections one identity may hold at once (a second replaces the first up to this).
@@ -216,4 +219,23 @@ public struct AdminConfiguration: Sendable, Equatable {
         case .tcp(let host, _): host == "localhost" || host == "::1" || host.hasPrefix("127.")
         }
     }
+}
+
+/// Where a relay's logs and audit records go (README "Logs and audit").
+public struct LoggingConfiguration: Sendable, Equatable {
+    public enum Format: String, Sendable {
+        /// One JSON object per line.
+        case json
+        /// swift-log's `StreamLogHandler` lines, for a person at a terminal.
+        case text
+    }
+
+    /// The operational log, on standard error.
+    public var format = Format.json
+    public var level = Logger.Level.info
+    /// Audit records (always JSON lines): appended to this file, opened again on SIGHUP; nil
+    /// writes them to standard output.
+    public var auditFile: String?
+
+    public init() {}
 }

@@ -26,6 +26,7 @@ public final class EdgeRelay: Service, Sendable {
     private let listeners = ListenerSet()
     private let started = Readiness<Void>()
     private let tls: TLSContextStore
+    private let audit: StreamAudit
 
     /// The configuration in force: the one it started with, as the last reload changed it.
     public var configuration: EdgeConfiguration { self.live.withLockedValue { $0 } }
@@ -47,11 +48,19 @@ public final class EdgeRelay: Service, Sendable {
             configuration: TLSConfiguration(
                 role: .client, certificateChainFile: configuration.tls.certificate, privateKeyFile: configuration.tls.key,
                 trustedCAFiles: configuration.tls.trustedCAs, serverName: configuration.serverName ?? host))
+        // Every line the edge logs, and every audit record, names the node it runs on.
+        let identity = tls.current.identity.map { "\($0)" } ?? "-"
+        let logger = {
+            var logger = logger
+            logger[metadataKey: "identity"] = "\(identity)"
+            return logger
+        }()
+        let audit = StreamAudit(identity: identity)
         var settings = Settings()
         settings.keepaliveIntervalMilliseconds = UInt32(configuration.dial.keepalive.nanoseconds / 1_000_000)
         var connection = TetherConnectionHandler.Configuration(role: .dialer, settings: settings)
         connection.session.goAwayGrace = configuration.drainGrace
-        let enforcer = PolicyEnforcer(side: .edge, policy: policy)
+        let enforcer = PolicyEnforcer(side: .edge, policy: policy, auditLogger: audit.logger)
         connection.policy = enforcer
         var dial = TetherDialerService.Configuration(host: host, port: port, connection: connection)
         dial.alternatives = configuration.hubs.dropFirst().compactMap {
@@ -77,6 +86,7 @@ public final class EdgeRelay: Service, Sendable {
         let traffic = TrafficMetrics()
         self.live = live
         self.tls = tls
+        self.audit = audit
         self.policy = enforcer
         self.group = group
         self.logger = logger
@@ -84,9 +94,17 @@ public final class EdgeRelay: Service, Sendable {
             group: group, configuration: dial, tls: tls, logger: logger,
             inboundStreamHandler: { stream in
                 // The policy already refused what it does not allow (POLICY_DENIED).
+                let opened = StreamAudit.Opened(
+                    agent: identity, openedBy: "plane:\(StreamAudit.user(of: stream))", service: stream.service,
+                    streamClass: stream.streamClass)
                 let target = live.withLockedValue { $0.exposes.first { $0.name == stream.service }?.target }
-                guard let target else { return stream.refuse(.unknownService) }
-                _ = EndpointSockets.splice(stream, to: target, group: group)
+                guard let target else {
+                    audit.ended(opened, stream: stream.id, failure: "refused: no such expose")
+                    return stream.refuse(.unknownService)
+                }
+                EndpointSockets.splice(stream, to: target, group: group).whenSuccess { outcome in
+                    audit.ended(opened, stream: stream.id, outcome: outcome, failure: outcome == nil ? "target unreachable" : nil)
+                }
             },
             onConnection: { traffic.track($0) })
     }
@@ -199,18 +217,28 @@ public final class EdgeRelay: Service, Sendable {
         let dialer = self.dialer
         let logger = self.logger
         let live = self.live
+        let audit = self.audit
+        let identity = "\(logger[metadataKey: "identity"] ?? "-")"
         let listener = try await EndpointSockets.listen(bound.listen, group: self.group) { channel in
             let (forward, wait) = live.withLockedValue { live in
                 (live.forwards.first { $0.name == bound.name } ?? bound, live.dial.waitForHub)
             }
+            let opened = StreamAudit.Opened(
+                agent: identity, openedBy: "local:\(channel.remoteAddress.map { "\($0)" } ?? "unix")", service: forward.service,
+                streamClass: forward.streamClass)
             // While the hub's replacement connection is being dialed (spec §10.2.1), or the
             // edge is reconnecting, a new connection waits for it rather than being refused.
             let opening = dialer.openStream(
                 service: forward.service, class: forward.streamClass, waitingAtMost: wait, on: channel.eventLoop)
-            opening.whenFailure { error in
-                logger.warning("not forwarded", metadata: ["forward": "\(forward.name)", "error": "\(error)"])
+            EndpointSockets.splice(channel, toStreamOpening: opening).whenComplete { result in
+                switch result {
+                case .success(let (stream, outcome)):
+                    audit.ended(opened, stream: stream.id, outcome: outcome)
+                case .failure(let error):
+                    logger.warning("not forwarded", metadata: ["forward": "\(forward.name)", "error": "\(error)"])
+                    audit.ended(opened, stream: nil, failure: "not opened: \(error)")
+                }
             }
-            EndpointSockets.splice(channel, toStreamOpening: opening)
         }
         self.logger.info("forwarding", metadata: ["forward": "\(bound.name)", "listen": "\(bound.listen)"])
         return listener

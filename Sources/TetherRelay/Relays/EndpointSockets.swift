@@ -66,8 +66,17 @@ enum EndpointSockets {
     /// Splices an accepted `channel` with the stream `opening` yields; closes it when the stream
     /// cannot be opened (no credit, no connection to a peer in time). What the socket delivered
     /// meanwhile (``EarlyInput``) goes to the stream first.
-    static func splice(_ channel: any Channel, toStreamOpening opening: EventLoopFuture<TetherStreamHandle>) {
-        self.join(channel, toStreamOpening: opening) { channel, stream in _ = StreamSplicer.splice(channel, with: stream) }
+    /// Succeeds with the stream and how its splice ended; fails when it could not be opened.
+    @discardableResult
+    static func splice(
+        _ channel: any Channel, toStreamOpening opening: EventLoopFuture<TetherStreamHandle>
+    ) -> EventLoopFuture<(TetherStreamHandle, StreamSplicer.Outcome)> {
+        let spliced = channel.eventLoop.makePromise(of: (TetherStreamHandle, StreamSplicer.Outcome).self)
+        opening.whenFailure { spliced.fail($0) }
+        self.join(channel, toStreamOpening: opening) { channel, stream in
+            StreamSplicer.splice(channel, with: stream).map { (stream, $0) }.cascade(to: spliced)
+        }
+        return spliced.futureResult
     }
 
     /// Joins an accepted `channel` to the stream `opening` yields with `join` (on the channel's

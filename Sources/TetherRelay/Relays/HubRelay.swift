@@ -26,6 +26,7 @@ public final class HubRelay: Service, Sendable {
     private let listeners = ListenerSet()
     private let started = Readiness<Void>()
     private let tls: TLSContextStore
+    private let audit: StreamAudit
     /// nil until edges can connect; then whether the hub drains (`/readyz`).
     private let draining = NIOLockedValueBox<Bool?>(nil)
 
@@ -54,6 +55,14 @@ public final class HubRelay: Service, Sendable {
         let spliced = SplicedStreams()
         let connectionIDs = NIOLockedValueBox<UInt64>(0)
         let traffic = TrafficMetrics()
+        // Every line names the hub instance; lines about a connection or stream name its agent.
+        let logger = {
+            var logger = logger
+            logger[metadataKey: "hub"] = "\(String(SessionConfiguration.processInstanceID, radix: 16))"
+            return logger
+        }()
+        let audit = StreamAudit(identity: nil)
+        self.audit = audit
         self.live = live
         self.tls = tls
         self.spliced = spliced
@@ -68,7 +77,11 @@ public final class HubRelay: Service, Sendable {
                 // The same refusal for a service that does not exist and one the tenant may not
                 // open: an edge learns nothing about other tenants' services.
                 let service = live.withLockedValue { $0.services.first { $0.name == stream.service } }
+                let opened = StreamAudit.Opened(
+                    agent: stream.connection.peerIdentity.map { "\($0)" } ?? "-", openedBy: "agent", service: stream.service,
+                    streamClass: stream.streamClass)
                 guard let identity = stream.connection.peerIdentity, let service, service.allows(identity.tenant) else {
+                    audit.ended(opened, stream: stream.id, failure: "refused: unknown service")
                     return stream.refuse(.unknownService)
                 }
                 // A METADATA stream reaches its backend as NDJSON: one line per (filtered) message.
@@ -77,9 +90,13 @@ public final class HubRelay: Service, Sendable {
                 let splicing = EndpointSockets.splice(stream, to: service.backend, framing: framing, preamble: preamble, group: group)
                 spliced.insert(stream, service: service.name, tenant: identity.tenant, until: splicing)
                 splicing.whenSuccess { outcome in
+                    audit.ended(opened, stream: stream.id, outcome: outcome, failure: outcome == nil ? "backend unreachable" : nil)
                     guard let outcome, let error = outcome.error else { return }
                     logger.notice(
-                        "stream cut short", metadata: ["agent": "\(identity)", "service": "\(stream.service)", "error": "\(error)"])
+                        "stream cut short",
+                        metadata: [
+                            "agent": "\(identity)", "stream": "\(stream.id.rawValue)", "service": "\(stream.service)", "error": "\(error)",
+                        ])
                 }
             },
             onConnectionUp: { connection in
@@ -236,17 +253,26 @@ public final class HubRelay: Service, Sendable {
         let agents = self.agents
         let logger = self.logger
         let live = self.live
+        let audit = self.audit
         let listener = try await EndpointSockets.listen(bound.listen, group: self.group) { channel in
             let configured = live.withLockedValue { $0.listeners.first { $0.name == name } } ?? bound
+            let opened = StreamAudit.Opened(
+                agent: "\(configured.agent)", openedBy: "listener:\(name)", service: configured.target, streamClass: .bulk)
             guard let connection = agents.connection(to: configured.agent) else {
-                logger.notice("agent not connected: closing", metadata: ["listener": "\(name)"])
+                logger.notice("agent not connected: closing", metadata: ["listener": "\(name)", "agent": "\(configured.agent)"])
+                audit.ended(opened, stream: nil, failure: "not opened: agent not connected")
                 channel.close(promise: nil)
                 return
             }
             // spec §5.2.1: who asked, for the edge's audit.
             let metadata = OpenMetadata([.init(key: OpenMetadata.userKey, value: ByteBuffer(string: "listener:\(name)"))])
-            EndpointSockets.splice(
-                channel, toStreamOpening: connection.openStreamHandle(service: configured.target, class: .bulk, metadata: metadata))
+            let opening = connection.openStreamHandle(service: configured.target, class: .bulk, metadata: metadata)
+            EndpointSockets.splice(channel, toStreamOpening: opening).whenComplete { result in
+                switch result {
+                case .success(let (stream, outcome)): audit.ended(opened, stream: stream.id, outcome: outcome)
+                case .failure(let error): audit.ended(opened, stream: nil, failure: "not opened: \(error)")
+                }
+            }
         }
         self.logger.info("listening for \(bound.agent)", metadata: ["listener": "\(name)"])
         return listener
