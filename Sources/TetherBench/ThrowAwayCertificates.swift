@@ -35,7 +35,17 @@ public struct ThrowAwayCertificates: Sendable {
             trustedCAFiles: [self.directory + "/ca.pem"], serverName: "127.0.0.1")
     }
 
+    /// Deletes the directory. When `TETHER_KEEP_LOGS` names a directory, the relays' logs and
+    /// audit files (`*.log`, `*.jsonl`) are first copied there, named after this directory, so CI
+    /// can search every log line of a run for secrets (README "Logs and audit").
     public func remove() {
+        if let keep = ProcessInfo.processInfo.environment["TETHER_KEEP_LOGS"], !keep.isEmpty {
+            let name = (self.directory as NSString).lastPathComponent
+            for file in (try? FileManager.default.contentsOfDirectory(atPath: self.directory)) ?? []
+            where file.hasSuffix(".log") || file.hasSuffix(".jsonl") {
+                try? FileManager.default.copyItem(atPath: self.directory + "/" + file, toPath: keep + "/\(name)-\(file)")
+            }
+        }
         try? FileManager.default.removeItem(atPath: self.directory)
     }
 }

@@ -41,7 +41,7 @@ struct Demo: AsyncParsableCommand {
         }
 
         print("\n2. Metadata through the node's policy (edge metadata listener → hub → the plane's inventory service):")
-        let inventory = #"{"node":{"name":"node-1","kernel":"6.1.0","labels":{"zone":"a"},"env":{"API_TOKEN":"s3cr3t"}},"#
+        let inventory = #"{"node":{"name":"node-1","kernel":"6.1.0","labels":{"zone":"a"},"env":{"API_TOKEN":"tether-canary-s3cr3t"}},"#
             + #""secrets":["kubeadm-certs"],"pods":[{"name":"web-0","phase":"Running","customer":{"card":"4111"}}]}"#
         let replies = try await site.sendMetadata([inventory, #"{"node": oops}"#], group: group)
         let arrived = try await site.inventoryLines(1)

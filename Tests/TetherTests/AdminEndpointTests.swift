@@ -72,7 +72,7 @@ extension RelayProcessTests {
         defer { site.certificates.remove() }
         let hubAdmin = try await Site.freePort()
         let edgeAdmin = try await Site.freePort()
-        let token = "operator-\(UUID().uuidString)"
+        let token = Canary.secret("operator-token")
         let denied = site.directory + "/denied.sock"
         try Self.edit(site, "hub.yaml") {
             // A listener toward a target the edge's policy does not allow (a refusal to count).
@@ -94,7 +94,7 @@ extension RelayProcessTests {
         #expect(try await Self.admin(hubAdmin, "/readyz").status == 200)
 
         // The hub's metrics and state: 401 without the token or with another; then the counts.
-        for wrong in [nil, "not-the-token", token + "x"] {
+        for wrong in [nil, Canary.secret("not-the-token"), token + "x"] {
             let refused = try await Self.admin(hubAdmin, "/metrics", token: wrong)
             #expect(refused.status == 401, "\(refused)")
             #expect(try await Self.admin(hubAdmin, "/v1/state", token: wrong).status == 401)

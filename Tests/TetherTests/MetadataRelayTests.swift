@@ -72,16 +72,18 @@ import Testing
         pair.edge.metadata = [listener]
         // Connected first: this test is about the lines, not about waiting for a hub.
         try await pair.run { _, edge in
-            let inventory = #"{"node":{"name":"n1","labels":{"zone":"a"},"env":{"TOKEN":"s3cr3t"}},"secrets":["k"],"pods":[{"name":"p","customer":"x"}]}"#
+            // Every value is a canary: no log line may carry one, allowed or not (README "Logs and audit").
+            let (name, token, broken) = (Canary.secret("node"), Canary.secret("env-token"), Canary.secret("broken-line"))
+            let inventory = #"{"node":{"name":"\#(name)","labels":{"zone":"a"},"env":{"TOKEN":"\#(token)"}},"secrets":["k"],"pods":[{"name":"p","customer":"x"}]}"#
             let replies = try await LineCollector.exchange(
                 with: edge.boundAddress(ofMetadataListener: "agents")!,
-                lines: [inventory, "not json", "", #"{"pad":""# + String(repeating: "z", count: 300) + #""}"#, #"{"node":{"name":"n2"}}"#])
+                lines: [inventory, "not json \(broken)", "", #"{"pad":""# + String(repeating: "z", count: 300) + #""}"#, #"{"node":{"name":"n2"}}"#])
             try #require(replies.count == 2, "\(replies)")
             #expect(replies[0].contains(#""line":2"#) && replies[0].contains("not valid JSON"))
             #expect(replies[1].contains(#""line":4"#) && replies[1].contains("maxLine"))
             let delivered = try await backend.lines(2)
-            #expect(delivered == [#"{"node":{"name":"n1","labels":{"zone":"a"}},"pods":[{"name":"p"}]}"#, #"{"node":{"name":"n2"}}"#])
-            #expect(delivered.allSatisfy { !$0.contains("s3cr3t") && !$0.contains("secrets") && !$0.contains("customer") })
+            #expect(delivered == [#"{"node":{"name":"\#(name)","labels":{"zone":"a"}},"pods":[{"name":"p"}]}"#, #"{"node":{"name":"n2"}}"#])
+            #expect(delivered.allSatisfy { !$0.contains(token) && !$0.contains("secrets") && !$0.contains("customer") })
         }
         try await backend.channel.close()
     }
