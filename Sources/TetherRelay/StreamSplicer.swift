@@ -148,7 +148,9 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     private func closeAbortively() {
-        guard let context = self.context, context.channel.isActive else { return }
+        // Not `isActive`: an accepted socket spliced in its initializer is not active yet, and a
+        // stream that was reset before the splice began must close it all the same.
+        guard let context = self.context else { return }
         // SO_LINGER 0: the close sends RST instead of FIN (spec: RESET ↔ abortive close).
         let channel = context.channel
         guard let socket = channel as? any SocketOptionProvider else { return channel.close(promise: nil) }

@@ -190,6 +190,49 @@ import Testing
         try await rig.stop()
     }
 
+    /// A stream the peer refused before its splice began, spliced with an accepted socket in the
+    /// socket's initializer on the stream's own event loop — before NIO has activated the socket:
+    /// the socket is closed all the same, with RST. A hub listener toward a target the edge's
+    /// policy denies met this on a loaded machine, and left its client waiting for good.
+    @Test func aStreamRefusedBeforeItsSpliceStillClosesTheSocket() async throws {
+        let loopback = try await Loopback.start(.tcp, inboundStreamHandler: { $0.refuse(.unknownService) })
+        let refused = try await loopback.dialer.openStreamHandle(service: "nowhere", class: .bulk).get()
+        while try await refused.eventLoop.submit({ refused.failure == nil }).get() {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let outcome = NIOLockedValueBox<StreamSplicer.Outcome?>(nil)
+        let entrance = try await ServerBootstrap(group: refused.eventLoop)
+            .childChannelOption(StreamSplicer.autoRead, value: false)
+            .childChannelOption(StreamSplicer.halfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    StreamSplicer.splice(channel, with: refused).whenSuccess { ended in outcome.withLockedValue { $0 = ended } }
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        // Connected, or refused at once: either way the client's connection ends, and with RST.
+        let end = NIOLockedValueBox<Client.End?>(nil)
+        do {
+            let client = Client()
+            _ = try await ClientBootstrap(group: loopback.group)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(client)
+                        client.ended.futureResult.whenSuccess { how in end.withLockedValue { $0 = how } }
+                    }
+                }
+                .connect(to: entrance.localAddress!).get()
+        } catch let error as IOError where error.errnoCode == ECONNRESET {
+            end.withLockedValue { $0 = .reset }  // the RST came before the connect completed
+        }
+        #expect(try await waitFor { end.withLockedValue { $0 } } == .reset)
+        let spliced = try await waitFor { outcome.withLockedValue { $0 } }
+        #expect(spliced.error?.contains("UNKNOWN_SERVICE") == true, "\(spliced)")
+        try await entrance.close()
+        try await loopback.stop()
+    }
+
     /// A client that half-closes still receives the whole reply: its FIN reaches the backend as
     /// a FIN, and the backend's reply, written after it, comes back whole before the backend's FIN.
     @Test(arguments: Transport.allCases)
@@ -359,6 +402,13 @@ final class Client: ChannelInboundHandler, @unchecked Sendable {
         // errors came through `errorCaught` first, so this is a clean end.
         self.finished.succeed(self.lock.withLock { self._finished = true; return (self._received, self.sum.value) })
         self.ended.succeed(.fin)
+    }
+
+    /// A connection that failed before it was active ends without `channelInactive`; NIO ignores
+    /// the completion of a promise that was already completed.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.ended.succeed(.other("removed before it ended"))
+        self.finished.fail(ChannelError.ioOnClosedChannel)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
