@@ -28,7 +28,13 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         /// An edge must set one: nothing leaves the site that it does not allow.
         public var policy: PolicyEnforcer?
 
+        /// `settings` as given, with `OPEN_ACK` announced: this library acknowledges every stream
+        /// it accepts with OPENED (spec §5.8) — streams taken from ``TetherConnection/inboundStreams``
+        /// as they are taken, those given to an inbound stream handler when it calls
+        /// ``TetherStreamHandle/acknowledge()``.
         public init(role: Role, settings: Settings = Settings()) {
+            var settings = settings
+            settings.openAcknowledgements = true
             self.session = SessionConfiguration(role: role, settings: settings)
         }
     }
@@ -234,7 +240,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
                     self.session.accept(inbound.id)
                     handler(handle)
                 } else if let waiter = self.inboundWaiters.popFirst() {
-                    self.session.accept(inbound.id)
+                    handle.acknowledge()  // taken by the application: accepted and reached (spec §5.8)
                     waiter.succeed(handle)
                 } else {
                     self.pendingInbound.append(handle)
@@ -249,6 +255,8 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
                 if flags.contains(.fin) && !self.session.isLive(id) {
                     self.streams.removeValue(forKey: id)?.detach()
                 }
+            case .acknowledged(let id):
+                self.streams[id]?.acknowledgedByPeer()
             case .reset(let id, let code):
                 self.streams.removeValue(forKey: id)?.fail(TetherError.reset(code))
             case .goAway(let frame):
@@ -564,7 +572,7 @@ extension TetherConnectionHandler {
         var taken: [TetherStreamHandle] = []
         while taken.count < count, let handle = self.pendingInbound.popFirst() {
             guard handle.failure == nil else { continue }  // reset or timed out while waiting
-            self.session.accept(handle.id)
+            handle.acknowledge()  // taken by the application: accepted and reached (spec §5.8)
             taken.append(handle)
         }
         if !taken.isEmpty || self.closedError != nil { return eventLoop.makeSucceededFuture(taken) }
@@ -664,6 +672,12 @@ extension TetherConnectionHandler {
     func streamReset(_ id: StreamID, code: ErrorCode) {
         self.streams.removeValue(forKey: id)
         self.session.reset(id, code: code)
+        self.scheduleFlush()
+    }
+
+    /// OPENED for a stream the peer opened (spec §5.8).
+    func streamAcknowledge(_ id: StreamID) {
+        self.session.acknowledge(id)
         self.scheduleFlush()
     }
 

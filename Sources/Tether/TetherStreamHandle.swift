@@ -55,6 +55,9 @@ public final class TetherStreamHandle: @unchecked Sendable {
     public private(set) var sendClosed = false
     /// Why the stream ended abruptly, if it did.
     public private(set) var failure: TetherError?
+    /// The peer's OPENED arrived (a stream this side opened), or this side sent it (spec §5.8).
+    public private(set) var isAcknowledged = false
+    private var acknowledgement: EventLoopPromise<Void>?
 
     /// One piece of what the peer sent, plain.
     public struct StreamRead: Sendable {
@@ -282,6 +285,40 @@ public final class TetherStreamHandle: @unchecked Sendable {
         return promise.futureResult
     }
 
+    // MARK: Acknowledgement (spec §5.8)
+
+    /// Succeeds when the peer acknowledges this stream, which this side opened, with OPENED: it
+    /// accepted the stream and reached what it names (a relay: connected its target). Fails when the
+    /// stream ends first — refused, reset, or closed without it. Only a peer whose SETTINGS
+    /// announced `OPEN_ACK` sends OPENED (``TetherConnection/ready()`` returns those settings).
+    public func acknowledged() -> EventLoopFuture<Void> {
+        self.eventLoop.preconditionInEventLoop()
+        if self.isAcknowledged { return self.eventLoop.makeSucceededVoidFuture() }
+        if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
+        if self.owner == nil { return self.eventLoop.makeFailedFuture(TetherError(.streamClosed, "stream closed")) }
+        if let promise = self.acknowledgement { return promise.futureResult }
+        let promise = self.eventLoop.makePromise(of: Void.self)
+        self.acknowledgement = promise
+        return promise.futureResult
+    }
+
+    /// Tells the peer, which opened this stream, that this side accepted it and reached what it
+    /// names (OPENED, spec §5.8): a relay calls it once its target is connected. Once; streams
+    /// taken from ``TetherConnection/inboundStreams`` are acknowledged as they are taken.
+    public func acknowledge() {
+        self.eventLoop.preconditionInEventLoop()
+        guard !self.isAcknowledged, self.failure == nil else { return }
+        self.isAcknowledged = true
+        self.owner?.streamAcknowledge(self.id)
+    }
+
+    /// The peer's OPENED arrived.
+    func acknowledgedByPeer() {
+        self.isAcknowledged = true
+        self.acknowledgement?.succeed()
+        self.acknowledgement = nil
+    }
+
     /// Ends the stream abruptly in both directions (spec §6.5).
     public func reset(_ code: ErrorCode = .cancel) {
         self.eventLoop.preconditionInEventLoop()
@@ -497,6 +534,8 @@ public final class TetherStreamHandle: @unchecked Sendable {
         while let pending = self.writeWaiters.popFirst() { pending.promise.fail(error) }
         self.finishPromise?.fail(error)
         self.finishPromise = nil
+        self.acknowledgement?.fail(error)
+        self.acknowledgement = nil
     }
 
     /// The session closed the stream normally; reads of what is buffered continue.
@@ -506,6 +545,8 @@ public final class TetherStreamHandle: @unchecked Sendable {
         while let pending = self.writeWaiters.popFirst() {
             pending.promise.fail(TetherError(.streamClosed, "stream closed"))
         }
+        self.acknowledgement?.fail(TetherError(.streamClosed, "stream closed without OPENED"))
+        self.acknowledgement = nil
     }
 
     func wakeReader() {

@@ -32,6 +32,8 @@ extension Session {
             return self.receiveReset(reset, now: now)
         case .credit(let credit):
             return self.receiveCredit(credit, now: now)
+        case .opened(let id):
+            return self.receiveOpened(id, now: now)
         case .settings(.values):
             return self.fail(.protocolError, "a second SETTINGS frame")
         case .settings(.ack):
@@ -232,6 +234,24 @@ extension Session {
         // are no more of those than we chose to open.
         if stream.openedByPeer { events.append(contentsOf: self.countReset(now: now)) }
         return events
+    }
+
+    /// spec §5.8: the peer accepted a stream we opened. On a stream the peer opened, or a second
+    /// time, it is a connection error; on a stream that has ended since, it crossed its end.
+    private mutating func receiveOpened(_ id: StreamID, now: NIODeadline) -> SessionEvents {
+        guard let index = self.streams.index(forKey: id) else {
+            if self.isIdle(id) { return self.fail(.protocolError, "OPENED on stream \(id), which was never opened") }
+            if self.closedStreams[id] == nil { return self.glitch("OPENED on forgotten stream \(id)", now: now) }
+            return .none
+        }
+        guard !self.streams.values[index].openedByPeer else {
+            return self.fail(.protocolError, "OPENED on stream \(id), which the peer opened")
+        }
+        guard !self.streams.values[index].acknowledged else {
+            return self.fail(.protocolError, "a second OPENED on stream \(id)")
+        }
+        self.streams.values[index].acknowledged = true
+        return SessionEvents(.acknowledged(id))
     }
 
     /// spec §5.4, §7.1, §7.3, §12: a CREDIT that raises nothing is an empty frame; one that raises

@@ -178,6 +178,18 @@ extension Session {
         }
     }
 
+    /// The application accepted an inbound stream and reached what it names: OPENED tells the
+    /// opener, when its SETTINGS announced `OPEN_ACK` (spec §5.8) — a peer that did not may not
+    /// know the frame. Once per stream; nothing for a stream no longer live or one we opened.
+    public mutating func acknowledge(_ id: StreamID) {
+        guard let index = self.streams.index(forKey: id), self.streams.values[index].openedByPeer,
+            !self.streams.values[index].acknowledged
+        else { return }
+        self.streams.values[index].accepted = true
+        self.streams.values[index].acknowledged = true
+        if self.peerSettings?.openAcknowledgements == true { self.control.append(.frame(.opened(id))) }
+    }
+
     /// The application refuses an inbound stream (spec §6.2).
     ///
     /// A refusal for what the peer asked — `UNKNOWN_SERVICE`, `POLICY_DENIED` — counts toward the

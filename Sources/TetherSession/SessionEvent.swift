@@ -26,6 +26,8 @@ public enum SessionEvent: Hashable, Sendable {
     case ready(peer: Settings)
     /// The peer opened a stream (spec §6.2).
     case opened(InboundStream)
+    /// The peer acknowledged a stream we opened: it accepted it and reached what it names (spec §5.8).
+    case acknowledged(StreamID)
     /// Octets for a stream, with its FIN / END_MSG / COMPRESSED flags (spec §5.1).
     case data(StreamID, ByteBuffer, DataFrame.Flags)
     /// A stream ended abruptly: the peer's RESET, a stream error, a timeout, or refused by GOAWAY (spec §6.5).

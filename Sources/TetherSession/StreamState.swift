@@ -22,6 +22,8 @@ struct StreamState: Sendable {
     var phase: Phase = .open
     /// False for an inbound stream until the application accepts it (spec §6.2, open timeout).
     var accepted: Bool
+    /// OPENED went (a stream the peer opened) or came (one we opened) (spec §5.8).
+    var acknowledged = false
     var lastActivity: NIODeadline
 
     var send: SendWindow

@@ -122,6 +122,8 @@ public struct SessionScript: @unchecked Sendable {
             session.refuse(stream, code: try VectorFrame.errorCode(step["code"]), now: now)
         case "accept":
             session.accept(stream)
+        case "acknowledge":
+            session.acknowledge(stream)
         case "consume":
             session.consume(stream, octets: try step.int("bytes"), now: now)
         case "goaway":
@@ -183,6 +185,8 @@ public struct SessionScript: @unchecked Sendable {
             ).description
         case "stream_credit":
             return Output.event(.streamCredit(try VectorFrame.streamClass(output.string("class")))).description
+        case "acknowledged":
+            return Output.event(.acknowledged(stream)).description
         case let other:
             throw VectorError("unknown event \(other)")
         }
@@ -238,6 +242,7 @@ private enum Output: CustomStringConvertible {
             case .ready: return "ready"
             case .opened(let stream):
                 return "opened \(stream.id) \(stream.streamClass.name) \(stream.service) \(stream.compression.rawValue)"
+            case .acknowledged(let id): return "acknowledged \(id)"
             case .data(let id, let payload, let flags): return "data \(id) flags=\(flags.rawValue) \(payload.hexString)"
             case .reset(let id, let code): return "reset \(id) \(code.name)"
             case .goAway(let goAway): return "goaway \(goAway.lastStreamID) \(goAway.code.name)"

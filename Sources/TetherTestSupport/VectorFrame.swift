@@ -64,6 +64,8 @@ public enum VectorFrame {
                     code: try errorCode(fields["code"]),
                     debug: fields["debug"] as? String ?? ""
                 ))
+        case "OPENED":
+            return .opened(stream)
         default:
             guard type.hasPrefix("0x"), let raw = UInt8(type.dropFirst(2), radix: 16) else {
                 throw VectorError("unknown frame type \(type)")

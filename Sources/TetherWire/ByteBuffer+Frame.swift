@@ -51,6 +51,8 @@ extension ByteBuffer {
                 $0.writeMultipleIntegers(goAway.lastStreamID.rawValue, goAway.code.rawValue)
                     + $0.writeString(goAway.debug)
             }
+        case .opened(let stream):
+            return self.writeFrameHeader(FrameHeader(length: 0, type: .opened, flags: 0, streamID: stream))
         case .unknown(let unknown):
             var payload = unknown.payload
             let header = FrameHeader(

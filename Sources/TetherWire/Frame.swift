@@ -15,6 +15,7 @@ public struct FrameType: Hashable, Sendable, RawRepresentable {
     public static let settings = FrameType(rawValue: 0x4)
     public static let ping = FrameType(rawValue: 0x5)
     public static let goAway = FrameType(rawValue: 0x6)
+    public static let opened = FrameType(rawValue: 0x7)
 }
 
 /// One decoded frame (spec §5). Each case holds exactly what its type carries; a DATA frame on
@@ -27,6 +28,8 @@ public enum Frame: Hashable, Sendable {
     case settings(SettingsFrame)
     case ping(PingFrame)
     case goAway(GoAwayFrame)
+    /// OPENED (spec §5.8): the receiver of the stream's OPEN accepted it and reached what it names.
+    case opened(StreamID)
     /// A frame of a type this version does not define: ignored and counted (spec §4.1).
     case unknown(UnknownFrame)
 
@@ -37,6 +40,7 @@ public enum Frame: Hashable, Sendable {
         case .open(let frame): frame.streamID
         case .reset(let frame): frame.streamID
         case .credit(let frame): frame.streamID
+        case .opened(let streamID): streamID
         case .settings, .ping, .goAway: .connection
         case .unknown(let frame): frame.streamID
         }

@@ -64,6 +64,10 @@ enum FrameParser {
                 throw WireError(.debugNotUTF8, "GOAWAY debug text is not UTF-8")
             }
             return .goAway(GoAwayFrame(lastStreamID: StreamID(last), code: ErrorCode(rawValue: code), debug: debug))
+        case .opened:
+            try requireStream(header)
+            try requireLength(header, 0)
+            return .opened(header.streamID)
         default:
             return .unknown(
                 UnknownFrame(type: header.type, flags: header.flags, streamID: header.streamID, payload: payload))

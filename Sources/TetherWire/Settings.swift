@@ -20,6 +20,7 @@ public struct SettingID: Hashable, Sendable, RawRepresentable {
     public static let keepaliveIntervalMilliseconds = SettingID(rawValue: 0x0C)
     public static let instanceID = SettingID(rawValue: 0x0D)
     public static let redialWindowMilliseconds = SettingID(rawValue: 0x0E)
+    public static let openAcknowledgements = SettingID(rawValue: 0x0F)
 
     /// The `INITIAL_STREAMS_<CLASS>` setting of a class.
     public static func initialStreams(_ streamClass: StreamClass) -> SettingID {
@@ -43,12 +44,13 @@ public struct SettingID: Hashable, Sendable, RawRepresentable {
         case 0x0C: "KEEPALIVE_INTERVAL_MS"
         case 0x0D: "INSTANCE_ID"
         case 0x0E: "REDIAL_WINDOW_MS"
+        case 0x0F: "OPEN_ACK"
         default: nil
         }
     }
 
     public init?(name: String) {
-        guard let id = (1...0x0E).lazy.map({ SettingID(rawValue: $0) }).first(where: { $0.name == name }) else {
+        guard let id = (1...0x0F).lazy.map({ SettingID(rawValue: $0) }).first(where: { $0.name == name }) else {
             return nil
         }
         self = id
@@ -83,6 +85,9 @@ public struct Settings: Hashable, Sendable {
     /// An acceptor's advice for its GOAWAY `NO_ERROR` (spec §10.2): dial a new connection after a
     /// random delay within this many milliseconds, before the old one closes; 0 = no advice.
     public var redialWindowMilliseconds: UInt32 = 0
+    /// The sender acknowledges every stream it accepts with OPENED once it has reached what the
+    /// stream names (spec §5.8), so its peer may wait for that.
+    public var openAcknowledgements = false
 
     /// 16,384 − 9: header + payload fit one TLS record (spec §4.2).
     public static let minMaxFramePayload: UInt32 = 16_375
@@ -155,13 +160,17 @@ public struct Settings: Hashable, Sendable {
         case .redialWindowMilliseconds:
             try check(0...Self.maxRedialWindowMilliseconds)
             self.redialWindowMilliseconds = value
+        case .openAcknowledgements:
+            try check(0...1)
+            self.openAcknowledgements = value == 1
         default:
             break  // unknown ids are ignored (spec §3.3)
         }
     }
 
     /// Every known setting, explicitly, in id order: what an endpoint sends in its preface.
-    /// `REDIAL_WINDOW_MS` only when it is not 0 (an acceptor's advice; dialers never send it).
+    /// `REDIAL_WINDOW_MS` only when it is not 0 (an acceptor's advice; dialers never send it),
+    /// `OPEN_ACK` only when it is 1.
     public var entries: [Setting] {
         var entries = [
             Setting(.versionMin, self.versionMin),
@@ -182,6 +191,7 @@ public struct Settings: Hashable, Sendable {
         if self.redialWindowMilliseconds != 0 {
             entries.append(Setting(.redialWindowMilliseconds, self.redialWindowMilliseconds))
         }
+        if self.openAcknowledgements { entries.append(Setting(.openAcknowledgements, 1)) }
         return entries
     }
 

@@ -22,13 +22,14 @@ import Testing
             case .settings(.ack): seen.insert("SETTINGS/ACK")
             case .ping(let ping): seen.insert("PING/\(ping.ack)")
             case .goAway: seen.insert("GOAWAY")
+            case .opened: seen.insert("OPENED")
             case .unknown: seen.insert("unknown")
             }
         }
         let required: Set<String> = [
             "DATA/0", "DATA/1", "DATA/2", "DATA/3", "DATA/4", "DATA/6", "DATA/12", "DATA/15", "OPEN/COMMAND", "OPEN/METADATA",
             "OPEN/LOGS", "OPEN/BULK", "RESET", "CREDIT/stream", "CREDIT/connection", "CREDIT/streams", "SETTINGS",
-            "SETTINGS/ACK", "PING/false", "PING/true", "GOAWAY", "unknown",
+            "SETTINGS/ACK", "PING/false", "PING/true", "GOAWAY", "OPENED", "unknown",
         ]
         #expect(required.subtracting(seen).isEmpty, "missing: \(required.subtracting(seen))")
     }

@@ -13,7 +13,7 @@ import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-TYPES = {"DATA": 0, "OPEN": 1, "RESET": 2, "CREDIT": 3, "SETTINGS": 4, "PING": 5, "GOAWAY": 6}
+TYPES = {"DATA": 0, "OPEN": 1, "RESET": 2, "CREDIT": 3, "SETTINGS": 4, "PING": 5, "GOAWAY": 6, "OPENED": 7}
 FLAGS = {
     "DATA": {"FIN": 1, "END_MSG": 2, "COMPRESSED": 4, "RESET_CONTEXT": 8},
     "CREDIT": {"STREAMS": 1},
@@ -31,6 +31,7 @@ SETTINGS = [
     None, "VERSION_MIN", "VERSION_MAX", "MAX_FRAME_PAYLOAD", "MAX_OPEN_SIZE", "INITIAL_STREAM_CREDIT",
     "INITIAL_CONNECTION_CREDIT", "INITIAL_STREAMS_COMMAND", "INITIAL_STREAMS_METADATA",
     "INITIAL_STREAMS_LOGS", "INITIAL_STREAMS_BULK", "COMPRESSION", "KEEPALIVE_INTERVAL_MS", "INSTANCE_ID",
+    "REDIAL_WINDOW_MS", "OPEN_ACK",
 ]
 MAGIC = bytes([0x89, 0x54, 0x45, 0x54, 0x48, 0x45, 0x52, 0x0A])
 
@@ -76,6 +77,8 @@ def payload_of(f):
         return bytes.fromhex(f["opaque"])
     if t == "GOAWAY":
         return struct.pack(">II", f["last_stream"], code(f["code"])) + f.get("debug", "").encode()
+    if t == "OPENED":
+        return b""
     raise ValueError(t)
 
 
@@ -145,6 +148,9 @@ FRAMES = [
                                               "debug": "identity revoked"}),
     ("GOAWAY with 256 octets of UTF-8", {"type": "GOAWAY", "last_stream": 7, "code": "REPLACED",
                                          "debug": "é" * 128}),
+    ("OPENED", {"type": "OPENED", "stream": 1, "flags": []}),
+    ("OPENED on the highest stream id", {"type": "OPENED", "stream": 4294967295, "flags": []}),
+    ("SETTINGS announcing OPEN_ACK", {"type": "SETTINGS", "flags": [], "settings": [["OPEN_ACK", 1]]}),
     ("unknown frame type", {"type": "0x2a", "stream": 9, "flags": 3, "payload": "cafe"}),
     ("unknown frame type on stream 0, empty", {"type": "0xff", "stream": 0, "flags": 0, "payload": ""}),
 ]
@@ -166,6 +172,7 @@ MALFORMED = [
     ("SETTINGS on a stream", header(0, 4, 0, 1).hex(), "PROTOCOL_ERROR", "wrongStream", "§4.3", {}),
     ("PING on a stream", (header(8, 5, 0, 3) + bytes(8)).hex(), "PROTOCOL_ERROR", "wrongStream", "§4.3", {}),
     ("GOAWAY on a stream", (header(8, 6, 0, 2) + bytes(8)).hex(), "PROTOCOL_ERROR", "wrongStream", "§4.3", {}),
+    ("OPENED on stream 0", header(0, 7, 0, 0).hex(), "PROTOCOL_ERROR", "wrongStream", "§4.3", {}),
     ("STREAMS CREDIT on a stream", (header(5, 3, 1, 1) + bytes([1, 0, 0, 0, 1])).hex(), "PROTOCOL_ERROR",
      "wrongStream", "§4.3", {}),
     ("empty COMPRESSED DATA", header(0, 0, 4, 1).hex(), "PROTOCOL_ERROR", "emptyCompressedData", "§5.1", {}),
@@ -175,6 +182,7 @@ MALFORMED = [
     ("CREDIT with 4 octets", (header(4, 3, 0, 1) + bytes(4)).hex(), "FRAME_SIZE_ERROR", "badPayloadSize", "§5", {}),
     ("STREAMS CREDIT with 8 octets", (header(8, 3, 1, 0) + bytes(8)).hex(), "FRAME_SIZE_ERROR", "badPayloadSize",
      "§5", {}),
+    ("OPENED with a payload", (header(1, 7, 0, 1) + bytes(1)).hex(), "FRAME_SIZE_ERROR", "badPayloadSize", "§5", {}),
     ("PING with 7 octets", (header(7, 5, 0, 0) + bytes(7)).hex(), "FRAME_SIZE_ERROR", "badPayloadSize", "§5", {}),
     ("SETTINGS ACK with a payload", (header(6, 4, 1, 0) + struct.pack(">HI", 1, 1)).hex(), "FRAME_SIZE_ERROR",
      "badPayloadSize", "§5", {}),
@@ -229,6 +237,8 @@ MALFORMED = [
     ("SETTINGS KEEPALIVE_INTERVAL_MS of 500", (header(6, 4, 0, 0) + struct.pack(">HI", 12, 500)).hex(),
      "SETTINGS_ERROR", "settingOutOfRange", "§3.3", {}),
     ("SETTINGS VERSION_MIN above VERSION_MAX", (header(12, 4, 0, 0) + struct.pack(">HIHI", 1, 3, 2, 2)).hex(),
+     "SETTINGS_ERROR", "settingOutOfRange", "§3.3", {}),
+    ("SETTINGS OPEN_ACK of 2", (header(6, 4, 0, 0) + struct.pack(">HI", 15, 2)).hex(),
      "SETTINGS_ERROR", "settingOutOfRange", "§3.3", {}),
     ("SETTINGS VERSION_MIN of 0", (header(6, 4, 0, 0) + struct.pack(">HI", 1, 0)).hex(), "SETTINGS_ERROR",
      "settingOutOfRange", "§3.3", {}),

@@ -51,7 +51,9 @@ enum EndpointSockets {
         preamble: ByteBuffer? = nil, group: any EventLoopGroup
     ) -> EventLoopFuture<StreamSplicer.Outcome?> {
         self.connect(endpoint, group: group).flatMap { channel in
-            channel.eventLoop.flatSubmit {
+            // Reached: OPENED tells the opener (spec §5.8) — a hub's front door answers its client now.
+            stream.eventLoop.execute { stream.acknowledge() }
+            return channel.eventLoop.flatSubmit {
                 if let preamble { channel.write(preamble, promise: nil) }
                 return StreamSplicer.splice(channel, with: stream, framing: framing).map { Optional($0) }
             }

@@ -164,6 +164,59 @@ public final class HubRelay: Service, Sendable {
     /// The agents connected now.
     public var connectedAgents: [TetherIdentity] { self.agents.connected }
 
+    /// Why ``openStream(to:target:user:within:)`` could not give a stream.
+    public enum OpenFailure: Error, Equatable, Sendable {
+        /// No connection to the agent is up.
+        case agentNotConnected
+        /// The edge refused the stream: `POLICY_DENIED` (its customer's policy), `UNKNOWN_SERVICE`
+        /// (no such expose), `CONNECT_ERROR` (the target is down), or another code.
+        case refused(ErrorCode)
+        /// The edge did not acknowledge it in time.
+        case timedOut
+        /// The connection or the stream ended before the edge answered.
+        case ended(String)
+    }
+
+    /// Opens a BULK stream toward `agent`'s exposed `target` on behalf of `user` (the edge audits
+    /// it: spec §5.2.1), and succeeds once the edge has accepted it and connected the target —
+    /// its OPENED (spec §5.8). An edge that does not announce `OPEN_ACK` cannot say so: its stream
+    /// is given at once. Past `deadline` without an answer the stream is reset with CANCEL.
+    public func openStream(
+        to agent: TetherIdentity, target: String, user: String, within deadline: TimeAmount
+    ) async throws(OpenFailure) -> TetherStreamHandle {
+        guard let connection = self.agents.connection(to: agent) else { throw .agentNotConnected }
+        let metadata = OpenMetadata([.init(key: OpenMetadata.userKey, value: ByteBuffer(string: user))])
+        let stream: TetherStreamHandle
+        let peer: Settings
+        do {
+            peer = try await connection.ready()
+            stream = try await connection.openStreamHandle(service: target, class: .bulk, metadata: metadata).get()
+        } catch {
+            throw .ended("\(error)")
+        }
+        guard peer.openAcknowledgements else { return stream }
+        let expired = NIOLockedValueBox(false)
+        let answer = stream.eventLoop.flatSubmit {
+            let timeout = stream.eventLoop.scheduleTask(in: deadline) {
+                expired.withLockedValue { $0 = true }
+                stream.reset(.cancel)
+            }
+            let acknowledged = stream.acknowledged()
+            acknowledged.whenComplete { _ in timeout.cancel() }
+            return acknowledged
+        }
+        do {
+            try await answer.get()
+            return stream
+        } catch {
+            if expired.withLockedValue({ $0 }) { throw .timedOut }
+            if let error = error as? TetherError, error.code == .streamReset, let code = error.errorCode { throw .refused(code) }
+            throw .ended("\(error)")
+        }
+    }
+
+
+
     /// Puts `new` in force under the running hub (SIGHUP; README "Reloading"): its services —
     /// backends, tenant lists, PROXY v2 —, listeners and revocation list, and the TLS files as
     /// they are now. A revocation list that does not load or a listener that cannot be bound

@@ -102,6 +102,35 @@ files["streams"] = [
         app("finish", [send(D(1, "", ["FIN"]))], stream=1),
         app("write", [], stream=1, payload="00", result={"error": "closed"}),
     ]),
+    script("OPENED tells the opener its stream was accepted and reached", "§5.8", "dialer", [
+        app("open", [send(O(1))], **{"class": "BULK"}, service="echo", result={"stream": 1}),
+        recv({"type": "OPENED", "stream": 1}, ev("acknowledged", stream=1)),
+        recv(D(1, "6869"), data(1, "6869")),
+    ]),
+    script("the receiver of an OPEN acknowledges it once", "§5.8", "acceptor", [
+        recv(O(1), opened(1)),
+        app("acknowledge", [send({"type": "OPENED", "stream": 1})], stream=1),
+        app("acknowledge", [], stream=1),
+    ], peer={"OPEN_ACK": 1}),
+    script("no OPENED toward a peer that did not announce OPEN_ACK", "§5.8", "acceptor", [
+        recv(O(1), opened(1)),
+        app("acknowledge", [], stream=1),
+    ]),
+    script("OPENED on a stream the peer opened", "§5.8", "acceptor",
+           [recv(O(1), opened(1)), recv({"type": "OPENED", "stream": 1}, err("PROTOCOL_ERROR"),
+                                        send(G(1, "PROTOCOL_ERROR")))]),
+    script("a second OPENED", "§5.8", "dialer", [
+        app("open", [send(O(1))], **{"class": "BULK"}, service="echo", result={"stream": 1}),
+        recv({"type": "OPENED", "stream": 1}, ev("acknowledged", stream=1)),
+        recv({"type": "OPENED", "stream": 1}, err("PROTOCOL_ERROR"), send(G(0, "PROTOCOL_ERROR"))),
+    ]),
+    script("OPENED on a stream never opened", "§5.8", "dialer",
+           [recv({"type": "OPENED", "stream": 3}, err("PROTOCOL_ERROR"), send(G(0, "PROTOCOL_ERROR")))]),
+    script("OPENED crossing the stream's RESET is ignored", "§5.8", "dialer", [
+        app("open", [send(O(1))], **{"class": "BULK"}, service="echo", result={"stream": 1}),
+        app("reset", [send(R(1, "CANCEL"))], stream=1, code="CANCEL"),
+        recv({"type": "OPENED", "stream": 1}),
+    ]),
     script("an acceptor opens even ids, in order", "§6.1", "acceptor", [
         app("open", [send(O(2))], **{"class": "BULK"}, service="echo", result={"stream": 2}),
         app("open", [send(O(4, "LOGS", "logs/app"))], **{"class": "LOGS"}, service="logs/app", result={"stream": 4}),
