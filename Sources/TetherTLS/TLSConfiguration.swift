@@ -10,6 +10,28 @@ public struct TLSConfiguration: Sendable, Hashable {
         case server
     }
 
+    /// What a server asks of its clients.
+    public enum ClientCertificate: Sendable, Hashable {
+        /// A certificate from a trusted CA carrying exactly one Tether identity (spec §2.2): the
+        /// hub's listener for edges.
+        case tetherIdentity
+        /// None is asked for: a public TLS endpoint whose clients authenticate above TLS (the hub's
+        /// HTTP CONNECT front door, with bearer tokens). No trusted CA is needed.
+        case none
+    }
+
+    /// A server for clients that are not Tether peers: no client certificate, ALPN `http/1.1` when
+    /// the client offers ALPN at all, none when it does not (curl offers it to an HTTPS proxy; not
+    /// every client does).
+    public static func publicServer(certificateChainFile: String, privateKeyFile: String) -> TLSConfiguration {
+        var configuration = TLSConfiguration(
+            role: .server, certificateChainFile: certificateChainFile, privateKeyFile: privateKeyFile, trustedCAFiles: [])
+        configuration.clientCertificate = .none
+        configuration.applicationProtocols = ["http/1.1"]
+        configuration.requireALPN = false
+        return configuration
+    }
+
     public enum Version: Sendable, Hashable {
         case tls12
         case tls13
@@ -29,8 +51,11 @@ public struct TLSConfiguration: Sendable, Hashable {
     /// What the client dialed and verifies the server's certificate against: a DNS name or an IP
     /// address. Required for clients.
     public var serverName: String?
-    /// Servers only: require a client certificate carrying a Tether identity (spec §2.2).
-    public var requireClientIdentity: Bool = true
+    /// Servers only: what a client must present.
+    public var clientCertificate: ClientCertificate = .tetherIdentity
+    /// Whether a client that offers no ALPN is refused (spec §2.1). A client that offers ALPN
+    /// without any of ``applicationProtocols`` is refused either way (RFC 7301).
+    public var requireALPN = true
     /// The TLS 1.3 cipher suites offered (client) or accepted (server), in OpenSSL's
     /// colon-separated form, in order of preference. A list OpenSSL cannot use is refused when
     /// the context is made.

@@ -10,8 +10,9 @@ public struct TLSPeer: Hashable, Sendable {
     public var applicationProtocol: String?
     public var version: String
     public var cipher: String
-    /// SHA-256 of the peer certificate's DER encoding, hex: which certificate was presented.
-    public var certificateSHA256: String
+    /// SHA-256 of the peer certificate's DER encoding, hex: which certificate was presented; nil
+    /// when a public server asked for none.
+    public var certificateSHA256: String?
     /// When the peer certificate expires, in seconds since 1970 (UTC); nil when unreadable.
     public var certificateNotAfter: Int64?
 }
@@ -102,28 +103,30 @@ final class TLSConnection {
         SSL_get0_alpn_selected(self.ssl, &selected, &length)
         let protocolName = selected.map { String(decoding: UnsafeBufferPointer(start: $0, count: Int(length)), as: UTF8.self) }
         let configuration = self.context.configuration
-        guard let protocolName, configuration.applicationProtocols.contains(protocolName) else {
+        let agreed = protocolName.map { configuration.applicationProtocols.contains($0) } ?? !configuration.requireALPN
+        guard agreed else {
             return .failed(
                 TLSError(.wrongALPN, "the peer agreed on \(protocolName ?? "no application protocol"), not \(configuration.applicationProtocols)"))
         }
+        var peer = TLSPeer(
+            identity: nil, applicationProtocol: protocolName, version: String(cString: SSL_get_version(self.ssl)),
+            cipher: SSL_get_current_cipher(self.ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "?",
+            certificateSHA256: nil, certificateNotAfter: nil)
+        // A public server asked for no certificate: its clients authenticate above TLS.
+        if configuration.role == .server && configuration.clientCertificate == .none { return .done(peer) }
         guard let certificate = SSL_get1_peer_certificate(self.ssl) else {
             return .failed(TLSError(.noClientCertificate, "the peer presented no certificate"))
         }
         defer { X509_free(certificate) }
-        var identity: TetherIdentity? = nil
-        if configuration.role == .server && configuration.requireClientIdentity {
+        if configuration.role == .server {
             switch CertificateInspector.identity(of: certificate) {
-            case .success(let value): identity = value
+            case .success(let value): peer.identity = value
             case .failure(let error): return .failed(error)
             }
         }
-        return .done(
-            TLSPeer(
-                identity: identity, applicationProtocol: protocolName,
-                version: String(cString: SSL_get_version(self.ssl)),
-                cipher: SSL_get_current_cipher(self.ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "?",
-                certificateSHA256: CertificateInspector.sha256(of: certificate),
-                certificateNotAfter: CertificateInspector.notAfter(of: certificate)))
+        peer.certificateSHA256 = CertificateInspector.sha256(of: certificate)
+        peer.certificateNotAfter = CertificateInspector.notAfter(of: certificate)
+        return .done(peer)
     }
 
     /// Decrypts records into `buffer` while it has room for a whole one (so it never grows), until

@@ -79,7 +79,8 @@ public final class TLSContext: @unchecked Sendable {
         guard SSL_CTX_check_private_key(self.context) == 1 else {
             throw TLSError(.configuration, "the private key does not match the certificate: \(OpenSSLErrors.drain())")
         }
-        guard !configuration.trustedCAFiles.isEmpty else {
+        let verifiesPeer = configuration.role == .client || configuration.clientCertificate == .tetherIdentity
+        guard !verifiesPeer || !configuration.trustedCAFiles.isEmpty else {
             throw TLSError(.configuration, "no trusted CA file: the peer could not be verified")
         }
         for file in configuration.trustedCAFiles {
@@ -98,12 +99,15 @@ public final class TLSContext: @unchecked Sendable {
                 throw TLSError(.configuration, "cannot set ALPN: \(OpenSSLErrors.drain())")
             }
         case .server:
-            let mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-            SSL_CTX_set_verify(
-                self.context, mode, configuration.requireClientIdentity ? Self.verifyIdentity : nil)
+            switch configuration.clientCertificate {
+            case .tetherIdentity:
+                SSL_CTX_set_verify(self.context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, Self.verifyIdentity)
+            case .none:
+                SSL_CTX_set_verify(self.context, SSL_VERIFY_NONE, nil)
+            }
             SSL_CTX_set_alpn_select_cb(self.context, Self.selectALPN, UnsafeMutableRawPointer(self.alpnWire.baseAddress))
             // OpenSSL asks the selection callback only when the client offers ALPN at all.
-            SSL_CTX_set_client_hello_cb(self.context, Self.requireALPN, nil)
+            if configuration.requireALPN { SSL_CTX_set_client_hello_cb(self.context, Self.requireALPN, nil) }
         }
     }
 

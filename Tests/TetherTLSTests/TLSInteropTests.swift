@@ -98,6 +98,30 @@ import Testing
         }
     }
 
+    /// A public server (the hub's HTTP CONNECT front door, issue 18): `openssl s_client` with no
+    /// certificate is served, offering `http/1.1` or no ALPN at all; offering only another
+    /// protocol still gets the `no_application_protocol` alert (RFC 7301).
+    @Test(arguments: [("http/1.1", ["-alpn", "http/1.1"], "http/1.1"), ("no ALPN", [String](), nil)])
+    func aPublicServerTakesClientsWithoutCertificates(_ label: String, _ alpn: [String], _ agreed: String?) async throws {
+        let configuration = TLSConfiguration.publicServer(
+            certificateChainFile: Self.fixtures.path("hub.pem"), privateKeyFile: Self.fixtures.path("hub.key"))
+        try await self.withServer(configuration) { server, _ in
+            let client = try self.sClient(server.port, alpn)
+            defer { client.stop() }
+            let peer = try #require(try await server.nextHandshake()?.get(), "\(label)")
+            #expect(peer.identity == nil && peer.certificateSHA256 == nil)
+            #expect(peer.applicationProtocol == agreed)
+            client.send("CONNECT over TLS\n")
+            #expect(await client.waitFor("CONNECT over TLS"), "\(label): s_client said \(client.text)")
+        }
+        try await self.withServer(configuration) { server, _ in
+            let client = try self.sClient(server.port, ["-alpn", "h2"])
+            defer { client.stop() }
+            #expect(await server.nextHandshake()?.tlsCode == .wrongALPN)
+            #expect(await client.waitFor("alert number 120"), "s_client said \(client.text)")
+        }
+    }
+
     @Test func ourClientRefusesAServerThatDoesNotMatchTheNameDialed() async throws {
         try await self.withServer { server, group in
             let client = try await TLSClient.connect(
