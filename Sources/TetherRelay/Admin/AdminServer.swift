@@ -120,12 +120,7 @@ public final class AdminServer: Service, Sendable {
             guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
             return parts[1].drop { $0 == " " }
         }
-        if let presented {
-            let digest = Digest.sha256(Array(presented.utf8))
-            // Every stored digest is compared, matched or not.
-            let matches = tokens.reduce(false) { $0 || Digest.constantTimeEqual($1.sha256, digest) }
-            if matches { return nil }
-        }
+        if let presented, TokenMatch.first(presented, in: tokens, digest: \.sha256) != nil { return nil }
         logger.notice(
             "admin request refused: no valid operator token",
             metadata: ["path": "\(request.uri.path)", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "-")"])
