@@ -16,17 +16,19 @@ struct RelayCommand {
     static func run(config: String, expecting role: String) async throws {
         let file: RelayConfigurationFile
         let audit: LogSink
+        let access: LogSink
         do {
             file = try RelayConfigurationFile.load(path: config)
             audit = try file.logging.auditFile.map { (path) throws(RelayError) in try LogSink(appendingTo: path) } ?? .standardOutput
+            access = try file.logging.accessFile.map { (path) throws(RelayError) in try LogSink(appendingTo: path) } ?? .standardOutput
         } catch let error as ConfigError {
             print(error.description)
             throw ExitCode.failure
         } catch {
-            print("\(config): audit.file: \(error)")
+            print("\(config): audit.file or access.file: \(error)")
             throw ExitCode.failure
         }
-        Self.bootstrapLogging(file.logging, audit: audit)
+        Self.bootstrapLogging(file.logging, audit: audit, access: access)
         // Every metric the process records, for the admin listener's /metrics.
         let metrics = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
@@ -98,16 +100,18 @@ struct RelayCommand {
                 for await _ in hangups {
                     try? notifier?.notifyReloading()
                     // After logrotate moved the audit file away, records go to a new one.
-                    do {
-                        try audit.reopen()
-                    } catch {
-                        logger.error("audit file not reopened; records still go to the old one", metadata: ["error": "\(error)"])
+                    for (name, sink) in [("audit", audit), ("access", access)] {
+                        do {
+                            try sink.reopen()
+                        } catch {
+                            logger.error("\(name) file not reopened; records still go to the old one", metadata: ["error": "\(error)"])
+                        }
                     }
                     // A file that does not parse changes nothing; the relay logs its own refusals.
                     do {
                         let new = try RelayConfigurationFile.load(path: config)
                         try await reload(new)
-                        if new.logging != file.logging { logger.warning("changed, in force after a restart: log, audit") }
+                        if new.logging != file.logging { logger.warning("changed, in force after a restart: log, audit, access") }
                     } catch let error as ConfigError {
                         logger.error("configuration not reloaded; the running one stays in force", metadata: ["error": "\(error.description)"])
                     } catch {}
@@ -123,9 +127,10 @@ struct RelayCommand {
 extension RelayCommand {
     /// The operational log on standard error (JSON lines or text), audit records as JSON lines
     /// on their own sink (README "Logs and audit").
-    static func bootstrapLogging(_ logging: LoggingConfiguration, audit: LogSink) {
+    static func bootstrapLogging(_ logging: LoggingConfiguration, audit: LogSink, access: LogSink) {
         LoggingSystem.bootstrap { label in
             if label == "tether.audit" { return JSONLogHandler(label: label, sink: audit, level: .info) }
+            if label == "tether.access" { return JSONLogHandler(label: label, sink: access, level: .info) }
             switch logging.format {
             case .json:
                 return JSONLogHandler(label: label, sink: .standardError, level: logging.level)

@@ -195,6 +195,43 @@ import Testing
         }
     }
 
+    /// README "Front door": the listener, its certificate, zone, timeout and tokens; mistakes named.
+    @Test func theFrontDoorIsReadAndItsMistakesNamed() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let digest = String(repeating: "cd", count: 32)
+        let hubText = "role: hub\nlisten: 0.0.0.0:443\ntls: {certificate: hub.pem, key: hub.key, ca: ca.pem}\n"
+        let door = "frontDoor:\n  listen: 0.0.0.0:8443\n  tls: {certificate: hub.pem, key: hub.key}\n  zone: Agents.Plane.Example\n"
+        let tokens = "  tokens: [{id: ui, tenant: acme, user: ui@plane.example, sha256: \(digest)}]\n"
+        guard case .hub(let hub) = try directory.load(hubText + door + "  answerTimeout: 20s\n" + tokens + "access: {file: access.jsonl}\n")
+        else {
+            Issue.record("not a hub")
+            return
+        }
+        let frontDoor = try #require(hub.frontDoor)
+        #expect(frontDoor.listen == .tcp(host: "0.0.0.0", port: 8443))
+        #expect(frontDoor.zone == "agents.plane.example")
+        #expect(frontDoor.answerTimeout == .seconds(20))
+        #expect(frontDoor.tokens == [PlaneToken(id: "ui", tenant: "acme", user: "ui@plane.example", sha256: Array(repeating: 0xCD, count: 32))])
+        #expect(hub.logging.accessFile == directory.path + "/access.jsonl")
+        let refusals: [(String, String, String)] = [
+            (hubText + door, "frontDoor", "needs tokens"),
+            (hubText + door + "  tokens: [{id: ui, tenant: Acme_1, user: u, sha256: \(digest)}]\n", "frontDoor.tokens[0].tenant", "a tenant"),
+            (hubText + door + "  tokens: [{id: ui, tenant: acme, user: u, sha256: s3cr3t}]\n", "frontDoor.tokens[0].sha256", "64 hexadecimal"),
+            (hubText + door.replacingOccurrences(of: "Agents.Plane.Example", with: "agents..example") + tokens, "frontDoor.zone", "a DNS name"),
+            (hubText + door + tokens + "listeners: [{name: front door, listen: 127.0.0.1:1, agent: tether://a/b, target: t}]\n",
+             "listeners[0].name", "the front door's"),
+        ]
+        for (text, path, message) in refusals {
+            do {
+                _ = try directory.load(text)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect(error.path == path && error.message.contains(message), "\(error)")
+            }
+        }
+    }
+
     /// Each mistake names the file, the line and column of the key or value, and the key.
     @Test(arguments: [
         ("    clas: bulk", "forwards[1].clas", 19, 5, "unknown key"),

@@ -158,7 +158,9 @@ extension EdgeConfiguration.ProxySetting {
 
 extension HubConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
-        let keys = try root.mapping(["role", "listen", "tls", "revoked", "limits", "drain", "services", "listeners", "admin", "log", "audit",
+        let keys = try root.mapping([
+            "role", "listen", "tls", "revoked", "limits", "drain", "services", "listeners", "admin", "frontDoor", "log", "audit",
+            "access",
         ])
         self.init(listen: try keys.required("listen").endpoint(), tls: try RelayTLSFiles(try keys.required("tls")))
         self.revoked = try keys["revoked"]?.existingFile()
@@ -175,7 +177,11 @@ extension HubConfiguration {
             }
         }
         if let admin = keys["admin"] { self.admin = try AdminConfiguration(admin, defaultPort: 9465, operatorRequired: true) }
+        if let frontDoor = keys["frontDoor"] { self.frontDoor = try FrontDoorConfiguration(frontDoor) }
         self.logging = try LoggingConfiguration(log: keys["log"], audit: keys["audit"])
+        if let access = keys["access"] {
+            self.logging.accessFile = try LoggingConfiguration.logFile(try access.mapping(["file"]).required("file"))
+        }
         var names = Set<String>()
         for entry in try keys["services"]?.sequence() ?? [] {
             let service = try entry.mapping(["name", "backend", "tenants", "proxyProtocol"])
@@ -191,6 +197,7 @@ extension HubConfiguration {
         for entry in try keys["listeners"]?.sequence() ?? [] {
             let listener = try entry.mapping(["name", "listen", "agent", "target"])
             let name = try listener.required("name").string()
+            guard name != HubRelay.frontDoorName else { throw try listener.required("name").error("\(name) is the front door's") }
             guard names.insert(name).inserted else { throw try listener.required("name").error("a second listener named \(name)") }
             let agentNode = try listener.required("agent")
             guard let agent = TetherIdentity(uri: try agentNode.string()) else {
@@ -262,18 +269,53 @@ extension LoggingConfiguration {
         }
         if let audit {
             let keys = try audit.mapping(["file"])
-            if let node = keys["file"] {
-                var path = try node.string()
-                if !path.hasPrefix("/") {
-                    path = URL(fileURLWithPath: node.file).deletingLastPathComponent().appendingPathComponent(path).path
-                }
-                var isDirectory: ObjCBool = false
-                let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-                guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-                    throw node.error("no directory \(directory) for the audit file")
-                }
-                self.auditFile = path
-            }
+            if let node = keys["file"] { self.auditFile = try Self.logFile(node) }
         }
+    }
+
+    /// A file records are appended to: relative to the configuration file, in a directory that exists.
+    static func logFile(_ node: ConfigNode) throws(ConfigError) -> String {
+        var path = try node.string()
+        if !path.hasPrefix("/") {
+            path = URL(fileURLWithPath: node.file).deletingLastPathComponent().appendingPathComponent(path).path
+        }
+        var isDirectory: ObjCBool = false
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw node.error("no directory \(directory) for the file")
+        }
+        return path
+    }
+}
+
+extension FrontDoorConfiguration {
+    /// `{listen, tls: {certificate, key}, zone, answerTimeout, tokens: [{id, tenant, user, sha256}]}`
+    /// (README "Front door").
+    init(_ node: ConfigNode) throws(ConfigError) {
+        let keys = try node.mapping(["listen", "tls", "zone", "answerTimeout", "tokens"])
+        let tls = try keys.required("tls").mapping(["certificate", "key"])
+        let zoneNode = try keys.required("zone")
+        let zone = try zoneNode.string().lowercased()
+        guard !zone.isEmpty, zone.split(separator: ".", omittingEmptySubsequences: false).allSatisfy({ !$0.isEmpty && $0.count <= 63 })
+        else { throw zoneNode.error("expected a DNS name such as agents.plane.example") }
+        self.init(
+            listen: try keys.required("listen").endpoint(), certificate: try tls.required("certificate").existingFile(),
+            key: try tls.required("key").existingFile(), zone: zone)
+        if let value = keys["answerTimeout"] { self.answerTimeout = try value.duration(in: .seconds(1)...TimeAmount.minutes(5)) }
+        var ids = Set<String>()
+        for entry in try keys["tokens"]?.sequence() ?? [] {
+            let token = try entry.mapping(["id", "tenant", "user", "sha256"])
+            let id = try token.required("id").string()
+            guard ids.insert(id).inserted else { throw try token.required("id").error("a second token named \(id)") }
+            let tenantNode = try token.required("tenant")
+            let tenant = try tenantNode.string()
+            guard TetherIdentity(tenant: tenant, agentID: "x") != nil else { throw tenantNode.error("expected a tenant such as acme") }
+            let digest = try token.required("sha256")
+            guard let sha256 = AdminConfiguration.hexadecimal(try digest.string()), sha256.count == 32 else {
+                throw digest.error("expected the token's SHA-256 as 64 hexadecimal digits (tether token prints it)")
+            }
+            self.tokens.append(PlaneToken(id: id, tenant: tenant, user: try token.required("user").string(), sha256: sha256))
+        }
+        guard !self.tokens.isEmpty else { throw node.error("the front door needs tokens: [{id, tenant, user, sha256}] (tether token)") }
     }
 }

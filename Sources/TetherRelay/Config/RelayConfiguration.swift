@@ -36,6 +36,8 @@ public struct EdgeConfiguration: Sendable {
     public var proxy: ProxySetting = .environment
     /// Health, readiness, metrics and state over HTTP; nil serves none.
     public var admin: AdminConfiguration?
+    /// The HTTP CONNECT proxy plane programs reach agents' targets through; nil serves none.
+    public var frontDoor: FrontDoorConfiguration?
     public var logging = LoggingConfiguration()
 
     public enum ProxySetting: Sendable, Equatable {
@@ -128,6 +130,8 @@ public struct HubConfiguration: Sendable {
     public var listeners: [Listener] = []
     /// Health, readiness, metrics and state over HTTP; nil serves none.
     public var admin: AdminConfiguration?
+    /// The HTTP CONNECT proxy plane programs reach agents' targets through; nil serves none.
+    public var frontDoor: FrontDoorConfiguration?
     public var logging = LoggingConfiguration()
 
     public struct Limits: Sendable, Equatable {
@@ -236,6 +240,9 @@ public struct LoggingConfiguration: Sendable, Equatable {
     /// Audit records (always JSON lines): appended to this file, opened again on SIGHUP; nil
     /// writes them to standard output.
     public var auditFile: String?
+    /// The hub front door's access records (JSON lines): appended to this file, opened again on
+    /// SIGHUP; nil writes them to standard output.
+    public var accessFile: String?
 
     public init() {}
 }

@@ -295,13 +295,26 @@ public final class HubRelay: Service, Sendable {
         }
     }
 
+    /// The hub's listeners by name, the front door's among them (a listener may not be named so).
     private static func listeners(of configuration: HubConfiguration) -> [String: Endpoint] {
-        Dictionary(uniqueKeysWithValues: configuration.listeners.map { ($0.name, $0.listen) })
+        var listeners = Dictionary(uniqueKeysWithValues: configuration.listeners.map { ($0.name, $0.listen) })
+        if let frontDoor = configuration.frontDoor { listeners[Self.frontDoorName] = frontDoor.listen }
+        return listeners
     }
+
+    static let frontDoorName = "front door"
 
     /// A hub listener: each accepted connection becomes a stream the hub opens toward the agent
     /// and target the configuration in force names for it when the connection arrives.
     private func bind(_ name: String, in configuration: HubConfiguration) async throws -> any Channel {
+        if name == Self.frontDoorName, let frontDoor = configuration.frontDoor {
+            let live = self.live
+            let channel = try await FrontDoor.bind(
+                frontDoor, current: { live.withLockedValue { $0.frontDoor } }, hub: self, group: self.group,
+                logger: self.logger, access: Logger(label: "tether.access"))
+            self.logger.info("front door listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "-")"])
+            return channel
+        }
         guard let bound = configuration.listeners.first(where: { $0.name == name }) else { throw RelayError("no listener \(name)") }
         let agents = self.agents
         let logger = self.logger
