@@ -177,7 +177,16 @@ struct Tinyproxy {
     let port: Int
     let log: String
 
+    /// Another listener may take the port between `freePort()` and tinyproxy's bind (a full suite
+    /// binds hundreds): ready means tinyproxy itself answers there, else it starts again elsewhere.
     static func start(basicAuth: (user: String, password: String)? = nil) async throws -> Tinyproxy {
+        for _ in 0..<5 {
+            if let proxy = try await Self.launch(basicAuth: basicAuth) { return proxy }
+        }
+        throw RelayError("tinyproxy did not start (is Debian's tinyproxy installed? .ci/run installs it)")
+    }
+
+    private static func launch(basicAuth: (user: String, password: String)?) async throws -> Tinyproxy? {
         let port = try await RelayProcessTests.Site.freePort()
         let directory = NSTemporaryDirectory() + "tinyproxy-\(port)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -201,18 +210,14 @@ struct Tinyproxy {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        // Ready once it accepts a connection.
-        for _ in 0..<200 {
-            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connect(host: "127.0.0.1", port: port).get()
-            {
-                try? await channel.close()
-                return Tinyproxy(process: process, port: port, log: log)
-            }
+        // Ready once tinyproxy answers a request on the port (its error page names it).
+        for _ in 0..<200 where process.isRunning {
+            let probe = try await Program.run(["curl", "-s", "-i", "--max-time", "5", "-x", "http://127.0.0.1:\(port)", "http://127.0.0.1:1/"])
+            if probe.output.lowercased().contains("tinyproxy") { return Tinyproxy(process: process, port: port, log: log) }
             try await Task.sleep(for: .milliseconds(25))
         }
-        process.terminate()
-        throw RelayError("tinyproxy did not start (is Debian's tinyproxy installed? .ci/run installs it)")
+        if process.isRunning { process.terminate() }
+        return nil
     }
 
     /// The request lines tinyproxy logged.
