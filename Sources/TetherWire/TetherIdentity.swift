@@ -24,7 +24,8 @@ public struct TetherIdentity: Hashable, Sendable, CustomStringConvertible {
     public var uri: String { "tether://\(self.tenant)/\(self.agentID)" }
     public var description: String { self.uri }
 
-    static func isValidTenant(_ tenant: String) -> Bool {
+    /// 1–63 octets of `[a-z0-9-]`, not starting or ending with `-` (spec §2.2): a DNS label.
+    public static func isValidTenant(_ tenant: some StringProtocol) -> Bool {
         let bytes = Array(tenant.utf8)
         guard (1...63).contains(bytes.count), bytes.first != UInt8(ascii: "-"), bytes.last != UInt8(ascii: "-") else {
             return false

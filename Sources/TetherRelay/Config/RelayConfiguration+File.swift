@@ -220,12 +220,7 @@ extension AdminConfiguration {
         var ids = Set<String>()
         for entry in try keys["operators"]?.sequence() ?? [] {
             let token = try entry.mapping(["id", "sha256"])
-            let id = try token.required("id").string()
-            guard ids.insert(id).inserted else { throw try token.required("id").error("a second operator token named \(id)") }
-            let digest = try token.required("sha256")
-            guard let sha256 = Self.hexadecimal(try digest.string()), sha256.count == 32 else {
-                throw digest.error("expected the token's SHA-256 as 64 hexadecimal digits (tether token prints it)")
-            }
+            let (id, sha256) = try Self.token(token, named: "operator token", in: &ids)
             self.operators.append(OperatorToken(id: id, sha256: sha256))
         }
         guard self.operators.isEmpty else { return }
@@ -235,6 +230,17 @@ extension AdminConfiguration {
         if !self.isLocal {
             throw node.error("an admin listener off loopback needs an operator token: operators: [{id, sha256}] (tether token)")
         }
+    }
+
+    /// A token entry's `id`, unique among `ids`, and its `sha256` (what `tether token` prints).
+    static func token(_ token: ConfigMapping, named kind: String, in ids: inout Set<String>) throws(ConfigError) -> (String, [UInt8]) {
+        let id = try token.required("id").string()
+        guard ids.insert(id).inserted else { throw try token.required("id").error("a second \(kind) named \(id)") }
+        let digest = try token.required("sha256")
+        guard let sha256 = Self.hexadecimal(try digest.string()), sha256.count == 32 else {
+            throw digest.error("expected the token's SHA-256 as 64 hexadecimal digits (tether token prints it)")
+        }
+        return (id, sha256)
     }
 
     static func hexadecimal(_ text: String) -> [UInt8]? {
@@ -305,15 +311,10 @@ extension FrontDoorConfiguration {
         var ids = Set<String>()
         for entry in try keys["tokens"]?.sequence() ?? [] {
             let token = try entry.mapping(["id", "tenant", "user", "sha256"])
-            let id = try token.required("id").string()
-            guard ids.insert(id).inserted else { throw try token.required("id").error("a second token named \(id)") }
+            let (id, sha256) = try AdminConfiguration.token(token, named: "token", in: &ids)
             let tenantNode = try token.required("tenant")
             let tenant = try tenantNode.string()
-            guard TetherIdentity(tenant: tenant, agentID: "x") != nil else { throw tenantNode.error("expected a tenant such as acme") }
-            let digest = try token.required("sha256")
-            guard let sha256 = AdminConfiguration.hexadecimal(try digest.string()), sha256.count == 32 else {
-                throw digest.error("expected the token's SHA-256 as 64 hexadecimal digits (tether token prints it)")
-            }
+            guard TetherIdentity.isValidTenant(tenant) else { throw tenantNode.error("expected a tenant such as acme") }
             self.tokens.append(PlaneToken(id: id, tenant: tenant, user: try token.required("user").string(), sha256: sha256))
         }
         guard !self.tokens.isEmpty else { throw node.error("the front door needs tokens: [{id, tenant, user, sha256}] (tether token)") }

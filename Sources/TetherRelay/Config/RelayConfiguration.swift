@@ -36,8 +36,6 @@ public struct EdgeConfiguration: Sendable {
     public var proxy: ProxySetting = .environment
     /// Health, readiness, metrics and state over HTTP; nil serves none.
     public var admin: AdminConfiguration?
-    /// The HTTP CONNECT proxy plane programs reach agents' targets through; nil serves none.
-    public var frontDoor: FrontDoorConfiguration?
     public var logging = LoggingConfiguration()
 
     public enum ProxySetting: Sendable, Equatable {

@@ -1,5 +1,4 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -42,7 +41,7 @@ enum FrontDoor {
     /// changed, for each new connection.
     static func bind(
         _ configuration: FrontDoorConfiguration, current: @escaping @Sendable () -> FrontDoorConfiguration?, hub: HubRelay,
-        group: any EventLoopGroup, logger: Logger, access: Logger
+        group: any EventLoopGroup, access: Logger
     ) async throws -> any Channel {
         let tls = try TLSContextStore(
             configuration: .publicServer(certificateChainFile: configuration.certificate, privateKeyFile: configuration.key))
@@ -52,7 +51,7 @@ enum FrontDoor {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     _ = try tls.reloadIfChanged()
-                    let handler = FrontDoorHandler(current: current, hub: hub, logger: logger, access: access)
+                    let handler = FrontDoorHandler(current: current, hub: hub, access: access)
                     try channel.pipeline.syncOperations.addHandler(
                         try TLSHandler(context: tls.current, eventLoop: channel.eventLoop))
                     try channel.pipeline.syncOperations.addHandler(handler.decoder)
@@ -76,16 +75,14 @@ final class FrontDoorHandler: ChannelInboundHandler, RemovableChannelHandler, @u
     let encoder = HTTPResponseEncoder()
     private let current: @Sendable () -> FrontDoorConfiguration?
     private let hub: HubRelay
-    private let logger: Logger
     private let access: Logger
     private var asked = false
     private var closed = false
     private let started = NIODeadline.now()
 
-    init(current: @escaping @Sendable () -> FrontDoorConfiguration?, hub: HubRelay, logger: Logger, access: Logger) {
+    init(current: @escaping @Sendable () -> FrontDoorConfiguration?, hub: HubRelay, access: Logger) {
         self.current = current
         self.hub = hub
-        self.logger = logger
         self.access = access
     }
 

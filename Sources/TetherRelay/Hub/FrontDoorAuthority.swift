@@ -68,12 +68,11 @@ public struct FrontDoorAuthority: Hashable, Sendable {
         return name  // one spelling per name: a plain name written encoded is refused
     }
 
+    /// A DNS label as a tenant is one (spec §2.2), neither in IDNA's `??--` form nor `x-…`.
     private static func isPlainLabel(_ label: Substring) -> Bool {
         let octets = Array(label.utf8)
-        guard (1...63).contains(octets.count), octets.first != UInt8(ascii: "-"), octets.last != UInt8(ascii: "-"),
-            !label.hasPrefix("x-"), !(octets.count >= 4 && octets[2] == UInt8(ascii: "-") && octets[3] == UInt8(ascii: "-"))
-        else { return false }
-        return octets.allSatisfy { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-") }
+        let idnaForm = octets.count >= 4 && octets[2] == UInt8(ascii: "-") && octets[3] == UInt8(ascii: "-")
+        return TetherIdentity.isValidTenant(label) && !label.hasPrefix("x-") && !idnaForm
     }
 }
 

@@ -215,8 +215,6 @@ public final class HubRelay: Service, Sendable {
         }
     }
 
-
-
     /// Puts `new` in force under the running hub (SIGHUP; README "Reloading"): its services —
     /// backends, tenant lists, PROXY v2 —, listeners and revocation list, and the TLS files as
     /// they are now. A revocation list that does not load or a listener that cannot be bound
@@ -311,7 +309,7 @@ public final class HubRelay: Service, Sendable {
             let live = self.live
             let channel = try await FrontDoor.bind(
                 frontDoor, current: { live.withLockedValue { $0.frontDoor } }, hub: self, group: self.group,
-                logger: self.logger, access: Logger(label: "tether.access"))
+                access: Logger(label: "tether.access"))
             self.logger.info("front door listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "-")"])
             return channel
         }
