@@ -59,10 +59,7 @@ enum FrontDoor {
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
-        switch configuration.listen {
-        case .tcp(let host, let port): return try await bootstrap.bind(host: host, port: port).get()
-        case .unix(let path): return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
-        }
+        return try await EndpointSockets.bind(bootstrap, to: configuration.listen)
     }
 }
 

@@ -21,6 +21,11 @@ enum EndpointSockets {
                     accepted(channel)
                 }
             }
+        return try await Self.bind(bootstrap, to: endpoint)
+    }
+
+    /// Binds `bootstrap` to a TCP or Unix endpoint (a stale socket file is replaced).
+    static func bind(_ bootstrap: ServerBootstrap, to endpoint: Endpoint) async throws -> any Channel {
         switch endpoint {
         case .tcp(let host, let port):
             return try await bootstrap.bind(host: host, port: port).get()
