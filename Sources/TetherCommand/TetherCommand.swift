@@ -1,6 +1,7 @@
 import ArgumentParser
 import CMalloc
 import TetherBench
+import TetherWire
 
 #if canImport(Glibc)
 import Glibc
@@ -11,6 +12,7 @@ struct TetherCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tether",
         abstract: "Many logical channels over one outbound connection.",
+        version: TetherRelease.version,
         subcommands: [Edge.self, Hub.self, CheckConfig.self, Demo.self, BenchCommand.self, Certs.self, Token.self]
     )
 

@@ -21,6 +21,7 @@ public struct SettingID: Hashable, Sendable, RawRepresentable {
     public static let instanceID = SettingID(rawValue: 0x0D)
     public static let redialWindowMilliseconds = SettingID(rawValue: 0x0E)
     public static let openAcknowledgements = SettingID(rawValue: 0x0F)
+    public static let implementationVersion = SettingID(rawValue: 0x10)
 
     /// The `INITIAL_STREAMS_<CLASS>` setting of a class.
     public static func initialStreams(_ streamClass: StreamClass) -> SettingID {
@@ -45,12 +46,13 @@ public struct SettingID: Hashable, Sendable, RawRepresentable {
         case 0x0D: "INSTANCE_ID"
         case 0x0E: "REDIAL_WINDOW_MS"
         case 0x0F: "OPEN_ACK"
+        case 0x10: "IMPLEMENTATION_VERSION"
         default: nil
         }
     }
 
     public init?(name: String) {
-        guard let id = (1...0x0F).lazy.map({ SettingID(rawValue: $0) }).first(where: { $0.name == name }) else {
+        guard let id = (1...0x10).lazy.map({ SettingID(rawValue: $0) }).first(where: { $0.name == name }) else {
             return nil
         }
         self = id
@@ -88,6 +90,9 @@ public struct Settings: Hashable, Sendable {
     /// The sender acknowledges every stream it accepts with OPENED once it has reached what the
     /// stream names (spec §5.8), so its peer may wait for that.
     public var openAcknowledgements = false
+    /// The sender's software release, for operators (spec §3.3): major·2¹⁶ + minor·2⁸ + patch;
+    /// 0 = not said. Nothing in the protocol depends on it.
+    public var implementationVersion: UInt32 = 0
 
     /// 16,384 − 9: header + payload fit one TLS record (spec §4.2).
     public static let minMaxFramePayload: UInt32 = 16_375
@@ -163,6 +168,9 @@ public struct Settings: Hashable, Sendable {
         case .openAcknowledgements:
             try check(0...1)
             self.openAcknowledgements = value == 1
+        case .implementationVersion:
+            try check(0...0xFF_FFFF)
+            self.implementationVersion = value
         default:
             break  // unknown ids are ignored (spec §3.3)
         }
@@ -170,7 +178,7 @@ public struct Settings: Hashable, Sendable {
 
     /// Every known setting, explicitly, in id order: what an endpoint sends in its preface.
     /// `REDIAL_WINDOW_MS` only when it is not 0 (an acceptor's advice; dialers never send it),
-    /// `OPEN_ACK` only when it is 1.
+    /// `OPEN_ACK` only when it is 1, `IMPLEMENTATION_VERSION` only when it is not 0.
     public var entries: [Setting] {
         var entries = [
             Setting(.versionMin, self.versionMin),
@@ -192,6 +200,7 @@ public struct Settings: Hashable, Sendable {
             entries.append(Setting(.redialWindowMilliseconds, self.redialWindowMilliseconds))
         }
         if self.openAcknowledgements { entries.append(Setting(.openAcknowledgements, 1)) }
+        if self.implementationVersion != 0 { entries.append(Setting(.implementationVersion, self.implementationVersion)) }
         return entries
     }
 

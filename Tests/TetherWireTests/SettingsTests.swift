@@ -21,6 +21,18 @@ import Testing
         #expect(try Settings(validating: settings.entries) == settings)
     }
 
+    /// spec §3.3 `IMPLEMENTATION_VERSION`: sent only when said, packed major·2¹⁶ + minor·2⁸ + patch.
+    @Test func implementationVersionIsSentOnlyWhenSaid() throws {
+        var settings = Settings()
+        #expect(!settings.entries.contains { $0.id == .implementationVersion })
+        settings.implementationVersion = TetherRelease.packed
+        #expect(settings.entries.last == Setting(.implementationVersion, TetherRelease.packed))
+        #expect(try Settings(validating: settings.entries).implementationVersion == TetherRelease.packed)
+        #expect(TetherRelease.version(packed: TetherRelease.packed) == TetherRelease.version)
+        #expect(TetherRelease.version(packed: 0x01_0203) == "1.2.3")
+        #expect(TetherRelease.version(packed: 0) == nil)
+    }
+
     @Test func absentSettingsTakeDefaultsAndUnknownIdsAreIgnored() throws {
         let settings = try Settings(validating: [Setting(SettingID(rawValue: 0x99), 1)])
         #expect(settings == Settings())

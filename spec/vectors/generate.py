@@ -31,7 +31,7 @@ SETTINGS = [
     None, "VERSION_MIN", "VERSION_MAX", "MAX_FRAME_PAYLOAD", "MAX_OPEN_SIZE", "INITIAL_STREAM_CREDIT",
     "INITIAL_CONNECTION_CREDIT", "INITIAL_STREAMS_COMMAND", "INITIAL_STREAMS_METADATA",
     "INITIAL_STREAMS_LOGS", "INITIAL_STREAMS_BULK", "COMPRESSION", "KEEPALIVE_INTERVAL_MS", "INSTANCE_ID",
-    "REDIAL_WINDOW_MS", "OPEN_ACK",
+    "REDIAL_WINDOW_MS", "OPEN_ACK", "IMPLEMENTATION_VERSION",
 ]
 MAGIC = bytes([0x89, 0x54, 0x45, 0x54, 0x48, 0x45, 0x52, 0x0A])
 
@@ -151,6 +151,8 @@ FRAMES = [
     ("OPENED", {"type": "OPENED", "stream": 1, "flags": []}),
     ("OPENED on the highest stream id", {"type": "OPENED", "stream": 4294967295, "flags": []}),
     ("SETTINGS announcing OPEN_ACK", {"type": "SETTINGS", "flags": [], "settings": [["OPEN_ACK", 1]]}),
+    ("SETTINGS naming release 0.18.2", {"type": "SETTINGS", "flags": [],
+                                         "settings": [["IMPLEMENTATION_VERSION", 0x001202]]}),
     ("unknown frame type", {"type": "0x2a", "stream": 9, "flags": 3, "payload": "cafe"}),
     ("unknown frame type on stream 0, empty", {"type": "0xff", "stream": 0, "flags": 0, "payload": ""}),
 ]
@@ -239,6 +241,8 @@ MALFORMED = [
     ("SETTINGS VERSION_MIN above VERSION_MAX", (header(12, 4, 0, 0) + struct.pack(">HIHI", 1, 3, 2, 2)).hex(),
      "SETTINGS_ERROR", "settingOutOfRange", "§3.3", {}),
     ("SETTINGS OPEN_ACK of 2", (header(6, 4, 0, 0) + struct.pack(">HI", 15, 2)).hex(),
+     "SETTINGS_ERROR", "settingOutOfRange", "§3.3", {}),
+    ("SETTINGS IMPLEMENTATION_VERSION past 24 bits", (header(6, 4, 0, 0) + struct.pack(">HI", 16, 0x1000000)).hex(),
      "SETTINGS_ERROR", "settingOutOfRange", "§3.3", {}),
     ("SETTINGS VERSION_MIN of 0", (header(6, 4, 0, 0) + struct.pack(">HI", 1, 0)).hex(), "SETTINGS_ERROR",
      "settingOutOfRange", "§3.3", {}),

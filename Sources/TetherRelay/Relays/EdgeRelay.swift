@@ -57,6 +57,7 @@ public final class EdgeRelay: Service, Sendable {
         }()
         let audit = StreamAudit(identity: identity)
         var settings = Settings()
+        settings.implementationVersion = TetherRelease.packed
         settings.keepaliveIntervalMilliseconds = UInt32(configuration.dial.keepalive.nanoseconds / 1_000_000)
         var connection = TetherConnectionHandler.Configuration(role: .dialer, settings: settings)
         connection.session.goAwayGrace = configuration.drainGrace

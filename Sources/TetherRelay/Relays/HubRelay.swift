@@ -45,6 +45,7 @@ public final class HubRelay: Service, Sendable {
         let revoked = try configuration.revoked.map { (path) throws(ConfigError) in try RevocationList.load(path: path) }
         let agents = HubAgents(connectionsPerIdentity: configuration.limits.connectionsPerIdentity, revoked: revoked ?? .init())
         var settings = Settings()
+        settings.implementationVersion = TetherRelease.packed
         settings.redialWindowMilliseconds = UInt32(configuration.drain.redialWindow.nanoseconds / 1_000_000)
         var connection = TetherConnectionHandler.Configuration(role: .acceptor, settings: settings)
         connection.session.goAwayGrace = configuration.drain.grace
