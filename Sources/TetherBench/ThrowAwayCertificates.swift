@@ -18,6 +18,13 @@ public struct ThrowAwayCertificates: Sendable {
             .write(certificateTo: self.directory + "/edge.pem", keyTo: self.directory + "/edge.key")
     }
 
+    /// Issues an edge certificate for `identity` under the same CA, as `<name>.pem` and `<name>.key`
+    /// in the directory (a second node, another tenant's).
+    public func issueEdge(_ identity: TetherIdentity, named name: String) throws {
+        let authority = try CertificateAuthority(certificateFile: self.directory + "/ca.pem", keyFile: self.directory + "/ca.key")
+        try authority.issue(.edge(identity)).write(certificateTo: self.directory + "/\(name).pem", keyTo: self.directory + "/\(name).key")
+    }
+
     /// Reads certificates another process made in `directory`.
     public init(directory: String) {
         self.directory = directory

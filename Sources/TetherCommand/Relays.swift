@@ -37,10 +37,12 @@ struct RelayCommand {
         let reload: @Sendable (RelayConfigurationFile) async throws -> Void
         let listening: @Sendable () async throws -> Void
         var admin: AdminServer?
-        func adminServer(_ configuration: AdminConfiguration?, source: any AdminSource) -> AdminServer? {
+        func adminServer(
+            _ configuration: AdminConfiguration?, source: any AdminSource, agents: (any AgentDirectory)? = nil
+        ) -> AdminServer? {
             configuration.map {
                 AdminServer(
-                    configuration: $0, source: source, metrics: { metrics.emitToBuffer() },
+                    configuration: $0, source: source, agents: agents, metrics: { metrics.emitToBuffer() },
                     group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "tether.\(role).admin"))
             }
         }
@@ -59,7 +61,7 @@ struct RelayCommand {
                 (service, listening) = (relay, { try await relay.listening })
             case .hub(let hub) where role == "hub":
                 let relay = try HubRelay(configuration: hub, logger: logger)
-                admin = adminServer(hub.admin, source: relay)
+                admin = adminServer(hub.admin, source: relay, agents: relay)
                 reload = { [admin] file in
                     guard case .hub(let new) = file else {
                         return logger.error("configuration not reloaded: \(config) is no longer a hub configuration")

@@ -41,6 +41,7 @@ extension Session {
             self.settingsAckReceived = true
             return .none
         case .ping(let ping):
+            self.counters.pingsReceived += 1
             return self.receivePing(ping, now: now)
         case .goAway(let goAway):
             return self.receiveGoAway(goAway)

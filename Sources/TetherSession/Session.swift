@@ -276,6 +276,8 @@ enum ControlItem: Sendable {
 /// Counts of what happened on a connection, for metrics and for tests that count instead of time.
 public struct SessionCounters: Hashable, Sendable {
     public var framesReceived = 0
+    /// PING frames, ACKs included: the keepalive's share of `framesReceived` (spec §10.1).
+    public var pingsReceived = 0
     public var unknownFrames = 0
     public var dataOctetsReceived = 0
     public var dataOctetsSent = 0

@@ -24,10 +24,18 @@ public protocol AdminSource: Sendable {
 /// - `GET /metrics`: the Prometheus text exposition of every metric the process records;
 /// - `GET /v1/state`: the relay's state as JSON.
 ///
-/// `/metrics` and `/v1/state` need `Authorization: Bearer <token>` of a configured operator
-/// when any is configured (always on the hub); the presented token's SHA-256 is compared in
-/// constant time with each stored one. A refusal is 401 and a log line naming the peer, never the
-/// token.
+/// With an ``AgentDirectory`` (the hub), also:
+///
+/// - `GET /v1/agents`: the connected agents as JSON — an operator's token sees every tenant's, a
+///   front door token (README "Front door") only its own tenant's;
+/// - `GET /v1/agents/{tenant}/{agent}`: one of them; an agent the token may not see is the same
+///   `404` as one that is not connected;
+/// - `GET /`: the status page (``StatusPage``), for operators.
+///
+/// Every endpoint but the health checks needs `Authorization: Bearer <token>` — or Basic with the
+/// token as the password, which is what a browser sends — of a configured operator when any is
+/// configured (always on the hub); the presented token's SHA-256 is compared in constant time
+/// with each stored one. A refusal is 401 and a log line naming the peer, never the token.
 public final class AdminServer: Service, Sendable {
     private let operators: NIOLockedValueBox<[AdminConfiguration.OperatorToken]>
     private let listen: Endpoint
@@ -36,32 +44,32 @@ public final class AdminServer: Service, Sendable {
     private let logger: Logger
 
     public init(
-        configuration: AdminConfiguration, source: any AdminSource, metrics: @escaping @Sendable () -> [UInt8],
-        group: any EventLoopGroup, logger: Logger
+        configuration: AdminConfiguration, source: any AdminSource, agents: (any AgentDirectory)? = nil,
+        metrics: @escaping @Sendable () -> [UInt8], group: any EventLoopGroup, logger: Logger
     ) {
         let operators = NIOLockedValueBox(configuration.operators)
         let router = Router(context: AdminRequestContext.self)
+        let refusal = { @Sendable (request: Request, context: AdminRequestContext) -> Response? in
+            Self.refusal(request, context, operators: operators, logger: logger)
+        }
         router.get("healthz") { _, _ in Self.text(.ok, "ok\n") }
         router.get("readyz") { _, _ in
             guard let reason = source.notReady else { return Self.text(.ok, "ready\n") }
             return Self.text(.serviceUnavailable, "not ready: \(reason)\n")
         }
         router.get("metrics") { request, context in
-            if let refusal = Self.refusal(request, context, operators: operators, logger: logger) { return refusal }
+            if let refusal = refusal(request, context) { return refusal }
             source.refreshGauges()
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics())))
         }
         router.get("v1/state") { request, context in
-            if let refusal = Self.refusal(request, context, operators: operators, logger: logger) { return refusal }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            encoder.dateEncodingStrategy = .iso8601
-            var headers = HTTPFields()
-            headers[.contentType] = "application/json"
-            let body = try encoder.encode(await source.state())
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(data: body)))
+            if let refusal = refusal(request, context) { return refusal }
+            return try Self.json(.ok, await source.state())
+        }
+        if let agents {
+            Self.route(agents, on: router, operators: operators, logger: logger)
         }
         let address: BindAddress =
             switch configuration.listen {
@@ -102,30 +110,99 @@ public final class AdminServer: Service, Sendable {
         }
     }
 
+    /// The agents API and the status page.
+    private static func route(
+        _ agents: any AgentDirectory, on router: Router<AdminRequestContext>,
+        operators: NIOLockedValueBox<[AdminConfiguration.OperatorToken]>, logger: Logger
+    ) {
+        // Whose agents a request may read.
+        enum Reader {
+            case everyTenant
+            case tenant(String)
+            case refused(Response)
+        }
+        @Sendable func reader(_ request: Request, _ context: AdminRequestContext) -> Reader {
+            if Self.refusal(request, context, operators: operators, logger: logger, quietly: true) == nil { return .everyTenant }
+            if let secret = request.headers[.authorization].flatMap({ TokenMatch.secret(inAuthorization: $0) }),
+                let token = TokenMatch.first(secret, in: agents.tenantTokens, digest: \.sha256)
+            {
+                return .tenant(token.tenant)
+            }
+            return .refused(Self.refusal(request, context, operators: operators, logger: logger) ?? Self.text(.unauthorized, ""))
+        }
+        router.get("v1/agents") { request, context in
+            switch reader(request, context) {
+            case .refused(let refusal): return refusal
+            case .everyTenant: return try Self.json(.ok, AgentList(agents: await agents.agents(tenant: nil)))
+            case .tenant(let tenant): return try Self.json(.ok, AgentList(agents: await agents.agents(tenant: tenant)))
+            }
+        }
+        router.get("v1/agents/:tenant/:agent") { request, context in
+            let asked = context.parameters.get("tenant") ?? ""
+            let agent = context.parameters.get("agent") ?? ""
+            let visible: Bool
+            switch reader(request, context) {
+            case .refused(let refusal): return refusal
+            case .everyTenant: visible = true
+            case .tenant(let tenant): visible = tenant == asked
+            }
+            // Another tenant's agent is answered as one that is not connected, and is never looked up.
+            if visible,
+                let status = await agents.agents(tenant: asked).first(where: { $0.agent == agent })
+            {
+                return try Self.json(.ok, status)
+            }
+            return try Self.json(.notFound, ["error": "no such agent, or it is not connected"])
+        }
+        router.get("/") { request, context in
+            if let refusal = Self.refusal(request, context, operators: operators, logger: logger) { return refusal }
+            var headers = HTTPFields()
+            headers[.contentType] = "text/html; charset=utf-8"
+            headers[.cacheControl] = "no-store"
+            // Nothing but the page itself and its inline style: no script, no frame, no fetch.
+            headers[.init("Content-Security-Policy")!] =
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'"
+            let page = StatusPage.render(await agents.agents(tenant: nil), instance: agents.instance, now: Date())
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: page)))
+        }
+    }
+
+    struct AgentList: Encodable {
+        var agents: [AgentStatus]
+    }
+
+    private static func json(_ status: HTTPResponse.Status, _ value: some Encodable) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
+    }
+
     private static func text(_ status: HTTPResponse.Status, _ text: String) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; charset=utf-8"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
-    /// Nil when `request` may proceed: no operator is configured, or it carries one's token.
+    /// Nil when `request` may proceed: no operator is configured, or it carries one's token
+    /// (Bearer, or Basic's password). Else a 401 and, unless `quietly`, a log line.
     private static func refusal(
         _ request: Request, _ context: AdminRequestContext, operators: NIOLockedValueBox<[AdminConfiguration.OperatorToken]>,
-        logger: Logger
+        logger: Logger, quietly: Bool = false
     ) -> Response? {
         let tokens = operators.withLockedValue { $0 }
         guard !tokens.isEmpty else { return nil }
-        let presented = request.headers[.authorization].flatMap { value -> Substring? in
-            let parts = value.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-            return parts[1].drop { $0 == " " }
-        }
+        let presented = request.headers[.authorization].flatMap { TokenMatch.secret(inAuthorization: $0) }
         if let presented, TokenMatch.first(presented, in: tokens, digest: \.sha256) != nil { return nil }
+        if quietly { return Self.text(.unauthorized, "") }
         logger.notice(
             "admin request refused: no valid operator token",
             metadata: ["path": "\(request.uri.path)", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "-")"])
         var response = Self.text(.unauthorized, "an operator token is required: Authorization: Bearer <token>\n")
-        response.headers[.wwwAuthenticate] = "Bearer realm=\"tether\""
+        // Basic too, so that a browser asks for the token (as the password) on the status page.
+        response.headers[values: .wwwAuthenticate] = ["Bearer realm=\"tether\"", "Basic realm=\"tether\", charset=\"UTF-8\""]
         return response
     }
 }

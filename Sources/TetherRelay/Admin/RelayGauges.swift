@@ -15,12 +15,12 @@ enum RelayGauges {
 }
 
 /// One class's streams on a relay's connections, for `/v1/state`.
-struct RelayStreams: Encodable, Sendable {
-    var open = 0
-    var openedIn = 0
-    var openedOut = 0
-    var octetsIn = 0
-    var octetsOut = 0
+public struct RelayStreams: Encodable, Sendable, Equatable {
+    public var open = 0
+    public var openedIn = 0
+    public var openedOut = 0
+    public var octetsIn = 0
+    public var octetsOut = 0
 
     /// Keyed by class name (`bulk`), summed over `connections`; a connection that closes meanwhile is left out.
     static func byClass(of connections: [TetherConnection]) async -> [String: RelayStreams] {

@@ -1,4 +1,5 @@
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import Tether
 import TetherSession
@@ -16,7 +17,15 @@ final class TrafficMetrics: Sendable {
     private let octetsIn: PerClassCounters
     private let octetsOut: PerClassCounters
     private let stalls: PerClassCounters
+    /// Each live connection's DATA octets per second over the last interval, by its channel.
+    private let rates = NIOLockedValueBox<[ObjectIdentifier: Throughput]>([:])
     let interval: TimeAmount
+
+    /// DATA octets per second each way.
+    struct Throughput: Sendable, Equatable {
+        var received: Double
+        var sent: Double
+    }
 
     init(interval: TimeAmount = .seconds(5), factory: any MetricsFactory = MetricsSystem.factory) {
         self.interval = interval
@@ -32,17 +41,33 @@ final class TrafficMetrics: Sendable {
         let loop = connection.eventLoop
         // Read and written only on the connection's loop, where its counters are read too.
         let published = NIOLoopBoundBox.makeBoxSendingValue(SessionCounters(), eventLoop: loop)
+        let key = ObjectIdentifier(connection.channel)
+        let seconds = Double(self.interval.nanoseconds) / 1e9
+        // Set once the connection closed: a sample that completes after it removes the rate.
+        let ended = NIOLoopBoundBox.makeBoxSendingValue(false, eventLoop: loop)
         let publish: @Sendable () -> Void = {
             connection.countersNow().whenSuccess { now in
-                self.add(now, since: published.value)
+                let before = published.value
+                self.add(now, since: before)
                 published.value = now
+                let rate = Throughput(
+                    received: Double(now.dataOctetsReceived - before.dataOctetsReceived) / seconds,
+                    sent: Double(now.dataOctetsSent - before.dataOctetsSent) / seconds)
+                self.rates.withLockedValue { $0[key] = ended.value ? nil : rate }
             }
         }
         let task = loop.scheduleRepeatedTask(initialDelay: self.interval, delay: self.interval) { _ in publish() }
         connection.closeCode.whenComplete { _ in
+            ended.value = true
             task.cancel()
+            self.rates.withLockedValue { $0[key] = nil }
             publish()
         }
+    }
+
+    /// `connection`'s throughput over the last interval; nil before its first interval ended.
+    func throughput(of connection: TetherConnection) -> Throughput? {
+        self.rates.withLockedValue { $0[ObjectIdentifier(connection.channel)] }
     }
 
     private func add(_ now: SessionCounters, since before: SessionCounters) {

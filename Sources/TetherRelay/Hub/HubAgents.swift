@@ -1,3 +1,4 @@
+import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import Tether
@@ -23,7 +24,12 @@ final class HubAgents: Sendable {
     private struct State {
         var revoked = RevocationList()
         var agents: [TetherIdentity: Agent] = [:]
+        /// Kept across reconnects, so an agent that is back shows why it went.
+        var lastErrors: [TetherIdentity: AgentError] = [:]
     }
+
+    /// Identities whose last error is remembered; past it the oldest is forgotten.
+    static let rememberedErrors = 65_536
 
     let connectionsPerIdentity: Int
     private let state = NIOLockedValueBox(State())
@@ -72,6 +78,22 @@ final class HubAgents: Sendable {
     /// The connection streams toward `identity` use: its newest.
     func connection(to identity: TetherIdentity) -> TetherConnection? {
         self.state.withLockedValue { $0.agents[identity]?.live.last }
+    }
+
+    /// Records `error` as `identity`'s last.
+    func noteError(_ error: String, of identity: TetherIdentity, at date: Date = Date()) {
+        self.state.withLockedValue { state in
+            state.lastErrors[identity] = AgentError(at: date, error: error)
+            if state.lastErrors.count > Self.rememberedErrors,
+                let oldest = state.lastErrors.min(by: { $0.value.at < $1.value.at })?.key
+            {
+                state.lastErrors.removeValue(forKey: oldest)
+            }
+        }
+    }
+
+    func lastError(of identity: TetherIdentity) -> AgentError? {
+        self.state.withLockedValue { $0.lastErrors[identity] }
     }
 
     /// Agents with a connection up.

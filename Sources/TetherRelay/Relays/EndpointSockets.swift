@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -35,11 +36,16 @@ enum EndpointSockets {
     }
 
     /// Connects to `endpoint` (a name is resolved now), ready to be spliced.
-    static func connect(_ endpoint: Endpoint, group: any EventLoopGroup) -> EventLoopFuture<any Channel> {
+    /// `initializer` sees each socket before its connect starts (to be able to abort it).
+    static func connect(
+        _ endpoint: Endpoint, group: any EventLoopGroup,
+        initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void> = { $0.eventLoop.makeSucceededVoidFuture() }
+    ) -> EventLoopFuture<any Channel> {
         let bootstrap = ClientBootstrap(group: group)
             .channelOption(StreamSplicer.autoRead, value: false)
             .channelOption(StreamSplicer.halfClosure, value: true)
             .connectTimeout(.seconds(10))
+            .channelInitializer(initializer)
         switch endpoint {
         case .tcp(let host, let port):
             return bootstrap.connect(host: host, port: port)
@@ -51,11 +57,18 @@ enum EndpointSockets {
     /// Connects `stream` to `endpoint` and splices them; a target that cannot be reached refuses
     /// the stream with `CONNECT_ERROR` (our state, never counted against the peer: spec §12).
     /// `preamble` (a PROXY v2 header) is written to the target before anything from the stream.
+    /// A stream reset while its target is being connected (its opener gave up waiting for OPENED)
+    /// aborts the connect.
     static func splice(
         _ stream: TetherStreamHandle, to endpoint: Endpoint, framing: StreamSplicer.Framing = .octets,
         preamble: ByteBuffer? = nil, group: any EventLoopGroup
     ) -> EventLoopFuture<StreamSplicer.Outcome?> {
-        self.connect(endpoint, group: group).flatMap { channel in
+        let connecting = ConnectingSocket()
+        stream.eventLoop.execute {
+            // Replaced by the splicer's own once connected.
+            stream.onReadable = { if stream.failure != nil { connecting.abort() } }
+        }
+        return self.connect(endpoint, group: group, initializer: connecting.started).flatMap { channel in
             // Reached: OPENED tells the opener (spec §5.8) — a hub's front door answers its client now.
             stream.eventLoop.execute { stream.acknowledge() }
             return channel.eventLoop.flatSubmit {
@@ -67,6 +80,36 @@ enum EndpointSockets {
                 stream.refuse(.connectError)
                 return nil
             }
+        }
+    }
+
+    /// The socket a stream's target is being connected on, until its connect ends.
+    private final class ConnectingSocket: Sendable {
+        private enum State {
+            case starting
+            case connecting(any Channel)
+            case aborted
+        }
+
+        private let state = NIOLockedValueBox(State.starting)
+
+        /// The bootstrap's initializer: fails the connect when it was aborted already.
+        @Sendable func started(_ channel: any Channel) -> EventLoopFuture<Void> {
+            let aborted = self.state.withLockedValue { state in
+                if case .aborted = state { return true }
+                state = .connecting(channel)
+                return false
+            }
+            return aborted ? channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) : channel.eventLoop.makeSucceededVoidFuture()
+        }
+
+        func abort() {
+            let channel = self.state.withLockedValue { state -> (any Channel)? in
+                defer { state = .aborted }
+                if case .connecting(let channel) = state { return channel }
+                return nil
+            }
+            channel?.close(promise: nil)
         }
     }
 

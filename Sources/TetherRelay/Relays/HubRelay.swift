@@ -19,7 +19,10 @@ public final class HubRelay: Service, Sendable {
     public let registry: any AgentRegistry
     private let live: NIOLockedValueBox<HubConfiguration>
     private let listener: TetherListenerService
-    private let agents: HubAgents
+    let hubAgents: HubAgents
+    /// What the hub announces in its SETTINGS (spec §3.3).
+    let settings: Settings
+    let traffic = TrafficMetrics()
     private let spliced: SplicedStreams
     private let group: any EventLoopGroup
     private let logger: Logger
@@ -55,7 +58,6 @@ public final class HubRelay: Service, Sendable {
         let live = NIOLockedValueBox(configuration)
         let spliced = SplicedStreams()
         let connectionIDs = NIOLockedValueBox<UInt64>(0)
-        let traffic = TrafficMetrics()
         // Every line names the hub instance; lines about a connection or stream name its agent.
         let logger = {
             var logger = logger
@@ -68,7 +70,8 @@ public final class HubRelay: Service, Sendable {
         self.tls = tls
         self.spliced = spliced
         self.registry = registry
-        self.agents = agents
+        self.hubAgents = agents
+        self.settings = settings
         self.group = group
         self.logger = logger
         self.listener = TetherListenerService(
@@ -100,7 +103,7 @@ public final class HubRelay: Service, Sendable {
                         ])
                 }
             },
-            onConnectionUp: { connection in
+            onConnectionUp: { [traffic] connection in
                 traffic.track(connection)
                 guard let identity = connection.peerIdentity else { return }
                 for older in agents.up(connection) {
@@ -113,7 +116,14 @@ public final class HubRelay: Service, Sendable {
                     connection: connectionIDs.withLockedValue { $0 += 1; return $0 }, address: connection.remoteAddress.map { "\($0)" },
                     connectedSince: Date(),
                     certificateNotAfter: connection.peerCertificateNotAfter.map { Date(timeIntervalSince1970: Double($0)) })
-                connection.closeCode.whenComplete { _ in agents.down(connection) }
+                connection.closeCode.whenComplete { result in
+                    agents.down(connection)
+                    switch result {
+                    case .success(nil), .failure: agents.noteError("connection lost without GOAWAY", of: identity)
+                    case .success(.noError?), .success(.replaced?): break
+                    case .success(let code?): agents.noteError("connection closed: \(code.name)", of: identity)
+                    }
+                }
                 // One task, so a short connection's record cannot be removed before it was added.
                 Task {
                     try? await registry.connected(presence)
@@ -163,10 +173,10 @@ public final class HubRelay: Service, Sendable {
     public func boundAddress(ofListener name: String) -> SocketAddress? { self.listeners.localAddress(of: name) }
 
     /// The agents connected now.
-    public var connectedAgents: [TetherIdentity] { self.agents.connected }
+    public var connectedAgents: [TetherIdentity] { self.hubAgents.connected }
 
     /// Why ``openStream(to:target:user:within:)`` could not give a stream.
-    public enum OpenFailure: Error, Equatable, Sendable {
+    public enum OpenFailure: Error, Equatable, Sendable, CustomStringConvertible {
         /// No connection to the agent is up.
         case agentNotConnected
         /// The edge refused the stream: `POLICY_DENIED` (its customer's policy), `UNKNOWN_SERVICE`
@@ -176,6 +186,15 @@ public final class HubRelay: Service, Sendable {
         case timedOut
         /// The connection or the stream ended before the edge answered.
         case ended(String)
+
+        public var description: String {
+            switch self {
+            case .agentNotConnected: "agent not connected"
+            case .refused(let code): "refused: \(code.name)"
+            case .timedOut: "no OPENED in time"
+            case .ended(let why): "ended: \(why)"
+            }
+        }
     }
 
     /// Opens a BULK stream toward `agent`'s exposed `target` on behalf of `user` (the edge audits
@@ -185,7 +204,7 @@ public final class HubRelay: Service, Sendable {
     public func openStream(
         to agent: TetherIdentity, target: String, user: String, within deadline: TimeAmount
     ) async throws(OpenFailure) -> TetherStreamHandle {
-        guard let connection = self.agents.connection(to: agent) else { throw .agentNotConnected }
+        guard let connection = self.hubAgents.connection(to: agent) else { throw .agentNotConnected }
         let metadata = OpenMetadata([.init(key: OpenMetadata.userKey, value: ByteBuffer(string: user))])
         let stream: TetherStreamHandle
         let peer: Settings
@@ -210,9 +229,16 @@ public final class HubRelay: Service, Sendable {
             try await answer.get()
             return stream
         } catch {
-            if expired.withLockedValue({ $0 }) { throw .timedOut }
-            if let error = error as? TetherError, error.code == .streamReset, let code = error.errorCode { throw .refused(code) }
-            throw .ended("\(error)")
+            let failure: OpenFailure =
+                if expired.withLockedValue({ $0 }) {
+                    .timedOut
+                } else if let error = error as? TetherError, error.code == .streamReset, let code = error.errorCode {
+                    .refused(code)
+                } else {
+                    .ended("\(error)")
+                }
+            self.hubAgents.noteError("stream to \(target) for \(user): \(failure)", of: agent)
+            throw failure
         }
     }
 
@@ -252,7 +278,7 @@ public final class HubRelay: Service, Sendable {
         let reset = self.spliced.resetAll { service, tenant in
             new.services.first { $0.name == service }?.allows(tenant) != true
         }
-        let drained = self.agents.revoke(revoked)
+        let drained = self.hubAgents.revoke(revoked)
         for connection in drained { connection.goAway(code: .refused, debug: "identity revoked") }
         self.listener.reloadTLS()
         var restart: [String] = []
@@ -315,7 +341,7 @@ public final class HubRelay: Service, Sendable {
             return channel
         }
         guard let bound = configuration.listeners.first(where: { $0.name == name }) else { throw RelayError("no listener \(name)") }
-        let agents = self.agents
+        let agents = self.hubAgents
         let logger = self.logger
         let live = self.live
         let audit = self.audit
@@ -365,7 +391,7 @@ extension HubRelay: AdminSource {
         return HubState(
             listen: (try? await self.localAddress).map { "\($0)" } ?? "-", ready: self.notReady == nil,
             notReady: self.notReady, connectedEdges: self.listener.connections.count,
-            connectedAgents: self.agents.connected.count, instance: String(SessionConfiguration.processInstanceID, radix: 16),
+            connectedAgents: self.hubAgents.connected.count, instance: String(SessionConfiguration.processInstanceID, radix: 16),
             certificateNotAfter: self.tls.current.certificateNotAfter.map { Date(timeIntervalSince1970: Double($0)) },
             services: configuration.services.map(\.name),
             listeners: Dictionary(
