@@ -58,14 +58,16 @@ import Testing
             return port
         }
 
-        func start(_ role: String, environment: [String: String] = [:]) throws -> Process {
+        /// Starts `tether <role>` with `<name>.yaml` (`name` defaults to the role), logging to `<name>.log`.
+        func start(_ role: String, name: String? = nil, environment: [String: String] = [:]) throws -> Process {
+            let name = name ?? role
             let process = Process()
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
             let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
             process.executableURL = me.deletingLastPathComponent().appendingPathComponent("tether")
-            process.arguments = [role, "--config", self.directory + "/\(role).yaml"]
-            // Each start appends its log to <role>.log in the site's directory (for a failure's reader).
-            let log = self.directory + "/\(role).log"
+            process.arguments = [role, "--config", self.directory + "/\(name).yaml"]
+            // Each start appends its log to <name>.log in the site's directory (for a failure's reader).
+            let log = self.directory + "/\(name).log"
             if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
             let handle = FileHandle(forWritingAtPath: log)
             handle?.seekToEndOfFile()

@@ -17,10 +17,10 @@ enum StatusPage {
             <html lang="en"><head><meta charset="utf-8">
             <meta http-equiv="refresh" content="\(refreshSeconds)">
             <meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>Tether hub \(escape(instance)) — \(agents.count) agents</title>
+            <title>Tether hub \(escape(instance)) — \(count(agents.count, "agent"))</title>
             <style>\(style)</style></head><body>
             <header><h1>Tether hub <code>\(escape(instance))</code></h1>
-            <p>release \(escape(TetherRelease.version)) · \(agents.count) agents of \(tenants) tenants · \(streams) open streams ·
+            <p>release \(escape(TetherRelease.version)) · \(count(agents.count, "agent")) of \(count(tenants, "tenant")) · \(count(streams, "open stream")) ·
             \(escape(Self.time(now))) · refreshes every \(refreshSeconds) s</p></header>
 
             """
@@ -43,12 +43,17 @@ enum StatusPage {
                 <td>\(escape(edge))</td><td class="num">\(open)</td>\
                 <td class="num">\(Self.traffic(agent.octetsFromAgent, agent.throughputFromAgent))</td>\
                 <td class="num">\(Self.traffic(agent.octetsToAgent, agent.throughputToAgent))</td>\
-                <td>\(escape(agent.certificateNotAfter.map(Self.time) ?? "—"))</td>\
+                <td title="\(escape(agent.certificateNotAfter.map(Self.time) ?? ""))">\(escape(agent.certificateNotAfter.map(Self.day) ?? "—"))</td>\
                 <td class="error">\(agent.lastError.map { "\(escape(Self.time($0.at))): \(escape($0.error))" } ?? "—")</td></tr>
 
                 """
         }
         return html + "</tbody></table></body></html>\n"
+    }
+
+    /// `1 agent`, `2 agents`.
+    static func count(_ number: Int, _ noun: String) -> String {
+        "\(number) \(noun)\(number == 1 ? "" : "s")"
     }
 
     /// Octets so far and, when sampled, the rate: `12.4 MiB · 1.2 MiB/s`.
@@ -83,6 +88,10 @@ enum StatusPage {
         date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: false))
     }
 
+    static func day(_ date: Date) -> String {
+        date.formatted(.iso8601.year().month().day())
+    }
+
     /// Text as HTML text or attribute value.
     static func escape(_ text: String) -> String {
         var escaped = ""
@@ -103,9 +112,9 @@ enum StatusPage {
     static let style = """
         body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1b1f24;background:#fff}\
         h1{font-size:1.3em;margin:0}header p{color:#57606a;margin:.3em 0 1em}\
-        table{border-collapse:collapse;width:100%}th,td{padding:.35em .6em;border-bottom:1px solid #d0d7de;text-align:left;vertical-align:top}\
+        table{border-collapse:collapse;width:100%}th,td{padding:.35em .6em;border-bottom:1px solid #d0d7de;text-align:left;vertical-align:top;white-space:nowrap}\
         th{background:#f6f8fa;font-weight:600}small{font-weight:400;color:#57606a}\
         .num{font-variant-numeric:tabular-nums;white-space:nowrap}.id{font-family:ui-monospace,monospace}\
-        .error{color:#9a3412;max-width:24em}.empty{color:#57606a}
+        .error{color:#9a3412;white-space:normal;min-width:16em}.empty{color:#57606a}
         """
 }

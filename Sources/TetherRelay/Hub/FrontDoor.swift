@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -35,6 +36,12 @@ enum FrontDoor {
     /// What every refusal of an agent says, whether it is unknown, offline or another tenant's:
     /// a token learns nothing about agents it may not reach.
     static let noSuchAgent = "no such agent, or it is not connected\n"
+
+    /// `tether_front_door_connects_total{status}`: every CONNECT by the status it was answered
+    /// with — `200` spliced, each refusal by its own (README "Admin endpoints").
+    static func count(_ status: HTTPResponseStatus) {
+        Counter(label: "tether_front_door_connects_total", dimensions: [("status", "\(status.code)")]).increment()
+    }
 
     /// Binds `configuration.listen`. Each CONNECT is judged by the configuration `current` returns
     /// then — tokens, zone and timeout change with a reload; the TLS files are read again when they
@@ -166,6 +173,7 @@ final class FrontDoorHandler: ChannelInboundHandler, RemovableChannelHandler, @u
         // a 2xx to CONNECT has no body at all (RFC 9110 §9.3.6).
         channel.pipeline.syncOperations.removeHandler(self.encoder, promise: nil)
         context.writeAndFlush(NIOAny(ByteBuffer(string: "HTTP/1.1 200 Connection established\r\n\r\n")), promise: nil)
+        FrontDoor.count(.ok)
         channel.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         StreamSplicer.splice(channel, with: stream).whenComplete { result in
             var record = record
@@ -195,6 +203,7 @@ final class FrontDoorHandler: ChannelInboundHandler, RemovableChannelHandler, @u
         record["result"] = "\(result ?? "refused: \(status.reasonPhrase)")"
         record["duration-ms"] = "\((NIODeadline.now() - self.started).nanoseconds / 1_000_000)"
         self.access.notice("front door refused a CONNECT", metadata: record)
+        FrontDoor.count(status)
         guard !self.closed else { return }
         var headers = extra
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")

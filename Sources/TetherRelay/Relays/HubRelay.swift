@@ -113,7 +113,7 @@ public final class HubRelay: Service, Sendable {
                 Self.drainWhenTheCertificateExpires(connection, logger: logger)
                 let presence = AgentPresence(
                     identity: identity, hubInstance: SessionConfiguration.processInstanceID,
-                    connection: connectionIDs.withLockedValue { $0 += 1; return $0 }, address: connection.remoteAddress.map { "\($0)" },
+                    connection: connectionIDs.withLockedValue { $0 += 1; return $0 }, address: connection.remoteAddress.map(Self.hostAndPort),
                     connectedSince: Date(),
                     certificateNotAfter: connection.peerCertificateNotAfter.map { Date(timeIntervalSince1970: Double($0)) })
                 connection.closeCode.whenComplete { result in
@@ -131,6 +131,15 @@ public final class HubRelay: Service, Sendable {
                     try? await registry.disconnected(presence)
                 }
             })
+    }
+
+    /// `192.0.2.7:40112` or `[2001:db8::7]:40112`, as people write addresses; a Unix socket's path.
+    static func hostAndPort(_ address: SocketAddress) -> String {
+        switch address {
+        case .v4(let v4): "\(address.ipAddress ?? v4.host):\(address.port ?? 0)"
+        case .v6: "[\(address.ipAddress ?? "?")]:\(address.port ?? 0)"
+        case .unixDomainSocket: address.pathname ?? "unix"
+        }
     }
 
     /// spec/RELAYS.md §2: who opened the stream, for the backend.
