@@ -55,6 +55,7 @@ public struct TetherConnection: Sendable {
         let handler = TetherConnectionHandler(
             configuration: configuration, facts: facts, eventLoop: channel.eventLoop,
             inboundStreamHandler: inboundStreamHandler)
+        if let tap = configuration.inboundTap { try channel.pipeline.syncOperations.addHandler(InboundTap(tap)) }
         try channel.pipeline.syncOperations.addHandler(handler)
         return handler.connection!
     }
@@ -179,4 +180,20 @@ public struct TetherConnection: Sendable {
 
 extension TetherConnectionHandler {
     var eventLoop: any EventLoop { self.ready.eventLoop }
+}
+
+/// ``TetherConnectionHandler/Configuration/inboundTap``'s handler: every inbound buffer, passed on.
+private final class InboundTap: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let tap: @Sendable (ByteBuffer) -> Void
+
+    init(_ tap: @escaping @Sendable (ByteBuffer) -> Void) {
+        self.tap = tap
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.tap(Self.unwrapInboundIn(data))
+        context.fireChannelRead(data)
+    }
 }

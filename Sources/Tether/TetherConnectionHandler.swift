@@ -28,6 +28,12 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
         /// An edge must set one: nothing leaves the site that it does not allow.
         public var policy: PolicyEnforcer?
 
+        /// Sees every octet the peer sent, decrypted, before the session reads it — from the first
+        /// (the preface), on the connection's event loop. For tests that check what crossed the
+        /// wire (a policy's filter: nothing it removes leaves the node) and for debugging; nil
+        /// (the default) costs nothing.
+        public var inboundTap: (@Sendable (ByteBuffer) -> Void)?
+
         /// `settings` as given, with `OPEN_ACK` announced: this library acknowledges every stream
         /// it accepts with OPENED (spec §5.8) — streams taken from ``TetherConnection/inboundStreams``
         /// as they are taken, those given to an inbound stream handler when it calls

@@ -46,11 +46,14 @@ public enum StreamSplicer {
 
     /// Splices `channel` and `stream` until both directions have ended or either was cut off;
     /// the future (on the socket's event loop) says how. Call on the socket's event loop.
+    /// `observer` sees each read from the stream as it is written to the socket, and whether it
+    /// ends a message (the hub keeps each agent's latest METADATA document so), on the socket's loop.
     public static func splice(
-        _ channel: any Channel, with stream: TetherStreamHandle, framing: Framing = .octets
+        _ channel: any Channel, with stream: TetherStreamHandle, framing: Framing = .octets,
+        observer: (@Sendable (ByteBuffer, _ endsMessage: Bool) -> Void)? = nil
     ) -> EventLoopFuture<Outcome> {
         channel.eventLoop.preconditionInEventLoop()
-        let glue = SocketGlue(stream: stream, framing: framing, eventLoop: channel.eventLoop)
+        let glue = SocketGlue(stream: stream, framing: framing, observer: observer, eventLoop: channel.eventLoop)
         do {
             try channel.pipeline.syncOperations.addHandler(glue)
         } catch {
@@ -82,6 +85,7 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
 
     let stream: TetherStreamHandle
     let framing: StreamSplicer.Framing
+    let observer: (@Sendable (ByteBuffer, Bool) -> Void)?
     let done: EventLoopPromise<StreamSplicer.Outcome>
     private var context: ChannelHandlerContext?
     private var outcome = StreamSplicer.Outcome()
@@ -95,9 +99,13 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
     private var streamEnded = false
     private var finished = false
 
-    init(stream: TetherStreamHandle, framing: StreamSplicer.Framing, eventLoop: any EventLoop) {
+    init(
+        stream: TetherStreamHandle, framing: StreamSplicer.Framing, observer: (@Sendable (ByteBuffer, Bool) -> Void)?,
+        eventLoop: any EventLoop
+    ) {
         self.stream = stream
         self.framing = framing
+        self.observer = observer
         self.done = eventLoop.makePromise()
     }
 
@@ -265,6 +273,7 @@ private final class SocketGlue: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     private func framed(_ read: TetherStreamHandle.StreamRead) -> ByteBuffer {
+        self.observer?(read.bytes, read.endsMessage)
         guard case .lines = self.framing else { return read.bytes }
         var bytes = read.bytes
         if bytes.readableBytesView.contains(where: { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) {

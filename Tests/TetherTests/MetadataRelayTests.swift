@@ -5,6 +5,8 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import TetherBench
+import TetherTLS
+import TetherWire
 import Testing
 
 @testable import TetherRelay
@@ -70,8 +72,11 @@ import Testing
         var listener = EdgeConfiguration.MetadataListener(name: "agents", listen: .tcp(host: "127.0.0.1", port: 0), service: "inventory")
         listener.maxLine = 256
         pair.edge.metadata = [listener]
+        // Everything the edge sends, decrypted at the hub: what crossed the wire.
+        let wire = NIOLockedValueBox<[UInt8]>([])
+        pair.hubTap = { bytes in wire.withLockedValue { $0 += bytes.readableBytesView } }
         // Connected first: this test is about the lines, not about waiting for a hub.
-        try await pair.run { _, edge in
+        try await pair.run { hub, edge in
             // Every value is a canary: no log line may carry one, allowed or not (README "Logs and audit").
             let (name, token, broken) = (Canary.secret("node"), Canary.secret("env-token"), Canary.secret("broken-line"))
             let inventory = #"{"node":{"name":"\#(name)","labels":{"zone":"a"},"env":{"TOKEN":"\#(token)"}},"secrets":["k"],"pods":[{"name":"p","customer":"x"}]}"#
@@ -84,8 +89,51 @@ import Testing
             let delivered = try await backend.lines(2)
             #expect(delivered == [#"{"node":{"name":"\#(name)","labels":{"zone":"a"}},"pods":[{"name":"p"}]}"#, #"{"node":{"name":"n2"}}"#])
             #expect(delivered.allSatisfy { !$0.contains(token) && !$0.contains("secrets") && !$0.contains("customer") })
+            // The tunnel's plaintext (frames decoded, compressed payloads inflated) carried the
+            // allowed fields and none of the others.
+            let plain = try WireTap.plain(wire.withLockedValue { $0 })
+            #expect(plain.contains(#""name":"\#(name)""#) && plain.contains(#""zone":"a""#))
+            for removed in [token, "TOKEN", "secrets", "customer", broken] { #expect(!plain.contains(removed), "\(removed)") }
+
+            // The hub keeps the agent's latest document, served by its admin API.
+            let latest = try #require(hub.latestMetadata.document(of: pair.certificates.identity))
+            #expect(latest.body.map { String(buffer: $0) } == #"{"node":{"name":"n2"}}"#)
+            #expect(latest.service == "inventory")
+            try await Self.withAdmin(of: hub) { port, token in
+                let served = try await RelayProcessTests.admin(port, "/v1/agents/demo/node-1/metadata", token: token)
+                #expect(served.status == 200, "\(served)")
+                let json = try JSONSerialization.jsonObject(with: Data(served.body.utf8)) as? [String: Any]
+                #expect((json?["document"] as? [String: Any])?["node"] as? [String: String] == ["name": "n2"], "\(served.body)")
+                #expect(json?["service"] as? String == "inventory" && json?["octets"] as? Int == 22 && json?["receivedAt"] is String)
+                #expect(try await RelayProcessTests.admin(port, "/v1/agents/demo/node-9/metadata", token: token).status == 404)
+                #expect(try await RelayProcessTests.admin(port, "/v1/agents/demo/node-1/metadata").status == 401)
+            }
         }
         try await backend.channel.close()
+    }
+}
+
+extension MetadataRelayTests {
+    /// Runs an admin listener of `hub` (as `tether hub` does) around `body`, with its port and an
+    /// operator's token.
+    static func withAdmin(of hub: HubRelay, _ body: (Int, String) async throws -> Void) async throws {
+        let token = Canary.secret("operator-token")
+        var configuration = AdminConfiguration(listen: .tcp(host: "127.0.0.1", port: 0))
+        configuration.operators = [.init(id: "test", sha256: Digest.sha256(Array(token.utf8)))]
+        let admin = AdminServer(
+            configuration: configuration, source: hub, agents: hub, metrics: { [] }, group: MultiThreadedEventLoopGroup.singleton,
+            logger: Logger(label: "test.admin"))
+        let services = ServiceGroup(services: [admin], logger: Logger(label: "test"))
+        let running = Task { try await services.run() }
+        let result: Result<Void, any Error>
+        do {
+            result = .success(try await body(try #require(try await admin.localAddress.port), token))
+        } catch {
+            result = .failure(error)
+        }
+        await services.triggerGracefulShutdown()
+        try await running.value
+        try result.get()
     }
 }
 

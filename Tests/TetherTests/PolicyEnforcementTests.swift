@@ -398,8 +398,14 @@ struct WireTap {
     /// Everything recorded, decoded as Tether frames, with each COMPRESSED payload inflated in
     /// its stream's context (spec §9.3): what the wire carried, readable.
     func capturedPlain() throws -> String {
+        try Self.plain(self.recorded.withLockedValue { $0 })
+    }
+
+    /// `octets` (a connection's from its preface on) as Tether frames, each COMPRESSED payload
+    /// inflated in its stream's context.
+    static func plain(_ octets: [UInt8]) throws -> String {
         var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF), expectsPreface: true)
-        decoder.append(ByteBuffer(bytes: self.recorded.withLockedValue { $0 }))
+        decoder.append(ByteBuffer(bytes: octets))
         var inflaters: [StreamID: Inflater] = [:]
         var plain: [UInt8] = []
         while let frame = try decoder.nextFrame() {

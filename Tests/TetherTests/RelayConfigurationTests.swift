@@ -232,6 +232,27 @@ import Testing
         }
     }
 
+    @Test func theLatestMetadataBoundsAreReadAsSizes() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let hubText = "role: hub\nlisten: 0.0.0.0:443\ntls: {certificate: hub.pem, key: hub.key, ca: ca.pem}\n"
+        guard case .hub(let hub) = try directory.load(hubText + "latestMetadata: {maxDocument: 64KiB, maxTotal: 2GiB}\n") else {
+            Issue.record("not a hub")
+            return
+        }
+        #expect(hub.latestMetadata.maxDocument == 65_536 && hub.latestMetadata.maxTotal == 2 << 30)
+        guard case .hub(let defaults) = try directory.load(hubText) else { return }
+        #expect(defaults.latestMetadata == HubConfiguration.LatestMetadata())
+        for (value, key) in [("lots", "maxDocument"), ("65MiB", "maxDocument"), ("-1", "maxTotal"), ("17GiB", "maxTotal")] {
+            do {
+                _ = try directory.load(hubText + "latestMetadata: {\(key): \(value)}\n")
+                Issue.record("accepted \(key): \(value)")
+            } catch {
+                #expect(error.path == "latestMetadata.\(key)" && error.line == 4 && error.message.contains("a size"), "\(error)")
+            }
+        }
+    }
+
     /// Each mistake names the file, the line and column of the key or value, and the key.
     @Test(arguments: [
         ("    clas: bulk", "forwards[1].clas", 19, 5, "unknown key"),

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import TetherBench
@@ -15,6 +16,8 @@ struct RelayPair {
     var hub: HubConfiguration
     var edge: EdgeConfiguration
     var edgeLogger = Logger(label: "tether.edge")
+    /// Sees what the edge sends the hub, decrypted.
+    var hubTap: (@Sendable (ByteBuffer) -> Void)?
 
     init(policy: String) async throws {
         self.certificates = try ThrowAwayCertificates()
@@ -34,7 +37,7 @@ struct RelayPair {
     /// `connected` — its connection to the hub is up; then drains them.
     func run<T>(connected: Bool = true, _ body: (HubRelay, EdgeRelay) async throws -> T) async throws -> T {
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let hub = try HubRelay(configuration: self.hub, group: loops)
+        let hub = try HubRelay(configuration: self.hub, group: loops, inboundTap: self.hubTap)
         let edge = try EdgeRelay(configuration: self.edge, group: loops, logger: self.edgeLogger)
         let services = ServiceGroup(services: [hub, edge], logger: Logger(label: "test"))
         let running = Task { try await services.run() }

@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 import TetherTLS
+import TetherWire
 
 /// What a relay tells its admin listener.
 public protocol AdminSource: Sendable {
@@ -30,6 +31,7 @@ public protocol AdminSource: Sendable {
 ///   front door token (README "Front door") only its own tenant's;
 /// - `GET /v1/agents/{tenant}/{agent}`: one of them; an agent the token may not see is the same
 ///   `404` as one that is not connected;
+/// - `GET /v1/agents/{tenant}/{agent}/metadata`: its latest METADATA document, by the same rules;
 /// - `GET /`: the status page (``StatusPage``), for operators.
 ///
 /// Every endpoint but the health checks needs `Authorization: Bearer <token>` — or Basic with the
@@ -154,6 +156,19 @@ public final class AdminServer: Service, Sendable {
             }
             return try Self.json(.notFound, ["error": "no such agent, or it is not connected"])
         }
+        router.get("v1/agents/:tenant/:agent/metadata") { request, context in
+            let asked = context.parameters.get("tenant") ?? ""
+            let visible: Bool
+            switch reader(request, context) {
+            case .refused(let refusal): return refusal
+            case .everyTenant: visible = true
+            case .tenant(let tenant): visible = tenant == asked
+            }
+            guard visible, let identity = TetherIdentity(tenant: asked, agentID: context.parameters.get("agent") ?? ""),
+                let document = agents.latestMetadata(of: identity)
+            else { return try Self.json(.notFound, ["error": "no metadata from such an agent"]) }
+            return try Self.metadata(document, of: identity)
+        }
         router.get("/") { request, context in
             if let refusal = Self.refusal(request, context, operators: operators, logger: logger) { return refusal }
             var headers = HTTPFields()
@@ -165,6 +180,34 @@ public final class AdminServer: Service, Sendable {
             let page = StatusPage.render(await agents.agents(tenant: nil), instance: agents.instance, now: Date())
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: page)))
         }
+    }
+
+    /// `{tenant, agent, service, receivedAt, octets, omitted?, document}`, the document as the edge
+    /// sent it (JSON already).
+    private static func metadata(_ document: LatestMetadataStore.Document, of identity: TetherIdentity) throws -> Response {
+        struct Header: Encodable {
+            var tenant: String
+            var agent: String
+            var service: String
+            var receivedAt: Date
+            var octets: Int
+            var omitted: String?
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        var body = ByteBuffer(
+            data: try encoder.encode(
+                Header(
+                    tenant: identity.tenant, agent: identity.agentID, service: document.service, receivedAt: document.receivedAt,
+                    octets: document.octets, omitted: document.omitted)))
+        body.moveWriterIndex(to: body.writerIndex - 1)  // the closing brace: the document follows
+        body.writeString(#","document":"#)
+        if var json = document.body { body.writeBuffer(&json) } else { body.writeString("null") }
+        body.writeString("}\n")
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: body))
     }
 
     struct AgentList: Encodable {

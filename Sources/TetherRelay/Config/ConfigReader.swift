@@ -117,6 +117,21 @@ struct ConfigNode {
         throw self.error("expected a duration such as 250ms, 30s or 5m, within \(range.lowerBound)…\(range.upperBound)")
     }
 
+    /// `512`, `64KiB`, `1MiB`, `2GiB` (octets).
+    func size(in range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        let text = try self.string()
+        let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("", 1)]
+        for (suffix, unit) in units where text.hasSuffix(suffix) {
+            if let number = Int(text.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)),
+                case let (octets, overflow) = number.multipliedReportingOverflow(by: unit), !overflow, range.contains(octets)
+            {
+                return octets
+            }
+            break
+        }
+        throw self.error("expected a size such as 512KiB or 1MiB, within \(range.lowerBound)…\(range.upperBound) octets")
+    }
+
     func streamClass() throws(ConfigError) -> StreamClass {
         guard let value = StreamClass(name: try self.string()) else {
             throw self.error("expected a stream class: command, metadata, logs or bulk")

@@ -160,7 +160,7 @@ extension HubConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
         let keys = try root.mapping([
             "role", "listen", "tls", "revoked", "limits", "drain", "services", "listeners", "admin", "frontDoor", "log", "audit",
-            "access",
+            "access", "latestMetadata",
         ])
         self.init(listen: try keys.required("listen").endpoint(), tls: try RelayTLSFiles(try keys.required("tls")))
         self.revoked = try keys["revoked"]?.existingFile()
@@ -178,6 +178,11 @@ extension HubConfiguration {
         }
         if let admin = keys["admin"] { self.admin = try AdminConfiguration(admin, defaultPort: 9465, operatorRequired: true) }
         if let frontDoor = keys["frontDoor"] { self.frontDoor = try FrontDoorConfiguration(frontDoor) }
+        if let latest = keys["latestMetadata"] {
+            let latestKeys = try latest.mapping(["maxDocument", "maxTotal"])
+            if let value = latestKeys["maxDocument"] { self.latestMetadata.maxDocument = try value.size(in: 0...(64 << 20)) }
+            if let value = latestKeys["maxTotal"] { self.latestMetadata.maxTotal = try value.size(in: 0...(16 << 30)) }
+        }
         self.logging = try LoggingConfiguration(log: keys["log"], audit: keys["audit"])
         if let access = keys["access"] {
             self.logging.accessFile = try LoggingConfiguration.logFile(try access.mapping(["file"]).required("file"))

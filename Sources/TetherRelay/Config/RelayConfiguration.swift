@@ -130,7 +130,20 @@ public struct HubConfiguration: Sendable {
     public var admin: AdminConfiguration?
     /// The HTTP CONNECT proxy plane programs reach agents' targets through; nil serves none.
     public var frontDoor: FrontDoorConfiguration?
+    /// How much of each agent's latest METADATA document the hub keeps for its admin API.
+    public var latestMetadata = LatestMetadata()
     public var logging = LoggingConfiguration()
+
+    /// The hub keeps the latest METADATA document of each agent (`GET /v1/agents/{tenant}/{agent}/metadata`,
+    /// README "Metadata"), within these bounds: a fleet cannot fill its memory.
+    public struct LatestMetadata: Sendable, Equatable {
+        /// A longer document is not kept (its size and time are).
+        public var maxDocument = 1 << 20
+        /// All documents together; past it the least recently updated are forgotten.
+        public var maxTotal = 256 << 20
+
+        public init() {}
+    }
 
     public struct Limits: Sendable, Equatable {
         /// Connections one identity may hold at once (a second replaces the first up to this).

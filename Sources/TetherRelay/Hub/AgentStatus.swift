@@ -44,12 +44,18 @@ public protocol AgentDirectory: Sendable {
     var tenantTokens: [PlaneToken] { get }
     /// The hub instance and release, for the status page's title.
     var instance: String { get }
+    /// The agent's latest METADATA document (README "Metadata"), connected or not.
+    func latestMetadata(of identity: TetherIdentity) -> LatestMetadataStore.Document?
 }
 
 extension HubRelay: AgentDirectory {
     public var tenantTokens: [PlaneToken] { self.configuration.frontDoor?.tokens ?? [] }
 
     public var instance: String { String(SessionConfiguration.processInstanceID, radix: 16) }
+
+    public func latestMetadata(of identity: TetherIdentity) -> LatestMetadataStore.Document? {
+        self.latestMetadata.document(of: identity)
+    }
 
     public func agents(tenant: String?) async -> [AgentStatus] {
         let presences = (try? await self.registry.agents(tenant: tenant)) ?? []

@@ -61,7 +61,7 @@ enum EndpointSockets {
     /// aborts the connect.
     static func splice(
         _ stream: TetherStreamHandle, to endpoint: Endpoint, framing: StreamSplicer.Framing = .octets,
-        preamble: ByteBuffer? = nil, group: any EventLoopGroup
+        preamble: ByteBuffer? = nil, observer: (@Sendable (ByteBuffer, Bool) -> Void)? = nil, group: any EventLoopGroup
     ) -> EventLoopFuture<StreamSplicer.Outcome?> {
         let connecting = ConnectingSocket()
         stream.eventLoop.execute {
@@ -73,7 +73,7 @@ enum EndpointSockets {
             stream.eventLoop.execute { stream.acknowledge() }
             return channel.eventLoop.flatSubmit {
                 if let preamble { channel.write(preamble, promise: nil) }
-                return StreamSplicer.splice(channel, with: stream, framing: framing).map { Optional($0) }
+                return StreamSplicer.splice(channel, with: stream, framing: framing, observer: observer).map { Optional($0) }
             }
         }.flatMapError { _ in
             stream.eventLoop.submit {

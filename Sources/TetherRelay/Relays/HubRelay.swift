@@ -23,6 +23,8 @@ public final class HubRelay: Service, Sendable {
     /// What the hub announces in its SETTINGS (spec §3.3).
     let settings: Settings
     let traffic = TrafficMetrics()
+    /// Each agent's latest METADATA document.
+    public let latestMetadata: LatestMetadataStore
     private let spliced: SplicedStreams
     private let group: any EventLoopGroup
     private let logger: Logger
@@ -36,9 +38,12 @@ public final class HubRelay: Service, Sendable {
     /// The configuration in force: the one it started with, as the last reload changed it.
     public var configuration: HubConfiguration { self.live.withLockedValue { $0 } }
 
+    /// `inboundTap` sees what every edge sends, decrypted (``TetherConnectionHandler/Configuration/inboundTap``):
+    /// for tests and debugging.
     public init(
         configuration: HubConfiguration, registry: any AgentRegistry = InMemoryAgentRegistry(),
-        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "tether.hub")
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "tether.hub"),
+        inboundTap: (@Sendable (ByteBuffer) -> Void)? = nil
     ) throws {
         guard case .tcp(let host, let port) = configuration.listen else { throw RelayError("edges connect over TCP") }
         let tls = try TLSContextStore(
@@ -52,6 +57,7 @@ public final class HubRelay: Service, Sendable {
         settings.redialWindowMilliseconds = UInt32(configuration.drain.redialWindow.nanoseconds / 1_000_000)
         var connection = TetherConnectionHandler.Configuration(role: .acceptor, settings: settings)
         connection.session.goAwayGrace = configuration.drain.grace
+        connection.inboundTap = inboundTap
         var listen = TetherListenerService.Configuration(host: host, port: port, connection: connection)
         listen.drainGrace = .nanoseconds(configuration.drain.grace.nanoseconds)
         listen.handshakesPerSecond = configuration.limits.handshakesPerSecond
@@ -65,6 +71,8 @@ public final class HubRelay: Service, Sendable {
             return logger
         }()
         let audit = StreamAudit(identity: nil)
+        let latestMetadata = LatestMetadataStore(limits: configuration.latestMetadata)
+        self.latestMetadata = latestMetadata
         self.audit = audit
         self.live = live
         self.tls = tls
@@ -91,7 +99,10 @@ public final class HubRelay: Service, Sendable {
                 // A METADATA stream reaches its backend as NDJSON: one line per (filtered) message.
                 let framing: StreamSplicer.Framing = stream.streamClass == .metadata ? .lines : .octets
                 let preamble = service.proxyProtocol ? Self.proxyHeader(for: stream, from: identity).encoded() : nil
-                let splicing = EndpointSockets.splice(stream, to: service.backend, framing: framing, preamble: preamble, group: group)
+                // The hub keeps each agent's latest document (README "Metadata").
+                let observer = stream.streamClass == .metadata ? LatestMetadataStore.Recorder(store: latestMetadata, identity: identity, service: service.name).read : nil
+                let splicing = EndpointSockets.splice(
+                    stream, to: service.backend, framing: framing, preamble: preamble, observer: observer, group: group)
                 spliced.insert(stream, service: service.name, tenant: identity.tenant, until: splicing)
                 splicing.whenSuccess { outcome in
                     audit.ended(opened, stream: stream.id, outcome: outcome, failure: outcome == nil ? "backend unreachable" : nil)
@@ -287,6 +298,7 @@ public final class HubRelay: Service, Sendable {
         let reset = self.spliced.resetAll { service, tenant in
             new.services.first { $0.name == service }?.allows(tenant) != true
         }
+        self.latestMetadata.reconfigure(new.latestMetadata)
         let drained = self.hubAgents.revoke(revoked)
         for connection in drained { connection.goAway(code: .refused, debug: "identity revoked") }
         self.listener.reloadTLS()
