@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
+import Tether
 import TetherTLS
 import TetherWire
 
@@ -32,6 +33,8 @@ public protocol AdminSource: Sendable {
 /// - `GET /v1/agents/{tenant}/{agent}`: one of them; an agent the token may not see is the same
 ///   `404` as one that is not connected;
 /// - `GET /v1/agents/{tenant}/{agent}/metadata`: its latest METADATA document, by the same rules;
+/// - `GET /v1/agents/{tenant}/{agent}/logs/{source}?follow=true&cursor=…`: a LOGS stream from the
+///   agent's source as NDJSON (spec/LOGS.md §5), by the same rules;
 /// - `GET /`: the status page (``StatusPage``), for operators.
 ///
 /// Every endpoint but the health checks needs `Authorization: Bearer <token>` — or Basic with the
@@ -117,57 +120,76 @@ public final class AdminServer: Service, Sendable {
         _ agents: any AgentDirectory, on router: Router<AdminRequestContext>,
         operators: NIOLockedValueBox<[AdminConfiguration.OperatorToken]>, logger: Logger
     ) {
-        // Whose agents a request may read.
+        // Whose agents a request may read, and who it is (a LOGS stream names them to the edge).
         enum Reader {
-            case everyTenant
-            case tenant(String)
+            case everyTenant(user: String)
+            case tenant(String, user: String)
             case refused(Response)
         }
         @Sendable func reader(_ request: Request, _ context: AdminRequestContext) -> Reader {
-            if Self.refusal(request, context, operators: operators, logger: logger, quietly: true) == nil { return .everyTenant }
-            if let secret = request.headers[.authorization].flatMap({ TokenMatch.secret(inAuthorization: $0) }),
-                let token = TokenMatch.first(secret, in: agents.tenantTokens, digest: \.sha256)
-            {
-                return .tenant(token.tenant)
+            let secret = request.headers[.authorization].flatMap { TokenMatch.secret(inAuthorization: $0) }
+            if Self.refusal(request, context, operators: operators, logger: logger, quietly: true) == nil {
+                let id = secret.flatMap { TokenMatch.first($0, in: operators.withLockedValue { $0 }, digest: \.sha256)?.id }
+                return .everyTenant(user: "operator:\(id ?? "-")")
+            }
+            if let secret, let token = TokenMatch.first(secret, in: agents.tenantTokens, digest: \.sha256) {
+                return .tenant(token.tenant, user: token.user)
             }
             return .refused(Self.refusal(request, context, operators: operators, logger: logger) ?? Self.text(.unauthorized, ""))
+        }
+        // The agent a request names, when it may see it, and who asks.
+        enum Asked {
+            case refused(Response)
+            case agent(TetherIdentity?, user: String)
+        }
+        @Sendable func agent(_ request: Request, _ context: AdminRequestContext) -> Asked {
+            let asked = context.parameters.get("tenant") ?? ""
+            let identity = TetherIdentity(tenant: asked, agentID: context.parameters.get("agent") ?? "")
+            switch reader(request, context) {
+            case .refused(let refusal): return .refused(refusal)
+            case .everyTenant(let user): return .agent(identity, user: user)
+            // Another tenant's agent is answered as one that is not there, and is never looked up.
+            case .tenant(let tenant, let user): return .agent(tenant == asked ? identity : nil, user: user)
+            }
         }
         router.get("v1/agents") { request, context in
             switch reader(request, context) {
             case .refused(let refusal): return refusal
             case .everyTenant: return try Self.json(.ok, AgentList(agents: await agents.agents(tenant: nil)))
-            case .tenant(let tenant): return try Self.json(.ok, AgentList(agents: await agents.agents(tenant: tenant)))
+            case .tenant(let tenant, _): return try Self.json(.ok, AgentList(agents: await agents.agents(tenant: tenant)))
             }
         }
         router.get("v1/agents/:tenant/:agent") { request, context in
-            let asked = context.parameters.get("tenant") ?? ""
-            let agent = context.parameters.get("agent") ?? ""
-            let visible: Bool
-            switch reader(request, context) {
+            let identity: TetherIdentity?
+            switch agent(request, context) {
             case .refused(let refusal): return refusal
-            case .everyTenant: visible = true
-            case .tenant(let tenant): visible = tenant == asked
+            case .agent(let named, _): identity = named
             }
-            // Another tenant's agent is answered as one that is not connected, and is never looked up.
-            if visible,
-                let status = await agents.agents(tenant: asked).first(where: { $0.agent == agent })
-            {
+            if let identity, let status = await agents.agents(tenant: identity.tenant).first(where: { $0.agent == identity.agentID }) {
                 return try Self.json(.ok, status)
             }
-            return try Self.json(.notFound, ["error": "no such agent, or it is not connected"])
+            return try Self.json(.notFound, ["error": Self.noSuchAgent])
         }
         router.get("v1/agents/:tenant/:agent/metadata") { request, context in
-            let asked = context.parameters.get("tenant") ?? ""
-            let visible: Bool
-            switch reader(request, context) {
+            let identity: TetherIdentity?
+            switch agent(request, context) {
             case .refused(let refusal): return refusal
-            case .everyTenant: visible = true
-            case .tenant(let tenant): visible = tenant == asked
+            case .agent(let named, _): identity = named
             }
-            guard visible, let identity = TetherIdentity(tenant: asked, agentID: context.parameters.get("agent") ?? ""),
-                let document = agents.latestMetadata(of: identity)
-            else { return try Self.json(.notFound, ["error": "no metadata from such an agent"]) }
+            guard let identity, let document = agents.latestMetadata(of: identity) else {
+                return try Self.json(.notFound, ["error": "no metadata from such an agent"])
+            }
             return try Self.metadata(document, of: identity)
+        }
+        router.get("v1/agents/:tenant/:agent/logs/:source") { request, context in
+            let identity: TetherIdentity?
+            let user: String
+            switch agent(request, context) {
+            case .refused(let refusal): return refusal
+            case .agent(let named, let asker): (identity, user) = (named, asker)
+            }
+            guard let identity else { return try Self.json(.notFound, ["error": Self.noSuchAgent]) }
+            return try await Self.logs(of: identity, request, context, user: user, agents: agents)
         }
         router.get("/") { request, context in
             if let refusal = Self.refusal(request, context, operators: operators, logger: logger) { return refusal }
@@ -180,6 +202,56 @@ public final class AdminServer: Service, Sendable {
             let page = StatusPage.render(await agents.agents(tenant: nil), instance: agents.instance, now: Date())
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: page)))
         }
+    }
+
+    static let noSuchAgent = "no such agent, or it is not connected"
+
+    /// A follow of the agent's log `source` (spec/LOGS.md §5): NDJSON, one object per message, read
+    /// from the stream only as fast as the client takes them.
+    private static func logs(
+        of identity: TetherIdentity, _ request: Request, _ context: AdminRequestContext, user: String, agents: any AgentDirectory
+    ) async throws -> Response {
+        let query = request.uri.queryParameters
+        let follow = query["follow"].map { $0 == "true" || $0 == "1" } ?? false
+        let cursor = query["cursor"].map(String.init)
+        if let cursor, LogCursor(cursor) == nil { return try Self.json(.badRequest, ["error": "the cursor does not parse"]) }
+        let stream: TetherStream
+        do {
+            stream = try await agents.openLogs(
+                of: identity, source: context.parameters.get("source") ?? "", cursor: cursor, follow: follow, user: user)
+        } catch {
+            let (status, message): (HTTPResponse.Status, String) =
+                switch error {
+                case .agentNotConnected: (.notFound, Self.noSuchAgent)
+                case .refused(.unknownService): (.notFound, "the agent serves no such log source")
+                case .refused(.policyDenied): (.forbidden, "the node's policy does not allow this log source")
+                case .refused(.connectError): (.badGateway, "the agent could not read the source's file")
+                case .refused(let code): (.badGateway, "the agent refused the stream: \(code.name)")
+                case .timedOut: (.gatewayTimeout, "the agent did not answer in time")
+                case .ended: (.badGateway, "the connection to the agent ended")
+                }
+            return try Self.json(status, ["error": message])
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "application/x-ndjson"
+        headers[.cacheControl] = "no-store"
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                do {
+                    for try await message in stream.messages(maxSize: LogMessage.maxLines + 1_024) {
+                        guard let decoded = LogMessage(decoding: message) else {
+                            throw RelayError("the agent sent a LOGS message spec/LOGS.md §3 does not allow")
+                        }
+                        try await writer.write(try decoded.ndjson())
+                    }
+                    try await writer.finish(nil)
+                } catch {
+                    // The client went away, or the stream failed: the edge stops reading.
+                    await stream.reset(.cancel)
+                    throw error
+                }
+            })
     }
 
     /// `{tenant, agent, service, receivedAt, octets, omitted?, document}`, the document as the edge

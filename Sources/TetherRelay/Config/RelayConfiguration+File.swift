@@ -57,7 +57,7 @@ extension RelayTLSFiles {
 extension EdgeConfiguration {
     init(_ root: ConfigNode) throws(ConfigError) {
         let keys = try root.mapping([
-            "role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes", "metadata", "drain", "proxy",
+            "role", "hubs", "tls", "serverName", "policy", "dial", "forwards", "exposes", "metadata", "logs", "drain", "proxy",
             "admin", "log", "audit",
         ])
         let hubs = try keys.required("hubs").sequence().map { (hub) throws(ConfigError) in try hub.endpoint() }
@@ -118,6 +118,16 @@ extension EdgeConfiguration {
                 name: name, listen: try listener.required("listen").endpoint(), service: try listener.required("service").string())
             if let value = listener["maxLine"] { metadata.maxLine = try value.int(in: 64...(64 << 20)) }
             self.metadata.append(metadata)
+        }
+        names.removeAll()
+        for entry in try keys["logs"]?.sequence() ?? [] {
+            let source = try entry.mapping(["name", "path"])
+            let name = try source.required("name").string()
+            guard names.insert(name).inserted else { throw try source.required("name").error("a second log source named \(name)") }
+            let pathNode = try source.required("path")
+            let path = try pathNode.string()
+            guard path.hasPrefix("/"), !path.hasSuffix("/") else { throw pathNode.error("expected the absolute path of a file") }
+            self.logs.append(LogSource(name: name, path: path))
         }
     }
 }

@@ -30,6 +30,9 @@ public struct EdgeConfiguration: Sendable {
     public var forwards: [Forward] = []
     public var exposes: [Expose] = []
     public var metadata: [MetadataListener] = []
+    /// Log files the plane may follow over LOGS streams (spec/LOGS.md), each needing a `fromPlane`
+    /// rule of class `logs` in the policy.
+    public var logs: [LogSource] = []
     /// After SIGTERM's GOAWAY (spec §10.2), how long open streams may run before they are cut.
     public var drainGrace: TimeAmount = .seconds(30)
     /// The HTTP CONNECT proxy on the way to the hubs.
@@ -89,6 +92,18 @@ public struct EdgeConfiguration: Sendable {
         public init(name: String, target: Endpoint) {
             self.name = name
             self.target = target
+        }
+    }
+
+    /// A named log file (spec/LOGS.md §1), followed across its rotations.
+    public struct LogSource: Sendable, Equatable {
+        public var name: String
+        /// An absolute path.
+        public var path: String
+
+        public init(name: String, path: String) {
+            self.name = name
+            self.path = path
         }
     }
 

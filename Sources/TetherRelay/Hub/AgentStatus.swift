@@ -46,6 +46,10 @@ public protocol AgentDirectory: Sendable {
     var instance: String { get }
     /// The agent's latest METADATA document (README "Metadata"), connected or not.
     func latestMetadata(of identity: TetherIdentity) -> LatestMetadataStore.Document?
+    /// A LOGS stream from the agent's log `source` (spec/LOGS.md §2), once the edge opened the file.
+    func openLogs(
+        of identity: TetherIdentity, source: String, cursor: String?, follow: Bool, user: String
+    ) async throws(HubRelay.OpenFailure) -> TetherStream
 }
 
 extension HubRelay: AgentDirectory {
@@ -55,6 +59,17 @@ extension HubRelay: AgentDirectory {
 
     public func latestMetadata(of identity: TetherIdentity) -> LatestMetadataStore.Document? {
         self.latestMetadata.document(of: identity)
+    }
+
+    public func openLogs(
+        of identity: TetherIdentity, source: String, cursor: String?, follow: Bool, user: String
+    ) async throws(HubRelay.OpenFailure) -> TetherStream {
+        var metadata = [(key: LogFollower.followKey, value: follow ? "1" : "0")]
+        if let cursor { metadata.append((key: LogFollower.cursorKey, value: cursor)) }
+        let timeout = self.configuration.frontDoor?.answerTimeout ?? .seconds(15)
+        let handle = try await self.openStream(
+            to: identity, target: source, user: user, class: .logs, metadata: metadata, within: timeout)
+        return TetherStream(handle)
     }
 
     public func agents(tenant: String?) async -> [AgentStatus] {

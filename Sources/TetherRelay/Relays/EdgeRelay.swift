@@ -98,6 +98,16 @@ public final class EdgeRelay: Service, Sendable {
                 let opened = StreamAudit.Opened(
                     agent: identity, openedBy: "plane:\(StreamAudit.user(of: stream))", service: stream.service,
                     streamClass: stream.streamClass)
+                if stream.streamClass == .logs {
+                    let source = live.withLockedValue { $0.logs.first { $0.name == stream.service } }
+                    guard let source else {
+                        audit.ended(opened, stream: stream.id, failure: "refused: no such log source")
+                        return stream.refuse(.unknownService)
+                    }
+                    return LogFollower.serve(stream, from: source, logger: logger).whenSuccess { outcome in
+                        audit.ended(opened, stream: stream.id, outcome: outcome)
+                    }
+                }
                 let target = live.withLockedValue { $0.exposes.first { $0.name == stream.service }?.target }
                 guard let target else {
                     audit.ended(opened, stream: stream.id, failure: "refused: no such expose")

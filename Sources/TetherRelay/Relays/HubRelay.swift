@@ -217,20 +217,25 @@ public final class HubRelay: Service, Sendable {
         }
     }
 
-    /// Opens a BULK stream toward `agent`'s exposed `target` on behalf of `user` (the edge audits
+    /// Opens a stream toward `agent`'s exposed `target` on behalf of `user` (the edge audits
     /// it: spec §5.2.1), and succeeds once the edge has accepted it and connected the target —
     /// its OPENED (spec §5.8). An edge that does not announce `OPEN_ACK` cannot say so: its stream
     /// is given at once. Past `deadline` without an answer the stream is reset with CANCEL.
+    /// A stream of another class, with more OPEN metadata (a LOGS stream's cursor: spec/LOGS.md §2),
+    /// is opened the same way.
     public func openStream(
-        to agent: TetherIdentity, target: String, user: String, within deadline: TimeAmount
+        to agent: TetherIdentity, target: String, user: String, class streamClass: StreamClass = .bulk,
+        metadata extra: [(key: String, value: String)] = [], within deadline: TimeAmount
     ) async throws(OpenFailure) -> TetherStreamHandle {
         guard let connection = self.hubAgents.connection(to: agent) else { throw .agentNotConnected }
-        let metadata = OpenMetadata([.init(key: OpenMetadata.userKey, value: ByteBuffer(string: user))])
+        let metadata = OpenMetadata(
+            [.init(key: OpenMetadata.userKey, value: ByteBuffer(string: user))]
+                + extra.map { .init(key: $0.key, value: ByteBuffer(string: $0.value)) })
         let stream: TetherStreamHandle
         let peer: Settings
         do {
             peer = try await connection.ready()
-            stream = try await connection.openStreamHandle(service: target, class: .bulk, metadata: metadata).get()
+            stream = try await connection.openStreamHandle(service: target, class: streamClass, metadata: metadata).get()
         } catch {
             throw .ended("\(error)")
         }
