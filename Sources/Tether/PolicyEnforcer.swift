@@ -104,6 +104,9 @@ public final class PolicyEnforcer: Sendable {
     }
 
     /// The decision on a stream, counted and audited when it is a refusal. On success, the
+    /// The OPEN keys of a LOGS stream the plane opens (spec/LOGS.md §2).
+    public static let logsKeys: Set<String> = ["logs.cursor", "logs.follow"]
+
     /// stream's policy state and its OPEN metadata with what the rule does not allow removed.
     func admit(
         openedLocally: Bool, id: StreamID?, service: String, streamClass: StreamClass, metadata: OpenMetadata,
@@ -130,8 +133,13 @@ public final class PolicyEnforcer: Sendable {
             // The plane user of a stream the plane opens stays: it is for the site's audit
             // (spec/PROTOCOL.md §5.2.1) and leaves nothing.
             let user = direction == .fromPlane ? metadata[OpenMetadata.userKey] : nil
+            // So do a LOGS stream's cursor and follow flag (spec/LOGS.md §2): they steer what the
+            // allowed source sends and carry nothing out.
+            let steering = direction == .fromPlane && streamClass == .logs ? Self.logsKeys : []
             for entry in metadata.entries {
-                if rule.allowsOpenMetadata(key: entry.key) || (user != nil && entry.key == OpenMetadata.userKey) {
+                if rule.allowsOpenMetadata(key: entry.key) || (user != nil && entry.key == OpenMetadata.userKey)
+                    || steering.contains(entry.key)
+                {
                     kept[entry.key] = entry.value
                 } else {
                     removed.append(entry.key)

@@ -73,11 +73,12 @@ import Testing
             #expect(LogCursor(bad) == nil, "\(bad)")
         }
         let messages: [LogMessage] = [
-            .lines(cursor, ByteBuffer(string: "a\nb\n")), .gap(cursor, lost: 42, reason: "the file was truncated"),
+            .lines(cursor, ByteBuffer(string: "a\nb\n")), .gap(cursor, lost: 42, reason: "the file was truncated"), .idle(cursor),
         ]
         for message in messages { #expect(LogMessage(decoding: message.encoded()) == message) }
         #expect(LogMessage(decoding: ByteBuffer(bytes: [0x01, 13] + Array("1.803.1a2b3.0".utf8) + Array("no line end".utf8))) == nil)
-        #expect(LogMessage(decoding: ByteBuffer(bytes: [0x03, 13] + Array("1.803.1a2b3.0".utf8))) == nil)
+        #expect(LogMessage(decoding: ByteBuffer(bytes: [0x04, 13] + Array("1.803.1a2b3.0".utf8))) == nil, "no such type")
+        #expect(LogMessage(decoding: ByteBuffer(bytes: [0x03, 13] + Array("1.803.1a2b3.0x".utf8))) == nil, "IDLE carries nothing more")
     }
 
     @Test func wholeLinesOnlyAndALineIsSentOnceItEnds() throws {

@@ -247,7 +247,8 @@ public final class AdminServer: Service, Sendable {
                     }
                     try await writer.finish(nil)
                 } catch {
-                    // The client went away, or the stream failed: the edge stops reading.
+                    // The client went away (seen at the latest when the edge's IDLE cannot be
+                    // passed on), or the stream failed: the edge stops reading.
                     await stream.reset(.cancel)
                     throw error
                 }

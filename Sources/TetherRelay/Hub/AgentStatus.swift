@@ -69,6 +69,8 @@ extension HubRelay: AgentDirectory {
         let timeout = self.configuration.frontDoor?.answerTimeout ?? .seconds(15)
         let handle = try await self.openStream(
             to: identity, target: source, user: user, class: .logs, metadata: metadata, within: timeout)
+        // The plane sends nothing on a LOGS stream but its FIN (spec/LOGS.md §2).
+        handle.eventLoop.execute { _ = handle.finish() }
         return TetherStream(handle)
     }
 

@@ -13,6 +13,7 @@ enum LogFollower {
     /// line reaches the stream within 200 ms).
     static let pollInterval: Duration = .milliseconds(50)
 
+    /// The edge's policy keeps both (PolicyEnforcer.logsKeys, spec/POLICY.md §6).
     static let cursorKey = "logs.cursor"
     static let followKey = "logs.follow"
 
@@ -49,11 +50,17 @@ enum LogFollower {
         }
         handle.eventLoop.execute { handle.acknowledge() }
         do {
+            var quietSince = ContinuousClock.now
             while true {
-                if let message = try await NIOThreadPool.singleton.runIfActive({ try reader.next() }) {
+                var next = try await NIOThreadPool.singleton.runIfActive { try reader.next() }
+                if next == nil && follow && ContinuousClock.now - quietSince >= LogMessage.idleInterval {
+                    next = .idle(reader.position)
+                }
+                if let message = next {
                     let encoded = message.encoded()
                     try await stream.writeMessage(encoded)
                     outcome.toStream += encoded.readableBytes
+                    quietSince = ContinuousClock.now
                     continue
                 }
                 guard follow else {

@@ -34,15 +34,21 @@ public enum LogMessage: Equatable, Sendable {
     case lines(LogCursor, ByteBuffer)
     /// What lies before `cursor` could not be read; `lost` octets are known lost (0: unknown).
     case gap(LogCursor, lost: UInt64, reason: String)
+    /// Nothing new: a follow that waits says so every ``LogMessage/idleInterval``, so that the
+    /// hub and the consumer know the stream is alive (and the hub, that its client still is).
+    case idle(LogCursor)
 
     static let linesType: UInt8 = 0x01
     static let gapType: UInt8 = 0x02
+    static let idleType: UInt8 = 0x03
+    /// How often a waiting follow sends IDLE (spec/LOGS.md §3).
+    public static let idleInterval: Duration = .seconds(5)
     /// The most octets of lines one message carries (spec/LOGS.md §3).
     public static let maxLines = 65_536
 
     public var cursor: LogCursor {
         switch self {
-        case .lines(let cursor, _), .gap(let cursor, _, _): cursor
+        case .lines(let cursor, _), .gap(let cursor, _, _), .idle(let cursor): cursor
         }
     }
 
@@ -64,6 +70,9 @@ public enum LogMessage: Equatable, Sendable {
             writeCursor(cursor)
             buffer.writeInteger(lost)
             buffer.writeString(reason)
+        case .idle(let cursor):
+            buffer.writeInteger(Self.idleType)
+            writeCursor(cursor)
         }
         return buffer
     }
@@ -82,6 +91,9 @@ public enum LogMessage: Equatable, Sendable {
             guard let lost = message.readInteger(as: UInt64.self), let reason = message.readString(length: message.readableBytes)
             else { return nil }
             self = .gap(cursor, lost: lost, reason: reason)
+        case Self.idleType:
+            guard message.readableBytes == 0 else { return nil }
+            self = .idle(cursor)
         default:
             return nil
         }
@@ -89,8 +101,8 @@ public enum LogMessage: Equatable, Sendable {
 }
 
 extension LogMessage {
-    /// The hub's NDJSON line for this message (spec/LOGS.md §5): `{"cursor","lines"}` or
-    /// `{"cursor","gap":{"octets","reason"}}`; lines without their LF, octets that are not UTF-8
+    /// The hub's NDJSON line for this message (spec/LOGS.md §5): `{"cursor","lines"}` (no lines
+    /// for IDLE) or `{"cursor","gap":{"octets","reason"}}`; lines without their LF, octets that are not UTF-8
     /// as U+FFFD.
     func ndjson() throws -> ByteBuffer {
         struct Lines: Encodable {
@@ -114,6 +126,8 @@ extension LogMessage {
             line = ByteBuffer(data: try encoder.encode(Lines(cursor: "\(cursor)", lines: lines.map { String(decoding: $0, as: UTF8.self) })))
         case .gap(let cursor, let lost, let reason):
             line = ByteBuffer(data: try encoder.encode(Gap(cursor: "\(cursor)", gap: .init(octets: lost, reason: reason))))
+        case .idle(let cursor):
+            line = ByteBuffer(data: try encoder.encode(Lines(cursor: "\(cursor)", lines: [])))
         }
         line.writeInteger(UInt8(ascii: "\n"))
         return line

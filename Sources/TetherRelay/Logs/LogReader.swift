@@ -109,6 +109,9 @@ final class LogReader: @unchecked Sendable {
         return try self.next()
     }
 
+    /// Where the next line will be read from.
+    var position: LogCursor { self.cursor(at: self.offset) }
+
     private func lines(count: Int, addingLineEnd: Bool) -> LogMessage {
         var lines = ByteBuffer()
         lines.reserveCapacity(count + 1)

@@ -1,0 +1,95 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import TetherRelay
+
+/// A node's log file through the relays (spec/LOGS.md, README "Logs"): the edge serves it as a
+/// LOGS stream, the hub's admin listener as NDJSON, asked with curl.
+@Suite(.timeLimit(.minutes(3))) struct LogFollowTests {
+    struct Follow {
+        var lines: [String] = []
+        var cursors: [String] = []
+        var gaps: [String] = []
+    }
+
+    /// The NDJSON objects of a logs answer.
+    static func parse(_ body: String) -> Follow {
+        var follow = Follow()
+        for line in body.split(separator: "\n") {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { continue }
+            if let cursor = object["cursor"] as? String { follow.cursors.append(cursor) }
+            follow.lines += object["lines"] as? [String] ?? []
+            if let gap = object["gap"] as? [String: Any] { follow.gaps.append(gap["reason"] as? String ?? "") }
+        }
+        return follow
+    }
+
+    @Test func aLogFileThroughTheRelaysWithCursorsAcrossARotation() async throws {
+        let logs = try LogReaderTests.LogDirectory()
+        var pair = try await RelayPair(
+            policy: """
+                version: 1
+                fromPlane:
+                  - {service: kube, class: [logs], opaque: true}
+                  - {service: nope, class: [logs], opaque: true}
+                """)
+        pair.edge.logs = [.init(name: "kube", path: logs.log), .init(name: "secret", path: logs.log)]
+        try logs.write(100)
+        try await pair.run { hub, edge in
+            try await MetadataRelayTests.withAdmin(of: hub) { port, token in
+                let path = "/v1/agents/demo/node-1/logs/kube"
+                let all = try await RelayProcessTests.admin(port, path, token: token)
+                #expect(all.status == 200, "\(all)")
+                let first = Self.parse(all.body)
+                #expect(first.lines == LogReaderTests.numbered(0..<100))
+                let cursor = try #require(first.cursors.last)
+
+                // From the cursor, across a rotation by renaming: each line once.
+                try logs.write(50)
+                try logs.rotate()
+                try logs.write(20)
+                let resumed = Self.parse(try await RelayProcessTests.admin(port, path + "?cursor=\(cursor)", token: token).body)
+                #expect(resumed.lines == LogReaderTests.numbered(100..<170))
+                #expect(resumed.gaps.isEmpty)
+
+                // Following: a line written after the follow started arrives; when the client goes,
+                // the hub resets the stream and the edge stops reading.
+                let output = logs.path + "/follow.ndjson"
+                FileManager.default.createFile(atPath: output, contents: nil)
+                let curl = Process()
+                curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+                curl.arguments = [
+                    "-sS", "-N", "-H", "Authorization: Bearer \(token)",
+                    "http://127.0.0.1:\(port)\(path)?follow=true&cursor=\(try #require(resumed.cursors.last))",
+                ]
+                curl.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+                try curl.run()
+                try logs.write(3)
+                var followed = Follow()
+                for _ in 0..<600 where followed.lines.count < 3 {
+                    try await Task.sleep(for: .milliseconds(50))
+                    followed = Self.parse(try String(contentsOfFile: output, encoding: .utf8))
+                }
+                #expect(followed.lines == LogReaderTests.numbered(170..<173))
+                let connection = try #require(edge.connection)
+                #expect(try await connection.activeStreams()[.logs] == 1)
+                try await RelayProcessTests.kill(curl)
+                var open = 1
+                for _ in 0..<600 where open > 0 {
+                    try await Task.sleep(for: .milliseconds(50))
+                    open = try await connection.activeStreams()[.logs]
+                }
+                #expect(open == 0, "the follow ended with its client")
+
+                // Refusals, each with its status: a source the edge does not serve, one the policy
+                // does not allow, a cursor that does not parse, an agent that is not there.
+                #expect(try await RelayProcessTests.admin(port, "/v1/agents/demo/node-1/logs/nope", token: token).status == 404)
+                #expect(try await RelayProcessTests.admin(port, "/v1/agents/demo/node-1/logs/secret", token: token).status == 403)
+                #expect(try await RelayProcessTests.admin(port, path + "?cursor=nonsense", token: token).status == 400)
+                #expect(try await RelayProcessTests.admin(port, "/v1/agents/demo/node-9/logs/kube", token: token).status == 404)
+                #expect(try await RelayProcessTests.admin(port, path).status == 401)
+            }
+        }
+    }
+}
