@@ -201,7 +201,7 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            exclude: ["node-web-server.py"]
+            exclude: ["node-web-server.py", "log-writer.py"]
         ),
         .testTarget(
             name: "TetherTLSTests",
