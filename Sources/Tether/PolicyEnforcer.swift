@@ -105,7 +105,7 @@ public final class PolicyEnforcer: Sendable {
 
     /// The decision on a stream, counted and audited when it is a refusal. On success, the
     /// The OPEN keys of a LOGS stream the plane opens (spec/LOGS.md §2).
-    public static let logsKeys: Set<String> = ["logs.cursor", "logs.follow"]
+    public static let logsKeys: Set<String> = ["logs.cursor", "logs.follow", "logs.file"]
 
     /// stream's policy state and its OPEN metadata with what the rule does not allow removed.
     func admit(

@@ -33,8 +33,16 @@ import Testing
                 fromPlane:
                   - {service: kube, class: [logs], opaque: true}
                   - {service: nope, class: [logs], opaque: true}
+                  - {service: pf9, class: [logs], opaque: true}
                 """)
-        pair.edge.logs = [.init(name: "kube", path: logs.log), .init(name: "secret", path: logs.log)]
+        pair.edge.logs = [
+            .init(name: "kube", path: logs.log), .init(name: "pf9", path: logs.path + "/*.log"),
+        ]
+        // A link in the glob's directory to a file outside it is never followed.
+        let outside = logs.path + "-outside.log"
+        try "outside\n".write(toFile: outside, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: outside) }
+        try FileManager.default.createSymbolicLink(atPath: logs.path + "/link.log", withDestinationPath: outside)
         try logs.write(100)
         try await pair.run { hub, edge in
             try await MetadataRelayTests.withAdmin(of: hub) { port, token in
@@ -82,8 +90,18 @@ import Testing
                 }
                 #expect(open == 0, "the follow ended with its client")
 
+                // A glob source: one matching file, named.
+                let globbed = Self.parse(
+                    try await RelayProcessTests.admin(port, "/v1/agents/demo/node-1/logs/pf9?file=kube.log", token: token).body)
+                #expect(globbed.lines.first == "line 150" && globbed.lines.count == 23, "\(globbed.lines.prefix(3))")
+                for file in ["link.log", "kube.log.1", "../tether-outside.log", ""] {
+                    let refused = try await RelayProcessTests.admin(port, "/v1/agents/demo/node-1/logs/pf9?file=\(file)", token: token)
+                    #expect(refused.status == 404, "\(file): \(refused)")
+                }
+                #expect(try await RelayProcessTests.admin(port, "/v1/agents/demo/node-1/logs/pf9", token: token).status == 404)
+
                 // Refusals, each with its status: a source the edge does not serve, one the policy
-                // does not allow, a cursor that does not parse, an agent that is not there.
+                // does not allow (it decides first), a cursor that does not parse, an agent that is not there.
                 #expect(try await RelayProcessTests.admin(port, "/v1/agents/demo/node-1/logs/nope", token: token).status == 404)
                 #expect(try await RelayProcessTests.admin(port, "/v1/agents/demo/node-1/logs/secret", token: token).status == 403)
                 #expect(try await RelayProcessTests.admin(port, path + "?cursor=nonsense", token: token).status == 400)

@@ -232,6 +232,31 @@ import Testing
         }
     }
 
+    @Test func logSourcesAreFilesOrAGlobInOneDirectory() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let logs = "\nlogs:\n  - {name: kube, path: /var/log/pf9/kube.log}\n  - {name: pf9, path: \"/var/log/pf9/*.log\"}\n"
+        guard case .edge(let edge) = try directory.load(Self.edge + logs) else {
+            Issue.record("not an edge")
+            return
+        }
+        #expect(edge.logs.map(\.name) == ["kube", "pf9"])
+        #expect(!edge.logs[0].isGlob && edge.logs[1].isGlob)
+        #expect(edge.logs[1].file(named: nil) == nil && edge.logs[0].file(named: "x.log") == nil)
+        let refusals: [(String, String)] = [
+            ("{name: a, path: \"/var/*/a.log\"}", "one directory"), ("{name: a, path: var/a.log}", "absolute path"),
+            ("{name: kube, path: /a.log}\n  - {name: kube, path: /b.log}", "a second log source"),
+        ]
+        for (entry, message) in refusals {
+            do {
+                _ = try directory.load(Self.edge + "\nlogs:\n  - " + entry + "\n")
+                Issue.record("accepted \(entry)")
+            } catch {
+                #expect(error.path.hasPrefix("logs[") && error.message.contains(message), "\(error)")
+            }
+        }
+    }
+
     @Test func theLatestMetadataBoundsAreReadAsSizes() throws {
         let directory = try Directory()
         defer { directory.remove() }
@@ -317,12 +342,14 @@ import Testing
             .replacingOccurrences(of: "    service: kube-api\n    class: bulk", with: "    service: kube-api\n    class: command")
             .replacingOccurrences(of: "  - name: node-exporter", with: "  - name: ssh")
             .replacingOccurrences(of: "    service: inventory", with: "    service: environment")
+            + "\nlogs:\n  - {name: kube, path: /var/log/kube.log}\n"
         guard case .edge(let edge) = try directory.load(text) else {
             Issue.record("not read as an edge")
             return
         }
         let problems = edge.problems(against: try PolicyFile.load(path: edge.policy))
-        #expect(problems.count == 3, "\(problems)")
+        #expect(problems.count == 4, "\(problems)")
+        #expect(problems.contains { $0.hasPrefix("logs kube:") && $0.contains("class: [logs]") })
         #expect(problems.contains { $0.hasPrefix("metadata agents:") && $0.contains("environment (metadata)") })
         #expect(problems.contains { $0.hasPrefix("forward api-unix:") && $0.contains("kube-api (command)") })
         #expect(problems.contains { $0.hasPrefix("expose ssh:") })

@@ -33,7 +33,7 @@ public protocol AdminSource: Sendable {
 /// - `GET /v1/agents/{tenant}/{agent}`: one of them; an agent the token may not see is the same
 ///   `404` as one that is not connected;
 /// - `GET /v1/agents/{tenant}/{agent}/metadata`: its latest METADATA document, by the same rules;
-/// - `GET /v1/agents/{tenant}/{agent}/logs/{source}?follow=true&cursor=…`: a LOGS stream from the
+/// - `GET /v1/agents/{tenant}/{agent}/logs/{source}?follow=true&cursor=…&file=…`: a LOGS stream from the
 ///   agent's source as NDJSON (spec/LOGS.md §5), by the same rules;
 /// - `GET /`: the status page (``StatusPage``), for operators.
 ///
@@ -218,12 +218,13 @@ public final class AdminServer: Service, Sendable {
         let stream: TetherStream
         do {
             stream = try await agents.openLogs(
-                of: identity, source: context.parameters.get("source") ?? "", cursor: cursor, follow: follow, user: user)
+                of: identity, source: context.parameters.get("source") ?? "", file: query["file"].map(String.init), cursor: cursor,
+                follow: follow, user: user)
         } catch {
             let (status, message): (HTTPResponse.Status, String) =
                 switch error {
                 case .agentNotConnected: (.notFound, Self.noSuchAgent)
-                case .refused(.unknownService): (.notFound, "the agent serves no such log source")
+                case .refused(.unknownService): (.notFound, "the agent serves no such log source, or no such file in it")
                 case .refused(.policyDenied): (.forbidden, "the node's policy does not allow this log source")
                 case .refused(.connectError): (.badGateway, "the agent could not read the source's file")
                 case .refused(let code): (.badGateway, "the agent refused the stream: \(code.name)")

@@ -127,6 +127,9 @@ extension EdgeConfiguration {
             let pathNode = try source.required("path")
             let path = try pathNode.string()
             guard path.hasPrefix("/"), !path.hasSuffix("/") else { throw pathNode.error("expected the absolute path of a file") }
+            guard !(path as NSString).deletingLastPathComponent.contains(where: { "*?[".contains($0) }) else {
+                throw pathNode.error("a glob may only be the file's name, in one directory")
+            }
             self.logs.append(LogSource(name: name, path: path))
         }
     }

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import TetherTLS
@@ -95,15 +96,33 @@ public struct EdgeConfiguration: Sendable {
         }
     }
 
-    /// A named log file (spec/LOGS.md §1), followed across its rotations.
+    /// A named log file, or a glob of files in one directory (spec/LOGS.md §1), each followed
+    /// across its rotations.
     public struct LogSource: Sendable, Equatable {
         public var name: String
-        /// An absolute path.
+        /// An absolute path; its last component may be a glob (`*`, `?`, `[…]`): a follow then
+        /// names one matching file (`logs.file`).
         public var path: String
 
         public init(name: String, path: String) {
             self.name = name
             self.path = path
+        }
+
+        /// Whether the last component is a pattern.
+        public var isGlob: Bool { (self.path as NSString).lastPathComponent.contains { "*?[".contains($0) } }
+
+        /// The file a follow reads: the path, or for a glob the `file` it names — a regular file
+        /// (never a symbolic link) in the glob's directory whose name matches. Nil otherwise.
+        public func file(named file: String?) -> String? {
+            guard self.isGlob else { return file == nil ? self.path : nil }
+            guard let file, !file.isEmpty, !file.contains("/"), file != ".", file != "..",
+                fnmatch((self.path as NSString).lastPathComponent, file, FNM_PERIOD) == 0
+            else { return nil }
+            let path = (self.path as NSString).deletingLastPathComponent + "/" + file
+            var status = stat()
+            guard lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { return nil }
+            return path
         }
     }
 

@@ -48,7 +48,7 @@ public protocol AgentDirectory: Sendable {
     func latestMetadata(of identity: TetherIdentity) -> LatestMetadataStore.Document?
     /// A LOGS stream from the agent's log `source` (spec/LOGS.md §2), once the edge opened the file.
     func openLogs(
-        of identity: TetherIdentity, source: String, cursor: String?, follow: Bool, user: String
+        of identity: TetherIdentity, source: String, file: String?, cursor: String?, follow: Bool, user: String
     ) async throws(HubRelay.OpenFailure) -> TetherStream
 }
 
@@ -62,10 +62,11 @@ extension HubRelay: AgentDirectory {
     }
 
     public func openLogs(
-        of identity: TetherIdentity, source: String, cursor: String?, follow: Bool, user: String
+        of identity: TetherIdentity, source: String, file: String?, cursor: String?, follow: Bool, user: String
     ) async throws(HubRelay.OpenFailure) -> TetherStream {
         var metadata = [(key: LogFollower.followKey, value: follow ? "1" : "0")]
         if let cursor { metadata.append((key: LogFollower.cursorKey, value: cursor)) }
+        if let file { metadata.append((key: LogFollower.fileKey, value: file)) }
         let timeout = self.configuration.frontDoor?.answerTimeout ?? .seconds(15)
         let handle = try await self.openStream(
             to: identity, target: source, user: user, class: .logs, metadata: metadata, within: timeout)

@@ -16,6 +16,7 @@ enum LogFollower {
     /// The edge's policy keeps both (PolicyEnforcer.logsKeys, spec/POLICY.md §6).
     static let cursorKey = "logs.cursor"
     static let followKey = "logs.follow"
+    static let fileKey = "logs.file"
 
     /// Serves `handle` from `source`; the future says what was sent and how it ended, for the audit.
     static func serve(
@@ -39,9 +40,16 @@ enum LogFollower {
             }
             cursor = parsed
         }
+        // A glob's file: one that matches, in its directory, never through a link.
+        let named = stream.metadata[Self.fileKey].map { String(buffer: $0) }
+        guard let path = try? await NIOThreadPool.singleton.runIfActive({ source.file(named: named) }) else {
+            handle.eventLoop.execute { handle.refuse(.unknownService) }
+            outcome.error = "refused: no such file in the source"
+            return outcome
+        }
         let reader: LogReader
         do {
-            reader = try await NIOThreadPool.singleton.runIfActive { [cursor] in try LogReader(path: source.path, cursor: cursor) }
+            reader = try await NIOThreadPool.singleton.runIfActive { [cursor] in try LogReader(path: path, cursor: cursor) }
         } catch {
             logger.notice("log source not readable", metadata: ["source": "\(source.name)", "error": "\(error)"])
             handle.eventLoop.execute { handle.refuse(.connectError) }
