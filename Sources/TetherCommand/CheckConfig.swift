@@ -35,7 +35,7 @@ struct CheckConfig: ParsableCommand {
             guard problems.isEmpty else { throw ExitCode.failure }
             print(
                 "\(self.file): edge, \(edge.hubs.count) hub(s), \(edge.forwards.count) forward(s), "
-                    + "\(edge.exposes.count) expose(s), \(edge.metadata.count) metadata listener(s); "
+                    + "\(edge.exposes.count) expose(s), \(edge.metadata.count) metadata listener(s), \(edge.logs.count) log source(s); "
                     + "every one allowed by \(edge.policy)")
         case .hub(let hub):
             if let revoked = hub.revoked {
