@@ -2,7 +2,8 @@
 # Follow throughput of a node's log through `tether edge` and `tether hub` (README "Logs"):
 # one follow, then 50 at once, of a file of real log text read from its beginning through the
 # hub's logs endpoint, with curl; prints lines/s, MiB/s and the compression ratio on the tunnel
-# (the file's octets over the LOGS DATA octets the hub received).
+# (the file's octets over the LOGS DATA octets the hub received); then how long a line appended
+# to the file takes to reach a following consumer (100 lines, one every 100 ms).
 #
 #   Benchmarks/logs-follow.sh [MiB]      (default 64; T=path/to/tether to use another build)
 set -euo pipefail
@@ -87,4 +88,35 @@ python3 - "$lines" "$octets" "$took" <<'PY'
 import sys
 lines, octets, took = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 print(f"50 follows: {50 * lines / took:12,.0f} lines/s  {50 * octets / took / 2**20:8.1f} MiB/s  ({took:.2f} s, all 50 complete)")
+PY
+
+# Latency: a consumer follows the end of the file; each appended line carries its write time.
+python3 - "$admin_port" "$token" "$dir/node.log" <<'PY'
+import json, subprocess, sys, threading, time
+port, token, path = sys.argv[1], sys.argv[2], sys.argv[3]
+cursor = None
+with open("follow-0.ndjson") as answer:
+    for line in answer:
+        cursor = json.loads(line)["cursor"]
+url = f"http://127.0.0.1:{port}/v1/agents/acme/node-1/logs/node-logs?follow=true&cursor={cursor}"
+curl = subprocess.Popen(["curl", "-sN", "-H", f"Authorization: Bearer {token}", url], stdout=subprocess.PIPE, text=True)
+delays = []
+def read():
+    for line in curl.stdout:
+        for entry in json.loads(line).get("lines", []):
+            if entry.startswith("latency "):
+                delays.append(time.time() - float(entry.split()[1]))
+reader = threading.Thread(target=read, daemon=True)
+reader.start()
+time.sleep(1)
+with open(path, "a", buffering=1) as log:
+    for _ in range(100):
+        log.write(f"latency {time.time():.6f}\n")
+        time.sleep(0.1)
+time.sleep(1)
+curl.terminate()
+delays.sort()
+if len(delays) != 100:
+    sys.exit(f"latency: {len(delays)} of 100 lines arrived")
+print(f"line latency (append to consumer, 100 lines): p50 {delays[49] * 1000:.0f} ms, p99 {delays[98] * 1000:.0f} ms, max {delays[99] * 1000:.0f} ms")
 PY
