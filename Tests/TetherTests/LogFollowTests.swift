@@ -1,5 +1,7 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import Testing
 
 @testable import TetherRelay
@@ -108,6 +110,118 @@ import Testing
                 #expect(try await RelayProcessTests.admin(port, "/v1/agents/demo/node-9/logs/kube", token: token).status == 404)
                 #expect(try await RelayProcessTests.admin(port, path).status == 401)
             }
+        }
+    }
+
+    /// A consumer that stops reading holds the follow where it is: the hub reads the stream only as
+    /// fast as its client takes the body, so the edge sends at most a stream window (and what the
+    /// sockets buffer) beyond — not the file. Once the consumer reads again, every line arrives.
+    @Test func aStalledConsumerHoldsTheEdgeToAWindow() async throws {
+        let logs = try LogReaderTests.LogDirectory()
+        var pair = try await RelayPair(
+            policy: """
+                version: 1
+                fromPlane:
+                  - {service: kube, class: [logs], opaque: true}
+                """)
+        pair.edge.logs = [.init(name: "kube", path: logs.log)]
+        // 24 MiB of lines that compress poorly (random hex): about 13 MB on the wire in all.
+        let lineCount = (24 << 20) / 65
+        var bytes = [UInt8](repeating: UInt8(ascii: "\n"), count: lineCount * 65)
+        let hex = Array("0123456789abcdef".utf8)
+        var generator = SystemRandomNumberGenerator()
+        for line in 0..<lineCount {
+            for index in stride(from: 0, to: 64, by: 16) {
+                var random = generator.next() as UInt64
+                for digit in 0..<16 {
+                    bytes[line * 65 + index + digit] = hex[Int(random & 15)]
+                    random >>= 4
+                }
+            }
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
+        try logs.append(text)
+        try await pair.run { hub, edge in
+            try await MetadataRelayTests.withAdmin(of: hub) { port, token in
+                let connection = try #require(edge.connection)
+                let reader = try await StalledReader.connect(
+                    port: port, request: "GET /v1/agents/demo/node-1/logs/kube HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n\r\n")
+                // Until the edge has sent nothing more for 2 s.
+                var sent = -1
+                var still = 0
+                while still < 10 {
+                    try await Task.sleep(for: .milliseconds(200))
+                    let now = try await connection.counters().dataOctetsSentByClass[.logs]
+                    still = now == sent ? still + 1 : 0
+                    sent = now
+                }
+                // A stream window and what the sockets buffer, not the ~13 MB of the whole file.
+                #expect(sent > 0 && sent < 8 << 20, "the edge sent \(sent) octets to a consumer that reads nothing")
+                let body = try await reader.readAll()
+                let lines = Self.parse(Self.dechunked(body)).lines
+                #expect(lines.count == lineCount, "then every line arrives")
+            }
+        }
+    }
+
+    /// The body of an HTTP/1.1 chunked answer.
+    static func dechunked(_ answer: String) -> String {
+        guard let start = answer.range(of: "\r\n\r\n") else { return "" }
+        var rest = Substring(answer[start.upperBound...])
+        var body = ""
+        while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16), size > 0 {
+            let chunk = rest[lineEnd.upperBound...].utf8.prefix(size)
+            body += String(decoding: chunk, as: UTF8.self)
+            rest = rest[rest.utf8.index(lineEnd.upperBound, offsetBy: size + 2)...]
+        }
+        return body
+    }
+}
+
+extension String {
+    func leftPadded(to count: Int) -> String { String(repeating: "0", count: max(0, count - self.count)) + self }
+}
+
+/// A client that sends its request and then reads nothing until told to: its socket's small
+/// receive buffer fills, and everything behind it must wait.
+final class StalledReader: @unchecked Sendable {
+    let channel: any Channel
+    let received: NIOLockedValueBox<[UInt8]>
+
+    init(channel: any Channel, received: NIOLockedValueBox<[UInt8]>) {
+        self.channel = channel
+        self.received = received
+    }
+
+    static func connect(port: Int, request: String) async throws -> StalledReader {
+        let received = NIOLockedValueBox<[UInt8]>([])
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.so_rcvbuf), value: 4_096)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in channel.pipeline.addHandler(Collector(received)) }
+            .connect(host: "127.0.0.1", port: port).get()
+        try await channel.writeAndFlush(ByteBuffer(string: request))
+        return StalledReader(channel: channel, received: received)
+    }
+
+    /// Reads until the answer's last chunk, then closes.
+    func readAll() async throws -> String {
+        try await self.channel.setOption(.autoRead, value: true)
+        self.channel.read()
+        while !self.received.withLockedValue({ $0.suffix(5) == Array("0\r\n\r\n".utf8) }) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await self.channel.close()
+        return String(decoding: self.received.withLockedValue { $0 }, as: UTF8.self)
+    }
+
+    final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let received: NIOLockedValueBox<[UInt8]>
+        init(_ received: NIOLockedValueBox<[UInt8]>) { self.received = received }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let bytes = Self.unwrapInboundIn(data)
+            self.received.withLockedValue { $0 += bytes.readableBytesView }
         }
     }
 }
