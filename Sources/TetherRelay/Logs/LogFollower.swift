@@ -27,7 +27,9 @@ enum LogFollower {
         return promise.futureResult
     }
 
-    private static func follow(_ stream: TetherStream, _ source: EdgeConfiguration.LogSource, logger: Logger) async -> StreamSplicer.Outcome {
+    private static func follow(
+        _ stream: TetherStream, _ source: EdgeConfiguration.LogSource, logger: Logger
+    ) async -> StreamSplicer.Outcome {
         var outcome = StreamSplicer.Outcome()
         let handle = stream.handle
         let follow = stream.metadata[Self.followKey].map { String(buffer: $0) } == "1"

@@ -123,7 +123,8 @@ extension LogMessage {
         switch self {
         case .lines(let cursor, let bytes):
             let lines = bytes.readableBytesView.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast()
-            line = ByteBuffer(data: try encoder.encode(Lines(cursor: "\(cursor)", lines: lines.map { String(decoding: $0, as: UTF8.self) })))
+            let text = lines.map { String(decoding: $0, as: UTF8.self) }
+            line = ByteBuffer(data: try encoder.encode(Lines(cursor: "\(cursor)", lines: text)))
         case .gap(let cursor, let lost, let reason):
             line = ByteBuffer(data: try encoder.encode(Gap(cursor: "\(cursor)", gap: .init(octets: lost, reason: reason))))
         case .idle(let cursor):

@@ -100,7 +100,9 @@ public final class HubRelay: Service, Sendable {
                 let framing: StreamSplicer.Framing = stream.streamClass == .metadata ? .lines : .octets
                 let preamble = service.proxyProtocol ? Self.proxyHeader(for: stream, from: identity).encoded() : nil
                 // The hub keeps each agent's latest document (README "Metadata").
-                let observer = stream.streamClass == .metadata ? LatestMetadataStore.Recorder(store: latestMetadata, identity: identity, service: service.name).read : nil
+                let observer =
+                    stream.streamClass == .metadata
+                    ? LatestMetadataStore.Recorder(store: latestMetadata, identity: identity, service: service.name).read : nil
                 let splicing = EndpointSockets.splice(
                     stream, to: service.backend, framing: framing, preamble: preamble, observer: observer, group: group)
                 spliced.insert(stream, service: service.name, tenant: identity.tenant, until: splicing)
