@@ -204,7 +204,7 @@ public final class AdminServer: Service, Sendable {
         }
     }
 
-    static let noSuchAgent = "no such agent, or it is not connected"
+    static let noSuchAgent = HubRelay.OpenFailure.agentNotConnected.httpAnswer(about: "").message
 
     /// A follow of the agent's log `source` (spec/LOGS.md §5): NDJSON, one object per message, read
     /// from the stream only as fast as the client takes them.
@@ -221,16 +221,8 @@ public final class AdminServer: Service, Sendable {
                 of: identity, source: context.parameters.get("source") ?? "", file: query["file"].map(String.init), cursor: cursor,
                 follow: follow, user: user)
         } catch {
-            let (status, message): (HTTPResponse.Status, String) =
-                switch error {
-                case .agentNotConnected: (.notFound, Self.noSuchAgent)
-                case .refused(.unknownService): (.notFound, "the agent serves no such log source, or no such file in it")
-                case .refused(.policyDenied): (.forbidden, "the node's policy does not allow this log source")
-                case .refused(.connectError): (.badGateway, "the agent could not read the source's file")
-                case .refused(let code): (.badGateway, "the agent refused the stream: \(code.name)")
-                case .timedOut: (.gatewayTimeout, "the agent did not answer in time")
-                case .ended: (.badGateway, "the connection to the agent ended")
-                }
+            let (code, message) = error.httpAnswer(about: "log source")
+            let status = HTTPResponse.Status(code: code)
             return try Self.json(status, ["error": message])
         }
         var headers = HTTPFields()

@@ -35,7 +35,7 @@ public struct FrontDoorConfiguration: Sendable {
 enum FrontDoor {
     /// What every refusal of an agent says, whether it is unknown, offline or another tenant's:
     /// a token learns nothing about agents it may not reach.
-    static let noSuchAgent = "no such agent, or it is not connected\n"
+    static let noSuchAgent = HubRelay.OpenFailure.agentNotConnected.httpAnswer(about: "target").message + "\n"
 
     /// `tether_front_door_connects_total{status}`: every CONNECT by the status it was answered
     /// with — `200` spliced, each refusal by its own (README "Admin endpoints").
@@ -152,15 +152,8 @@ final class FrontDoorHandler: ChannelInboundHandler, RemovableChannelHandler, @u
 
     /// Why a CONNECT that reached an agent got no stream, as HTTP says it.
     static func status(of failure: HubRelay.OpenFailure) -> (HTTPResponseStatus, String) {
-        switch failure {
-        case .agentNotConnected: (.notFound, FrontDoor.noSuchAgent)
-        case .refused(.policyDenied): (.forbidden, "the node's policy does not allow this target\n")
-        case .refused(.unknownService): (.notFound, "the agent exposes no such target\n")
-        case .refused(.connectError): (.badGateway, "the agent could not connect its target\n")
-        case .refused(let code): (.badGateway, "the agent refused the stream: \(code.name)\n")
-        case .timedOut: (.gatewayTimeout, "the agent did not connect its target in time\n")
-        case .ended: (.badGateway, "the connection to the agent ended\n")
-        }
+        let (code, message) = failure.httpAnswer(about: "target")
+        return (HTTPResponseStatus(statusCode: code), message + "\n")
     }
 
     /// `200`, then the socket is the stream's: the HTTP handlers leave, octets the client sent after

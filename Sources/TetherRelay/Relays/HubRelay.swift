@@ -209,6 +209,20 @@ public final class HubRelay: Service, Sendable {
         /// The connection or the stream ended before the edge answered.
         case ended(String)
 
+        /// How an HTTP front end answers it (README "Front door", "Logs"): the status code, and what
+        /// went wrong in words about the `thing` asked for (`target`, `log source`).
+        func httpAnswer(about thing: String) -> (code: Int, message: String) {
+            switch self {
+            case .agentNotConnected: (404, "no such agent, or it is not connected")
+            case .refused(.unknownService): (404, "the agent has no such \(thing)")
+            case .refused(.policyDenied): (403, "the node's policy does not allow this \(thing)")
+            case .refused(.connectError): (502, "the agent could not reach its \(thing)")
+            case .refused(let code): (502, "the agent refused the stream: \(code.name)")
+            case .timedOut: (504, "the agent did not reach its \(thing) in time")
+            case .ended: (502, "the connection to the agent ended")
+            }
+        }
+
         public var description: String {
             switch self {
             case .agentNotConnected: "agent not connected"
