@@ -147,7 +147,7 @@ import Testing
 
             // Tenant isolation: another tenant's connected agent is answered exactly as an unknown
             // one — and its edge receives no frame on that account (its keepalive's PINGs aside).
-            try await Self.withSecondEdge(pair, TetherIdentity(tenant: "globex", agentID: "node-2")!) { other in
+            try await Self.withSecondEdge(pair, of: hub, TetherIdentity(tenant: "globex", agentID: "node-2")!) { other in
                 // Settled: the hub's SETTINGS and its ACK arrived before its answer to this PING.
                 _ = try await other.ping()
                 let before = try await other.counters()
@@ -191,13 +191,14 @@ import Testing
         return client.output
     }
 
-    /// Runs a second edge, of `identity`, beside `pair`'s, exposing `web` too; `body` gets its
-    /// connection once it is up.
+    /// Runs a second edge, of `identity`, beside `pair`'s, dialing its `hub` and exposing nothing;
+    /// `body` gets its connection once it is up.
     static func withSecondEdge(
-        _ pair: RelayPair, _ identity: TetherIdentity, _ body: (TetherConnection) async throws -> Void
+        _ pair: RelayPair, of hub: HubRelay, _ identity: TetherIdentity, _ body: (TetherConnection) async throws -> Void
     ) async throws {
         try pair.certificates.issueEdge(identity, named: "edge-b")
         var configuration = pair.edge
+        configuration.hubs = [.tcp(host: "127.0.0.1", port: try await hub.localAddress.port!)]
         configuration.tls.certificate = pair.directory + "/edge-b.pem"
         configuration.tls.key = pair.directory + "/edge-b.key"
         configuration.exposes = []
