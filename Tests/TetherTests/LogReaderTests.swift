@@ -81,6 +81,27 @@ import Testing
         #expect(LogMessage(decoding: ByteBuffer(bytes: [0x03, 13] + Array("1.803.1a2b3.0x".utf8))) == nil, "IDLE carries nothing more")
     }
 
+    /// The hub's NDJSON (spec/LOGS.md §5), read back by Foundation's JSON parser: escapes, control
+    /// octets, UTF-8, and octets that are not UTF-8 as U+FFFD.
+    @Test func theHubsNDJSONIsJSONWhateverTheLinesHold() throws {
+        let cursor = LogCursor(device: 1, inode: 2, offset: 3)
+        var lines = ByteBuffer(string: "plain\n\"quoted\" \\ back\ttab\rcr\u{1}\u{7F}\nété 日本\n\n")
+        lines.writeBytes([0x62, 0x61, 0x64, 0xFF, 0xC3, 0x0A])  // "bad", an invalid octet, a cut sequence
+        func parsed(_ message: LogMessage) throws -> [String: Any] {
+            var line = message.ndjson()
+            #expect(line.readableBytesView.last == UInt8(ascii: "\n"))
+            line.moveWriterIndex(to: line.writerIndex - 1)
+            return try #require(try JSONSerialization.jsonObject(with: Data(line.readableBytesView)) as? [String: Any])
+        }
+        let object = try parsed(.lines(cursor, lines))
+        #expect(object["cursor"] as? String == "1.1.2.3")
+        #expect(object["lines"] as? [String] == ["plain", "\"quoted\" \\ back\ttab\rcr\u{1}\u{7F}", "été 日本", "", "bad\u{FFFD}\u{FFFD}"])
+        let gap = try parsed(.gap(cursor, lost: 42, reason: "the \"file\" was truncated"))
+        #expect((gap["gap"] as? [String: Any])?["octets"] as? Int == 42)
+        #expect((gap["gap"] as? [String: Any])?["reason"] as? String == "the \"file\" was truncated")
+        #expect(try parsed(.idle(cursor))["lines"] as? [String] == [])
+    }
+
     @Test func wholeLinesOnlyAndALineIsSentOnceItEnds() throws {
         let directory = try LogDirectory()
         try directory.write(3)

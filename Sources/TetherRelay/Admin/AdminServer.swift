@@ -236,7 +236,7 @@ public final class AdminServer: Service, Sendable {
                         guard let decoded = LogMessage(decoding: message) else {
                             throw RelayError("the agent sent a LOGS message spec/LOGS.md §3 does not allow")
                         }
-                        try await writer.write(try decoded.ndjson())
+                        try await writer.write(decoded.ndjson())
                     }
                     try await writer.finish(nil)
                 } catch {

@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 
 /// A position in one log file (spec/LOGS.md §4): `1.<device>.<inode>.<offset>`, lowercase hex.
@@ -102,35 +101,62 @@ public enum LogMessage: Equatable, Sendable {
 
 extension LogMessage {
     /// The hub's NDJSON line for this message (spec/LOGS.md §5): `{"cursor","lines"}` (no lines
-    /// for IDLE) or `{"cursor","gap":{"octets","reason"}}`; lines without their LF, octets that are not UTF-8
-    /// as U+FFFD.
-    func ndjson() throws -> ByteBuffer {
-        struct Lines: Encodable {
-            var cursor: String
-            var lines: [String]
-        }
-        struct Gap: Encodable {
-            struct Lost: Encodable {
-                var octets: UInt64
-                var reason: String
-            }
-            var cursor: String
-            var gap: Lost
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var line: ByteBuffer
+    /// for IDLE) or `{"cursor","gap":{"octets","reason"}}`; lines without their LF, octets that are
+    /// not UTF-8 as U+FFFD. Written octet by octet: at 64 KiB of lines per message, an encoder
+    /// and a `String` per line would cost more than the rest of the hub's path.
+    func ndjson() -> ByteBuffer {
+        var line = ByteBuffer()
+        line.writeStaticString(#"{"cursor":""#)
+        line.writeString(self.cursor.description)
         switch self {
-        case .lines(let cursor, let bytes):
-            let lines = bytes.readableBytesView.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast()
-            let text = lines.map { String(decoding: $0, as: UTF8.self) }
-            line = ByteBuffer(data: try encoder.encode(Lines(cursor: "\(cursor)", lines: text)))
-        case .gap(let cursor, let lost, let reason):
-            line = ByteBuffer(data: try encoder.encode(Gap(cursor: "\(cursor)", gap: .init(octets: lost, reason: reason))))
-        case .idle(let cursor):
-            line = ByteBuffer(data: try encoder.encode(Lines(cursor: "\(cursor)", lines: [])))
+        case .lines(_, let bytes):
+            line.reserveCapacity(bytes.readableBytes + bytes.readableBytes / 8 + 64)
+            line.writeStaticString(#"","lines":["#)
+            var first = true
+            for text in bytes.readableBytesView.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast() {
+                if !first { line.writeInteger(UInt8(ascii: ",")) }
+                first = false
+                Self.writeJSONString(text, to: &line)
+            }
+            line.writeStaticString("]}")
+        case .gap(_, let lost, let reason):
+            line.writeStaticString(#"","gap":{"octets":"#)
+            line.writeString("\(lost)")
+            line.writeStaticString(#","reason":"#)
+            Self.writeJSONString(reason.utf8, to: &line)
+            line.writeStaticString("}}")
+        case .idle:
+            line.writeStaticString(#"","lines":[]}"#)
         }
         line.writeInteger(UInt8(ascii: "\n"))
         return line
+    }
+
+    /// `text` as a JSON string (RFC 8259 §7); a line that is not UTF-8 has U+FFFD for what is not.
+    static func writeJSONString(_ text: some Collection<UInt8>, to line: inout ByteBuffer) {
+        guard text.allSatisfy({ $0 < 0x80 }) else {
+            return Self.writeEscaped(Array(String(decoding: text, as: UTF8.self).utf8), to: &line)
+        }
+        Self.writeEscaped(text, to: &line)
+    }
+
+    private static func writeEscaped(_ text: some Collection<UInt8>, to line: inout ByteBuffer) {
+        let hex = Array("0123456789abcdef".utf8)
+        line.writeInteger(UInt8(ascii: "\""))
+        for octet in text {
+            switch octet {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                line.writeInteger(UInt8(ascii: "\\"))
+                line.writeInteger(octet)
+            case UInt8(ascii: "\t"): line.writeStaticString("\\t")
+            case UInt8(ascii: "\r"): line.writeStaticString("\\r")
+            case 0..<0x20, 0x7F:
+                line.writeStaticString("\\u00")
+                line.writeInteger(hex[Int(octet >> 4)])
+                line.writeInteger(hex[Int(octet & 15)])
+            default: line.writeInteger(octet)
+            }
+        }
+        line.writeInteger(UInt8(ascii: "\""))
     }
 }
