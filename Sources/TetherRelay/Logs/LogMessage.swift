@@ -133,6 +133,7 @@ extension LogMessage {
     }
 
     /// `text` as a JSON string (RFC 8259 §7); a line that is not UTF-8 has U+FFFD for what is not.
+    /// Runs that need no escape are copied whole.
     static func writeJSONString(_ text: some Collection<UInt8>, to line: inout ByteBuffer) {
         guard text.allSatisfy({ $0 < 0x80 }) else {
             return Self.writeEscaped(Array(String(decoding: text, as: UTF8.self).utf8), to: &line)
@@ -140,23 +141,34 @@ extension LogMessage {
         Self.writeEscaped(text, to: &line)
     }
 
-    private static func writeEscaped(_ text: some Collection<UInt8>, to line: inout ByteBuffer) {
-        let hex = Array("0123456789abcdef".utf8)
+    private static func writeEscaped<Text: Collection<UInt8>>(_ text: Text, to line: inout ByteBuffer) {
         line.writeInteger(UInt8(ascii: "\""))
-        for octet in text {
+        var run = text.startIndex
+        var index = text.startIndex
+        while index < text.endIndex {
+            let octet = text[index]
+            if octet >= 0x20 && octet != 0x7F && octet != UInt8(ascii: "\"") && octet != UInt8(ascii: "\\") {
+                text.formIndex(after: &index)
+                continue
+            }
+            line.writeBytes(text[run..<index])
             switch octet {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
                 line.writeInteger(UInt8(ascii: "\\"))
                 line.writeInteger(octet)
             case UInt8(ascii: "\t"): line.writeStaticString("\\t")
             case UInt8(ascii: "\r"): line.writeStaticString("\\r")
-            case 0..<0x20, 0x7F:
+            default:
                 line.writeStaticString("\\u00")
-                line.writeInteger(hex[Int(octet >> 4)])
-                line.writeInteger(hex[Int(octet & 15)])
-            default: line.writeInteger(octet)
+                line.writeInteger(Self.hex[Int(octet >> 4)])
+                line.writeInteger(Self.hex[Int(octet & 15)])
             }
+            text.formIndex(after: &index)
+            run = index
         }
+        line.writeBytes(text[run..<index])
         line.writeInteger(UInt8(ascii: "\""))
     }
+
+    private static let hex = Array("0123456789abcdef".utf8)
 }
