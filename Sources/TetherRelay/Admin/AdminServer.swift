@@ -127,15 +127,11 @@ public final class AdminServer: Service, Sendable {
             case refused(Response)
         }
         @Sendable func reader(_ request: Request, _ context: AdminRequestContext) -> Reader {
-            let secret = request.headers[.authorization].flatMap { TokenMatch.secret(inAuthorization: $0) }
-            if Self.refusal(request, context, operators: operators, logger: logger, quietly: true) == nil {
-                let id = secret.flatMap { TokenMatch.first($0, in: operators.withLockedValue { $0 }, digest: \.sha256)?.id }
-                return .everyTenant(user: "operator:\(id ?? "-")")
-            }
-            if let secret, let token = TokenMatch.first(secret, in: agents.tenantTokens, digest: \.sha256) {
+            if let id = Self.operatorID(request, operators) { return .everyTenant(user: "operator:\(id)") }
+            if let secret = Self.secret(request), let token = TokenMatch.first(secret, in: agents.tenantTokens, digest: \.sha256) {
                 return .tenant(token.tenant, user: token.user)
             }
-            return .refused(Self.refusal(request, context, operators: operators, logger: logger) ?? Self.text(.unauthorized, ""))
+            return .refused(Self.unauthorized(request, context, logger: logger))
         }
         // The agent a request names, when it may see it, and who asks.
         enum Asked {
@@ -165,9 +161,7 @@ public final class AdminServer: Service, Sendable {
             case .refused(let refusal): return refusal
             case .agent(let named, _): identity = named
             }
-            if let identity, let status = await agents.agents(tenant: identity.tenant).first(where: { $0.agent == identity.agentID }) {
-                return try Self.json(.ok, status)
-            }
+            if let identity, let status = await agents.agent(identity) { return try Self.json(.ok, status) }
             return try Self.json(.notFound, ["error": Self.noSuchAgent])
         }
         router.get("v1/agents/:tenant/:agent/metadata") { request, context in
@@ -296,16 +290,29 @@ public final class AdminServer: Service, Sendable {
     }
 
     /// Nil when `request` may proceed: no operator is configured, or it carries one's token
-    /// (Bearer, or Basic's password). Else a 401 and, unless `quietly`, a log line.
+    /// (Bearer, or Basic's password). Else a 401 and a log line.
     private static func refusal(
         _ request: Request, _ context: AdminRequestContext, operators: NIOLockedValueBox<[AdminConfiguration.OperatorToken]>,
-        logger: Logger, quietly: Bool = false
+        logger: Logger
     ) -> Response? {
+        Self.operatorID(request, operators) == nil ? Self.unauthorized(request, context, logger: logger) : nil
+    }
+
+    /// The token `request` presents: `Authorization: Bearer <token>`, or Basic's password.
+    private static func secret(_ request: Request) -> Substring? {
+        request.headers[.authorization].flatMap { TokenMatch.secret(inAuthorization: $0) }
+    }
+
+    /// The id of the operator whose token `request` carries — `-` when no operator is configured,
+    /// so every request is an operator's — or nil.
+    private static func operatorID(_ request: Request, _ operators: NIOLockedValueBox<[AdminConfiguration.OperatorToken]>) -> String? {
         let tokens = operators.withLockedValue { $0 }
-        guard !tokens.isEmpty else { return nil }
-        let presented = request.headers[.authorization].flatMap { TokenMatch.secret(inAuthorization: $0) }
-        if let presented, TokenMatch.first(presented, in: tokens, digest: \.sha256) != nil { return nil }
-        if quietly { return Self.text(.unauthorized, "") }
+        guard !tokens.isEmpty else { return "-" }
+        return Self.secret(request).flatMap { TokenMatch.first($0, in: tokens, digest: \.sha256)?.id }
+    }
+
+    /// A 401, and a log line naming the peer — never the token.
+    private static func unauthorized(_ request: Request, _ context: AdminRequestContext, logger: Logger) -> Response {
         logger.notice(
             "admin request refused: no valid operator token",
             metadata: ["path": "\(request.uri.path)", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "-")"])

@@ -40,6 +40,8 @@ public struct AgentError: Sendable, Encodable, Equatable {
 public protocol AgentDirectory: Sendable {
     /// Agents connected now, of `tenant` only when it is given, by tenant and agent.
     func agents(tenant: String?) async -> [AgentStatus]
+    /// One agent, while it is connected.
+    func agent(_ identity: TetherIdentity) async -> AgentStatus?
     /// Tokens that may read their own tenant's agents: the front door's (README "Front door").
     var tenantTokens: [PlaneToken] { get }
     /// The hub instance and release, for the status page's title.
@@ -76,30 +78,39 @@ extension HubRelay: AgentDirectory {
     }
 
     public func agents(tenant: String?) async -> [AgentStatus] {
-        let presences = (try? await self.registry.agents(tenant: tenant)) ?? []
         var statuses: [AgentStatus] = []
-        for presence in presences {
-            var status = AgentStatus(
-                tenant: presence.identity.tenant, agent: presence.identity.agentID, address: presence.address,
-                connectedSince: presence.connectedSince, hubInstance: String(presence.hubInstance, radix: 16),
-                certificateNotAfter: presence.certificateNotAfter, streams: [:], octetsFromAgent: 0, octetsToAgent: 0,
-                lastError: self.hubAgents.lastError(of: presence.identity))
-            if presence.hubInstance == SessionConfiguration.processInstanceID,
-                let connection = self.hubAgents.connection(to: presence.identity)
-            {
-                if let peer = try? await connection.ready() {
-                    status.edgeVersion = TetherRelease.version(packed: peer.implementationVersion)
-                    status.protocolVersion = Settings.negotiateVersion(self.settings, peer)
-                }
-                status.streams = await RelayStreams.byClass(of: [connection])
-                status.octetsFromAgent = status.streams.values.reduce(0) { $0 + $1.octetsIn }
-                status.octetsToAgent = status.streams.values.reduce(0) { $0 + $1.octetsOut }
-                let throughput = self.traffic.throughput(of: connection)
-                status.throughputFromAgent = throughput?.received
-                status.throughputToAgent = throughput?.sent
-            }
-            statuses.append(status)
-        }
+        for presence in (try? await self.registry.agents(tenant: tenant)) ?? [] { statuses.append(await self.status(of: presence)) }
         return statuses
+    }
+
+    public func agent(_ identity: TetherIdentity) async -> AgentStatus? {
+        // This instance's connection first: only it has live figures.
+        let presences = (try? await self.registry.presence(of: identity)) ?? []
+        guard let presence = presences.first(where: { $0.hubInstance == SessionConfiguration.processInstanceID }) ?? presences.first
+        else { return nil }
+        return await self.status(of: presence)
+    }
+
+    /// What the registry says of a connection and, when this instance holds it, its live figures.
+    private func status(of presence: AgentPresence) async -> AgentStatus {
+        var status = AgentStatus(
+            tenant: presence.identity.tenant, agent: presence.identity.agentID, address: presence.address,
+            connectedSince: presence.connectedSince, hubInstance: String(presence.hubInstance, radix: 16),
+            certificateNotAfter: presence.certificateNotAfter, streams: [:], octetsFromAgent: 0, octetsToAgent: 0,
+            lastError: self.hubAgents.lastError(of: presence.identity))
+        guard presence.hubInstance == SessionConfiguration.processInstanceID,
+            let connection = self.hubAgents.connection(to: presence.identity)
+        else { return status }
+        if let peer = try? await connection.ready() {
+            status.edgeVersion = TetherRelease.version(packed: peer.implementationVersion)
+            status.protocolVersion = Settings.negotiateVersion(self.settings, peer)
+        }
+        status.streams = await RelayStreams.byClass(of: [connection])
+        status.octetsFromAgent = status.streams.values.reduce(0) { $0 + $1.octetsIn }
+        status.octetsToAgent = status.streams.values.reduce(0) { $0 + $1.octetsOut }
+        let throughput = self.traffic.throughput(of: connection)
+        status.throughputFromAgent = throughput?.received
+        status.throughputToAgent = throughput?.sent
+        return status
     }
 }

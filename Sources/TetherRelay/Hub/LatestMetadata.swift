@@ -63,7 +63,7 @@ public final class LatestMetadataStore: Sendable {
 
     private static func evict(_ state: inout State) {
         while state.total > state.limits.maxTotal,
-            let oldest = state.documents.filter({ $0.value.body != nil }).min(by: { $0.value.receivedAt < $1.value.receivedAt })
+            let oldest = state.documents.lazy.filter({ $0.value.body != nil }).min(by: { $0.value.receivedAt < $1.value.receivedAt })
         {
             state.total -= oldest.value.body?.readableBytes ?? 0
             state.documents[oldest.key]?.body = nil
