@@ -26,19 +26,20 @@ import Testing
         return follow
     }
 
+    /// A pair whose edge serves `sources`, with a policy that lets the plane follow each of
+    /// `allowed` (names the edge may not serve among them).
+    static func pair(serving sources: [EdgeConfiguration.LogSource], allowing allowed: [String]) async throws -> RelayPair {
+        var pair = try await RelayPair(
+            policy: "version: 1\nfromPlane:\n" + allowed.map { "  - {service: \($0), class: [logs], opaque: true}\n" }.joined())
+        pair.edge.logs = sources
+        return pair
+    }
+
     @Test func aLogFileThroughTheRelaysWithCursorsAcrossARotation() async throws {
         let logs = try LogReaderTests.LogDirectory()
-        var pair = try await RelayPair(
-            policy: """
-                version: 1
-                fromPlane:
-                  - {service: kube, class: [logs], opaque: true}
-                  - {service: nope, class: [logs], opaque: true}
-                  - {service: pf9, class: [logs], opaque: true}
-                """)
-        pair.edge.logs = [
-            .init(name: "kube", path: logs.log), .init(name: "pf9", path: logs.path + "/*.log"),
-        ]
+        let pair = try await Self.pair(
+            serving: [.init(name: "kube", path: logs.log), .init(name: "pf9", path: logs.path + "/*.log")],
+            allowing: ["kube", "nope", "pf9"])
         // A link in the glob's directory to a file outside it is never followed.
         let outside = logs.path + "-outside.log"
         try "outside\n".write(toFile: outside, atomically: true, encoding: .utf8)
@@ -117,13 +118,7 @@ import Testing
     /// sockets buffer) beyond — not the file. Once the consumer reads again, the follow goes on.
     @Test func aStalledConsumerHoldsTheEdgeToAWindow() async throws {
         let logs = try LogReaderTests.LogDirectory()
-        var pair = try await RelayPair(
-            policy: """
-                version: 1
-                fromPlane:
-                  - {service: kube, class: [logs], opaque: true}
-                """)
-        pair.edge.logs = [.init(name: "kube", path: logs.log)]
+        let pair = try await Self.pair(serving: [.init(name: "kube", path: logs.log)], allowing: ["kube"])
         // 24 MiB of lines that compress poorly (random hex): about 13 MB on the wire in all.
         let lineCount = (24 << 20) / 65
         var bytes = [UInt8](repeating: UInt8(ascii: "\n"), count: lineCount * 65)

@@ -45,6 +45,17 @@ import Testing
             return try RelayConfigurationFile.load(path: self.path + "/relay.yaml")
         }
 
+        /// The error `text` is refused with, or nil — and an issue — when it is accepted.
+        func refusal(of text: String, sourceLocation: SourceLocation = #_sourceLocation) -> ConfigError? {
+            do {
+                _ = try self.load(text)
+                Issue.record("accepted: \(text)", sourceLocation: sourceLocation)
+                return nil
+            } catch {
+                return error
+            }
+        }
+
         func remove() { try? FileManager.default.removeItem(atPath: self.path) }
     }
 
@@ -186,12 +197,8 @@ import Testing
             (hubText + "admin: {operators: [{id: ops, sha256: \(digest)}, {id: ops, sha256: \(digest)}]}", "admin.operators[1].id", "a second"),
         ]
         for (text, path, message) in refusals {
-            do {
-                _ = try directory.load(text)
-                Issue.record("accepted: \(text)")
-            } catch {
-                #expect(error.path == path && error.message.contains(message), "\(error)")
-            }
+            let error = directory.refusal(of: text)
+            #expect(error?.path == path && error?.message.contains(message) == true, "\(String(describing: error))")
         }
     }
 
@@ -223,12 +230,8 @@ import Testing
              "listeners[0].name", "the front door's"),
         ]
         for (text, path, message) in refusals {
-            do {
-                _ = try directory.load(text)
-                Issue.record("accepted: \(text)")
-            } catch {
-                #expect(error.path == path && error.message.contains(message), "\(error)")
-            }
+            let error = directory.refusal(of: text)
+            #expect(error?.path == path && error?.message.contains(message) == true, "\(String(describing: error))")
         }
     }
 
@@ -248,12 +251,8 @@ import Testing
             ("{name: kube, path: /a.log}\n  - {name: kube, path: /b.log}", "a second log source"),
         ]
         for (entry, message) in refusals {
-            do {
-                _ = try directory.load(Self.edge + "\nlogs:\n  - " + entry + "\n")
-                Issue.record("accepted \(entry)")
-            } catch {
-                #expect(error.path.hasPrefix("logs[") && error.message.contains(message), "\(error)")
-            }
+            let error = directory.refusal(of: Self.edge + "\nlogs:\n  - " + entry + "\n")
+            #expect(error?.path.hasPrefix("logs[") == true && error?.message.contains(message) == true, "\(String(describing: error))")
         }
     }
 
@@ -269,12 +268,10 @@ import Testing
         guard case .hub(let defaults) = try directory.load(hubText) else { return }
         #expect(defaults.latestMetadata == HubConfiguration.LatestMetadata())
         for (value, key) in [("lots", "maxDocument"), ("65MiB", "maxDocument"), ("-1", "maxTotal"), ("17GiB", "maxTotal")] {
-            do {
-                _ = try directory.load(hubText + "latestMetadata: {\(key): \(value)}\n")
-                Issue.record("accepted \(key): \(value)")
-            } catch {
-                #expect(error.path == "latestMetadata.\(key)" && error.line == 4 && error.message.contains("a size"), "\(error)")
-            }
+            let error = directory.refusal(of: hubText + "latestMetadata: {\(key): \(value)}\n")
+            #expect(
+                error?.path == "latestMetadata.\(key)" && error?.line == 4 && error?.message.contains("a size") == true,
+                "\(String(describing: error))")
         }
     }
 
