@@ -151,6 +151,10 @@ public struct TetherConnection: Sendable {
         self.withHandler { $0.eventLoop.makeSucceededFuture($0.counters) }
     }
 
+    /// The session's counters, read on the connection's event loop without a hop: for a caller
+    /// already there, such as one sweep over all of a loop's connections. Traps elsewhere.
+    public var countersInEventLoop: SessionCounters { self.handler.value.counters }
+
     /// Live streams by class.
     public func activeStreams() async throws -> PerClass<Int> {
         try await self.withHandler { $0.eventLoop.makeSucceededFuture($0.activeStreamsByClass) }.get()

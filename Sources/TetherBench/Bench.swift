@@ -12,8 +12,8 @@ import TetherWire
 public struct BenchCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure the tunnel: throughput and latency (the default), the policy filter, log compression.",
-        subcommands: [BenchThroughput.self, BenchPolicy.self, BenchCompression.self, BenchServer.self],
+        abstract: "Measure the tunnel: throughput and latency (the default), the policy filter, log compression, a fleet.",
+        subcommands: [BenchThroughput.self, BenchPolicy.self, BenchCompression.self, BenchFleet.self, BenchServer.self],
         defaultSubcommand: BenchThroughput.self)
 
     public init() {}
@@ -45,10 +45,10 @@ struct BenchThroughput: AsyncParsableCommand {
 
     @Option(
         help: """
-            Which rows to run, comma-separated: idle, raw, tunnel, relay, relays, latency, memory (with \
-            --link-rtt: tunnel, latency).
+            Which rows to run, comma-separated: idle, opens, raw, tunnel, relay, relays, latency, memory \
+            (with --link-rtt: tunnel, latency).
             """)
-    var only: String = "idle,raw,tunnel,relay,relays,latency,memory"
+    var only: String = "idle,opens,raw,tunnel,relay,relays,latency,memory"
 
     @Option(help: "Idle streams to hold open for the memory row (0 to skip).")
     var idleStreams: Int = 10_000
@@ -98,6 +98,8 @@ struct BenchThroughput: AsyncParsableCommand {
         /// Latency rows: whether they ran at real-time priority (`--realtime`).
         var realtime: Bool?
         var bulk_alone_mib_per_s: Double?
+        /// Stream-open row: streams opened, echoed and closed per second.
+        var opens_per_s: Double?
         var client_bytes_per_stream: Double?
         var server_bytes_per_stream: Double?
         /// Throughput rows, both processes together: CPU nanoseconds per octet moved (steal-time
@@ -166,6 +168,9 @@ struct BenchThroughput: AsyncParsableCommand {
         // Baselines, in this run: one plain TCP connection, and one through our TLS handler.
         let connection = try await TetherTransport.dial(group: group, to: tetherAddress, tls: tls, configuration: configuration, queueLimits: self.experiment.queueLimits)
         let cost = CostMeter(connection: connection)
+        if rows.contains("opens") {
+            self.emit(try await Self.opens(connection, concurrency: 16, seconds: self.seconds))
+        }
         var baseline: Row? = nil
         if rows.contains("raw") {
             baseline = try await self.raw("raw-tcp", port: server.rawPort, octets: octets, chunk: chunk, tls: nil, cost: cost)
@@ -521,6 +526,37 @@ struct BenchThroughput: AsyncParsableCommand {
             server_bytes_per_stream: Double(serverAfter - serverBefore) / Double(streams))
     }
 
+    /// Stream opens on one connection: `concurrency` workers each open a COMMAND stream to the far
+    /// end's echo, send 64 octets as one message, finish, read the 64 back to the stream's end —
+    /// again and again for `seconds`.
+    static func opens(_ connection: TetherConnection, concurrency: Int, seconds: Double) async throws -> Row {
+        let payload = Workloads.randomBytes(64)
+        let started = NIODeadline.now()
+        let deadline = started + .nanoseconds(Int64(seconds * 1e9))
+        let opened = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    var opened = 0
+                    while NIODeadline.now() < deadline {
+                        let stream = try await connection.openStream(service: "echo", class: .command)
+                        try await stream.write(payload, endMessage: true)
+                        try await stream.finish()
+                        var echoed = 0
+                        for try await chunk in stream.chunks { echoed += chunk.readableBytes }
+                        guard echoed == payload.readableBytes else { throw RelayDaemonsError("echo answered \(echoed) of 64 octets") }
+                        opened += 1
+                    }
+                    return opened
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let elapsed = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        var row = Row(scenario: "stream-opens", streams: concurrency, bytes: opened * 64, seconds: elapsed, mib_per_s: 0)
+        row.opens_per_s = Double(opened) / elapsed
+        return row
+    }
+
     /// Runs 4 bulk streams for `seconds` while `during` runs; returns the octets the bulk streams wrote.
     static func bulk(
         _ connection: TetherConnection, seconds: Double, chunk: ByteBuffer, streams: Int = 4,
@@ -574,6 +610,7 @@ struct BenchThroughput: AsyncParsableCommand {
             }
         }
         if let alone = row.bulk_alone_mib_per_s { line += String(format: "  (bulk alone %.1f MiB/s)", alone) }
+        if let opens = row.opens_per_s { line += String(format: "  %.0f opens/s (open, 64-octet echo, close)", opens) }
         if let idleP50 = row.idle_p50_us, let idle = row.idle_p99_us, let budget = row.p99_budget_us,
             let rate = row.link_mib_per_s
         {

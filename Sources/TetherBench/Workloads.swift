@@ -242,6 +242,8 @@ public struct Samples: Sendable {
 
     public mutating func add(_ value: Double) { self.values.append(value) }
 
+    public mutating func merge(_ other: Samples) { self.values += other.values }
+
     public func percentile(_ p: Double) -> Double {
         guard !self.values.isEmpty else { return .nan }
         let sorted = self.values.sorted()

@@ -21,6 +21,21 @@ public enum FileDescriptorLimit {
         return Int(clamping: limit.rlim_cur)
     }
 
+    /// Raises the soft limit to at least `minimum` — the hard limit too, where that is lower and
+    /// the process may raise it (root, `CAP_SYS_RESOURCE`) — and returns the new soft limit.
+    @discardableResult
+    public static func raise(toAtLeast minimum: Int) throws -> Int {
+        var limit = rlimit()
+        guard getrlimit(Self.resource, &limit) == 0 else { throw Failure(operation: "getrlimit", errno: errno) }
+        if Int(clamping: limit.rlim_max) < minimum {
+            var higher = limit
+            higher.rlim_max = rlim_t(minimum)
+            higher.rlim_cur = rlim_t(minimum)
+            if setrlimit(Self.resource, &higher) == 0 { return minimum }
+        }
+        return try self.raiseToHardLimit()
+    }
+
     /// The current soft limit.
     public static var current: Int {
         var limit = rlimit()

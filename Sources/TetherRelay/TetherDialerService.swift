@@ -36,6 +36,8 @@ public final class TetherDialerService: Service, Sendable {
         /// this long, so a dead path is noticed even while the sender has data queued (keepalive
         /// PINGs cannot get through then). Nil leaves the system default.
         public var userTimeout: TimeAmount? = .seconds(45)
+        /// The local address (port 0) connections leave from; nil lets the system choose.
+        public var source: SocketAddress?
         /// True: each acceptor's certificate must match the host dialed (`host`, or the
         /// alternative tried), in place of the TLS configuration's server name.
         public var verifiesDialedHost = false
@@ -306,7 +308,8 @@ public final class TetherDialerService: Service, Sendable {
                         group: self.group, to: address, tls: try self.tls.map { _ = try $0.reloadIfChanged(); return $0.current },
                         configuration: self.configuration.connection, inboundStreamHandler: self.inboundStreamHandler,
                         queueLimits: self.configuration.queueLimits, userTimeout: self.configuration.userTimeout,
-                        serverName: self.configuration.verifiesDialedHost ? host : nil, through: tunnel)
+                        serverName: self.configuration.verifiesDialedHost ? host : nil, through: tunnel,
+                        from: self.configuration.source)
                     let window = try await connection.ready().redialWindowMilliseconds
                     self.publish(connection, hub: "\(host):\(port)")
                     self.logger.info(

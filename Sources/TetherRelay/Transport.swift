@@ -168,6 +168,7 @@ public enum TetherTransport {
     /// data before the kernel gives up on the connection); `serverName` replaces the TLS
     /// configuration's name to verify the acceptor against. With `tunnel`, `address` is an HTTP
     /// proxy's, asked to CONNECT to the acceptor first (swift-nio-extras' proxy-connect handler).
+    /// `source` is the local address to leave from (port 0: any).
     public static func dial(
         group: any EventLoopGroup,
         to address: SocketAddress,
@@ -177,13 +178,16 @@ public enum TetherTransport {
         queueLimits: QueueLimits = QueueLimits(),
         userTimeout: TimeAmount? = nil,
         serverName: String? = nil,
-        through tunnel: HTTPConnectTunnel? = nil
+        through tunnel: HTTPConnectTunnel? = nil,
+        from source: SocketAddress? = nil
     ) async throws -> TetherConnection {
         // The handlers go in before the connection is up, so not an octet is read without them.
         let configured = group.any().makePromise(of: TetherConnection.self)
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: group)
+            var bootstrap = ClientBootstrap(group: group)
+            if let source { bootstrap = bootstrap.bind(to: source) }
+            channel = try await bootstrap
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(.writeBufferWaterMark, value: queueLimits.writeBufferWaterMark)
                 .channelOption(.maxMessagesPerRead, value: queueLimits.readsPerWakeup)

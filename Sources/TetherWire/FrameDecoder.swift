@@ -70,7 +70,10 @@ public struct FrameDecoder: Sendable {
                 }
                 self.state = .awaitingHeader
             case .awaitingHeader:
-                guard self.gather(FrameHeader.size) else { return nil }
+                guard self.gather(FrameHeader.size) else {
+                    self.releaseIfEmpty()
+                    return nil
+                }
                 let header = self.buffer.readFrameHeader()!
                 guard header.length <= self.limits.maxFramePayload else {
                     throw WireError(
@@ -84,6 +87,13 @@ public struct FrameDecoder: Sendable {
                 return try FrameParser.parse(header, payload, limits: self.limits)
             }
         }
+    }
+
+    /// Lets go of a buffer whose every octet was parsed. The transport's read buffers are large
+    /// (the TLS handler passes plaintext up in 64 KiB ones); kept here, an idle connection's last
+    /// read would stay allocated until its next one — 64 KiB per idle edge on a hub.
+    private mutating func releaseIfEmpty() {
+        if self.buffer.readableBytes == 0 && self.buffer.capacity > 0 { self.buffer = ByteBuffer() }
     }
 
     /// Makes `count` octets readable in `buffer`, pulling from `pending`. Returns false, copying

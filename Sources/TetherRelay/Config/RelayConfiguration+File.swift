@@ -70,6 +70,7 @@ extension EdgeConfiguration {
         if let dial = keys["dial"] {
             let dialKeys = try dial.mapping([
                 "initialBackoff", "maxBackoff", "resetAfter", "keepalive", "userTimeout", "permanentFailureBackoff", "waitForHub",
+                "source",
             ])
             if let value = dialKeys["initialBackoff"] { self.dial.initial = try value.duration(in: .milliseconds(10)...TimeAmount.minutes(5)) }
             if let value = dialKeys["maxBackoff"] { self.dial.maximum = try value.duration(in: .milliseconds(100)...TimeAmount.hours(1)) }
@@ -80,6 +81,13 @@ extension EdgeConfiguration {
                 self.dial.permanentFailureBackoff = try value.duration(in: .seconds(1)...TimeAmount.hours(24))
             }
             if let value = dialKeys["waitForHub"] { self.dial.waitForHub = try value.duration(in: .zero...TimeAmount.minutes(10)) }
+            if let value = dialKeys["source"] {
+                let address = try value.string()
+                guard (try? SocketAddress(ipAddress: address, port: 0)) != nil else {
+                    throw value.error("expected an IP address of this host, such as 10.0.0.5, got \(address)")
+                }
+                self.dial.source = address
+            }
             guard self.dial.initial <= self.dial.maximum else {
                 throw dial.error("initialBackoff is longer than maxBackoff")
             }

@@ -66,6 +66,9 @@ public struct EdgeConfiguration: Sendable {
         /// A forwarded connection accepted while no connection to a hub is up waits this long
         /// for one, then is closed.
         public var waitForHub: TimeAmount = .seconds(10)
+        /// The local IP address connections to the hubs leave from (a multi-homed node whose
+        /// firewall allows one); nil lets the system choose.
+        public var source: String?
 
         public init() {}
     }

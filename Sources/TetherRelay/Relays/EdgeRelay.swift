@@ -72,6 +72,7 @@ public final class EdgeRelay: Service, Sendable {
         dial.backoff.stable = .nanoseconds(configuration.dial.resetAfter.nanoseconds)
         dial.backoff.permanent = .nanoseconds(configuration.dial.permanentFailureBackoff.nanoseconds)
         dial.userTimeout = configuration.dial.userTimeout
+        dial.source = try configuration.dial.source.map { try SocketAddress(ipAddress: $0, port: 0) }
         dial.verifiesDialedHost = configuration.serverName == nil
         switch configuration.proxy {
         case .environment:

@@ -38,6 +38,12 @@ public final class HubRelay: Service, Sendable {
     /// The configuration in force: the one it started with, as the last reload changed it.
     public var configuration: HubConfiguration { self.live.withLockedValue { $0 } }
 
+    /// The hub PINGs an edge only after 30 s without a frame (spec §10.1's longest interval):
+    /// edges PING every 15 s (`dial.keepalive`), so an idle connection's exchange is the edge's
+    /// and the hub only answers. With equal intervals the hub's timer, which starts first, fired
+    /// and sent the PING — at 10,000 idle edges most of what the hub did (README "Fleet scale").
+    static let keepaliveIntervalMilliseconds: UInt32 = 30_000
+
     /// `inboundTap` sees what every edge sends, decrypted (``TetherConnectionHandler/Configuration/inboundTap``):
     /// for tests and debugging.
     public init(
@@ -55,6 +61,7 @@ public final class HubRelay: Service, Sendable {
         var settings = Settings()
         settings.implementationVersion = TetherRelease.packed
         settings.redialWindowMilliseconds = UInt32(configuration.drain.redialWindow.nanoseconds / 1_000_000)
+        settings.keepaliveIntervalMilliseconds = Self.keepaliveIntervalMilliseconds
         var connection = TetherConnectionHandler.Configuration(role: .acceptor, settings: settings)
         connection.session.goAwayGrace = configuration.drain.grace
         connection.inboundTap = inboundTap
