@@ -34,6 +34,9 @@ struct BenchFleet: AsyncParsableCommand {
     @Option(help: "Event-loop threads for the edges.")
     var threads: Int = 2
 
+    @Option(help: "Seconds of ping round trips before the storm (the figure the storm's is compared with).")
+    var pingSeconds: Double = 10
+
     @Flag(help: "Skip the reconnect storm.")
     var noStorm = false
 
@@ -57,6 +60,8 @@ struct BenchFleet: AsyncParsableCommand {
         var storm_rate_per_second: [Int]?
         var storm_ping_p50_us: Double?
         var storm_ping_p99_us: Double?
+        /// Edges not back when the storm's wait ended, by their dialer's last error.
+        var storm_not_back_reasons: [String: Int]?
     }
 
     func run() async throws {
@@ -123,9 +128,9 @@ struct BenchFleet: AsyncParsableCommand {
                 report.connect_seconds, report.handshakes_per_second, report.handshakes_per_second_peak,
                 arrivals.map(String.init).joined(separator: " ")))
 
-        // Every edge past SETTINGS and one keepalive (15 s apart, shipped default), then idle.
-        self.say("waiting 16 s: every edge sends a keepalive")
-        try await Task.sleep(for: .seconds(16))
+        // Every edge past SETTINGS and one keepalive exchange (15 s apart, shipped default), then idle.
+        self.say("waiting until every edge has had a keepalive PING answered (dial.keepalive, 15 s)")
+        try await Self.untilEveryEdgeHadAKeepalive(relays)
         let probe = ProcessProbe(pid: hub.processIdentifier)
         let cpuBefore = probe.cpuSeconds
         let idleStart = clock.now
@@ -143,7 +148,7 @@ struct BenchFleet: AsyncParsableCommand {
                 self.idleSeconds, connected, report.hub_idle_cpu_percent, report.hub_rss_idle_kib / 1_024,
                 report.hub_rss_baseline_kib / 1_024, report.hub_kib_per_edge, report.kernel_tcp_kib_per_connection))
 
-        let before = try await Self.pings(relays, for: .seconds(10))
+        let before = try await Self.pings(relays, for: .seconds(self.pingSeconds))
         report.ping_p50_us_before = before.percentile(50)
         report.ping_p99_us_before = before.percentile(99)
         self.say(String(format: "ping round trip through the hub, fleet idle: p50 %.0f µs p99 %.0f µs (%d pings)", before.percentile(50), before.percentile(99), before.count))
@@ -177,6 +182,10 @@ struct BenchFleet: AsyncParsableCommand {
             report.storm_rate_per_second = rate
             report.storm_ping_p50_us = during.percentile(50)
             report.storm_ping_p99_us = during.percentile(99)
+            var reasons: [String: Int] = [:]
+            for relay in relays where relay.connection == nil { reasons[relay.notReady ?? "connected late", default: 0] += 1 }
+            report.storm_not_back_reasons = reasons
+            for (reason, count) in reasons.sorted(by: { $0.value > $1.value }) { self.say("  not back: \(count): \(reason)") }
             self.say(
                 String(
                     format: "reconnect storm: %d of %d back within %.0f s; ping p50 %.0f µs p99 %.0f µs on edges already back (%.2f× the idle p99)",
@@ -221,6 +230,26 @@ struct BenchFleet: AsyncParsableCommand {
         }
         hub.terminate()
         throw RelayDaemonsError("the hub did not listen within 10 s (log: \(log))")
+    }
+
+    /// Returns once every edge has received a PING frame since now (its keepalive's ACK, or the
+    /// hub's own PING) — past those of the preface's round-trip sample.
+    private static func untilEveryEdgeHadAKeepalive(_ relays: [EdgeRelay]) async throws {
+        func pings(_ relay: EdgeRelay) async -> Int? {
+            guard let connection = relay.connection else { return nil }
+            return try? await connection.countersNow().get().pingsReceived
+        }
+        var before: [Int: Int] = [:]
+        for index in relays.indices { before[index] = await pings(relays[index]) ?? 0 }
+        var waiting = Array(relays.indices)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !waiting.isEmpty {
+            try await Task.sleep(for: .seconds(1))
+            var still: [Int] = []
+            for index in waiting where (await pings(relays[index]) ?? 0) <= before[index]! { still.append(index) }
+            waiting = still
+            guard ContinuousClock.now < deadline else { throw RelayDaemonsError("\(waiting.count) edges had no keepalive within 60 s") }
+        }
     }
 
     /// Ping round trips (microseconds) for `duration` from 8 pingers, each on a random connected

@@ -20,6 +20,18 @@ struct HubAdmissionTests {
     }
 
     /// A replacement's record stays when the connection it replaced goes away after it.
+    /// `dial.source`: the edge's connection leaves from the configured address, and the hub
+    /// sees it come from there (README "Configuration").
+    @Test func anEdgeDialsFromItsConfiguredSourceAddress() async throws {
+        var pair = try await RelayPair(policy: "version: 1\n")
+        pair.edge.dial.source = "127.0.0.3"
+        try await pair.run { hub, edge in
+            #expect(edge.connection?.channel.localAddress?.ipAddress == "127.0.0.3")
+            let status = await hub.agent(pair.certificates.identity)
+            #expect(status?.address?.hasPrefix("127.0.0.3:") == true, "\(String(describing: status?.address))")
+        }
+    }
+
     @Test func theRegistryKeepsTheNewerConnectionOfAnIdentity() async throws {
         let registry = InMemoryAgentRegistry()
         let identity = TetherIdentity(tenant: "acme", agentID: "node-1")!

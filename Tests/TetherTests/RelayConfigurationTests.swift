@@ -282,6 +282,7 @@ import Testing
         ("    listen: 127.0.0.1:99999", "forwards[1].listen", 17, 13, "port in 1…65535"),
         ("    listen: unix:run/api.sock", "forwards[1].listen", 17, 13, "absolute path"),
         ("  keepalive: 45s", "dial.keepalive", 11, 14, "duration"),
+        ("  source: node-1.example", "dial.source", 11, 11, "an IP address"),
         ("  - name: api", "forwards[1].name", 16, 11, "a second forward named api"),
     ])
     func aMistakeIsNamedWithItsLineAndColumn(_ replacement: String, _ path: String, _ line: Int, _ column: Int, _ message: String) throws {

@@ -97,6 +97,21 @@ import Testing
         #expect(tailRange.contains(frame.payload.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress!) }))
     }
 
+    /// Once every octet of a read was parsed, the decoder keeps none of it: the transport's read
+    /// buffers are 64 KiB, and a hub holding each idle edge's last one paid 64 KiB per edge
+    /// (README "Fleet scale").
+    @Test func aParsedReadIsLetGo() throws {
+        var read = ByteBufferAllocator().buffer(capacity: 65_536)
+        read.writeFrame(.ping(PingFrame(ack: false, opaque: 7)))
+        read.writeFrame(.ping(PingFrame(ack: true, opaque: 8)))
+        var decoder = FrameDecoder()
+        decoder.append(read)
+        var frames = 0
+        while try decoder.nextFrame() != nil { frames += 1 }
+        #expect(frames == 2)
+        #expect(read.modifyIfUniquelyOwned { _ in true } == true, "the decoder still holds the read's storage")
+    }
+
     /// spec §4.2: a too-long header is rejected before any payload arrives.
     @Test func oversizedLengthIsRejectedFromTheHeaderAlone() {
         var header = ByteBuffer()

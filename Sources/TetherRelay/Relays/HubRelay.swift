@@ -136,6 +136,9 @@ public final class HubRelay: Service, Sendable {
                     connection: connectionIDs.withLockedValue { $0 += 1; return $0 }, address: connection.remoteAddress.map(Self.hostAndPort),
                     connectedSince: Date(),
                     certificateNotAfter: connection.peerCertificateNotAfter.map { Date(timeIntervalSince1970: Double($0)) })
+                // No task waits out the connection (a suspended task per idle edge): the record is
+                // removed after it was added, by a task that starts when the connection closed.
+                let registered = Task { try? await registry.connected(presence) }
                 connection.closeCode.whenComplete { result in
                     agents.down(connection)
                     switch result {
@@ -143,12 +146,10 @@ public final class HubRelay: Service, Sendable {
                     case .success(.noError?), .success(.replaced?): break
                     case .success(let code?): agents.noteError("connection closed: \(code.name)", of: identity)
                     }
-                }
-                // One task, so a short connection's record cannot be removed before it was added.
-                Task {
-                    try? await registry.connected(presence)
-                    _ = await connection.closed()
-                    try? await registry.disconnected(presence)
+                    Task {
+                        await registered.value
+                        try? await registry.disconnected(presence)
+                    }
                 }
             })
     }
