@@ -53,8 +53,8 @@ struct BenchFleet: AsyncParsableCommand {
         var connect_seconds: Double = 0
         var handshakes_per_second: Double = 0
         var handshakes_per_second_peak: Double = 0
-        var ping_p50_us_before: Double = 0
-        var ping_p99_us_before: Double = 0
+        var ping_p50_us_before: Double?
+        var ping_p99_us_before: Double?
         var storm_seconds_to_all_back: Double?
         var storm_edges_not_back: Int?
         var storm_rate_per_second: [Int]?
@@ -149,8 +149,8 @@ struct BenchFleet: AsyncParsableCommand {
                 report.hub_rss_baseline_kib / 1_024, report.hub_kib_per_edge, report.kernel_tcp_kib_per_connection))
 
         let before = try await Self.pings(relays, for: .seconds(self.pingSeconds))
-        report.ping_p50_us_before = before.percentile(50)
-        report.ping_p99_us_before = before.percentile(99)
+        report.ping_p50_us_before = before.count > 0 ? before.percentile(50) : nil
+        report.ping_p99_us_before = before.count > 0 ? before.percentile(99) : nil
         self.say(String(format: "ping round trip through the hub, fleet idle: p50 %.0f µs p99 %.0f µs (%d pings)", before.percentile(50), before.percentile(99), before.count))
 
         if !self.noStorm {
@@ -180,8 +180,10 @@ struct BenchFleet: AsyncParsableCommand {
             report.storm_seconds_to_all_back = counted == self.edges ? recovered : nil
             report.storm_edges_not_back = self.edges - counted
             report.storm_rate_per_second = rate
-            report.storm_ping_p50_us = during.percentile(50)
-            report.storm_ping_p99_us = during.percentile(99)
+            if during.count > 0 {  // JSON has no NaN
+                report.storm_ping_p50_us = during.percentile(50)
+                report.storm_ping_p99_us = during.percentile(99)
+            }
             var reasons: [String: Int] = [:]
             for relay in relays where relay.connection == nil { reasons[relay.notReady ?? "connected late", default: 0] += 1 }
             report.storm_not_back_reasons = reasons
