@@ -46,6 +46,7 @@ public final class TetherListenerService: Service, Sendable {
     private let logger: Logger
     private let inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler?
     private let admission: TetherTransport.Admission?
+    private let configurator: TetherTransport.ConnectionConfigurator?
     private let up: ConnectionUp
     private let down: ConnectionDown
     private let live = NIOLockedValueBox<[ObjectIdentifier: TetherConnection]>([:])
@@ -55,6 +56,7 @@ public final class TetherListenerService: Service, Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, configuration: Configuration,
         tls: TLSContextStore?, logger: Logger = Logger(label: "tether.listener"),
         admission: TetherTransport.Admission? = nil,
+        configurator: TetherTransport.ConnectionConfigurator? = nil,
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
         onConnectionUp: @escaping ConnectionUp = { _ in }, onConnectionDown: @escaping ConnectionDown = { _, _ in }
     ) {
@@ -63,6 +65,7 @@ public final class TetherListenerService: Service, Sendable {
         self.tls = tls
         self.logger = logger
         self.admission = admission
+        self.configurator = configurator
         self.inboundStreamHandler = inboundStreamHandler
         self.up = onConnectionUp
         self.down = onConnectionDown
@@ -96,7 +99,7 @@ public final class TetherListenerService: Service, Sendable {
             channel = try await TetherTransport.listen(
                 group: self.group, host: self.configuration.host, port: self.configuration.port, tls: self.tls,
                 configuration: self.configuration.connection, inboundStreamHandler: self.inboundStreamHandler,
-                queueLimits: self.configuration.queueLimits, admission: self.admission,
+                queueLimits: self.configuration.queueLimits, admission: self.admission, configurator: self.configurator,
                 handshakeRate: self.configuration.handshakesPerSecond.map { HandshakeRateLimit(perSecond: $0) },
                 onConnection: { connection in
                     let key = ObjectIdentifier(connection.channel)

@@ -46,6 +46,11 @@ public enum TetherTransport {
         /// The reason goes to the peer in GOAWAY's debug text: no secrets.
         case refuse(String)
     }
+    /// Adjusts an admitted connection's configuration to what TLS verified, before its session
+    /// starts (on the connection's event loop): a hub gives each identity's connections their
+    /// identity's window pool.
+    public typealias ConnectionConfigurator = @Sendable (TLSPeer, inout TetherConnectionHandler.Configuration) -> Void
+
     /// Called for each connection whose TLS handshake failed.
     public typealias HandshakeFailureHandler = @Sendable (any Error) -> Void
 
@@ -58,6 +63,7 @@ public enum TetherTransport {
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
         readFirst: Bool = true,
         admission: Admission? = nil,
+        configurator: ConnectionConfigurator? = nil,
         serverName: String? = nil
     ) -> EventLoopFuture<TetherConnection> {
         channel.eventLoop.preconditionInEventLoop()
@@ -84,9 +90,12 @@ public enum TetherTransport {
             facts.peerIdentity = peer.identity
             facts.peerCertificateSHA256 = peer.certificateSHA256
             facts.peerCertificateNotAfter = peer.certificateNotAfter
+            let decision = admission?(peer, channel.remoteAddress) ?? .admit
+            var configuration = configuration
+            if case .admit = decision { configurator?(peer, &configuration) }
             let connection = try TetherConnection.configure(
                 channel: channel, configuration: configuration, facts: facts, inboundStreamHandler: inboundStreamHandler)
-            if case .refuse(let reason) = admission?(peer, channel.remoteAddress) ?? .admit {
+            if case .refuse(let reason) = decision {
                 connection.refuse(reason)
                 throw AdmissionRefused(reason: reason)
             }
@@ -111,6 +120,7 @@ public enum TetherTransport {
         inboundStreamHandler: TetherConnectionHandler.InboundStreamHandler? = nil,
         queueLimits: QueueLimits = QueueLimits(),
         admission: Admission? = nil,
+        configurator: ConnectionConfigurator? = nil,
         handshakeRate: HandshakeRateLimit? = nil,
         onConnection: @escaping ConnectionHandler = { _ in },
         onHandshakeFailure: @escaping HandshakeFailureHandler = { _ in }
@@ -134,7 +144,7 @@ public enum TetherTransport {
                     self.configure(
                         channel: channel, tls: tls?.current, configuration: configuration,
                         inboundStreamHandler: inboundStreamHandler, readFirst: queueLimits.readFirst,
-                        admission: admission
+                        admission: admission, configurator: configurator
                     ).whenComplete { result in
                         switch result {
                         case .success(let connection): onConnection(connection)

@@ -197,7 +197,10 @@ extension Session {
     /// grows again (spec §7.4 step 4). The handler calls it when the transport closes; a session
     /// dropped without it keeps its growth out of the pool.
     public mutating func releaseWindowGrowth() {
+        guard !self.windowGrowthReleased else { return }
         self.windowGrowthReleased = true
+        self.configuration.windowTuning.pool.release(self.initialWindowReserved)
+        self.initialWindowReserved = 0
         self.giveBack(self.connectionEpoch.granted)
         self.connectionEpoch.granted = 0
         var index = self.streams.startIndex

@@ -59,6 +59,8 @@ public struct Session: Sendable {
     var budgetUsed: UInt64 = 0
     /// When the connection last received or took DATA octets, for the idle shrink (spec §7.4 step 6).
     var connectionActivity: NIODeadline
+    /// The part of the initial connection window reserved in the pool (``WindowTuning/initialWindowFromPool``).
+    var initialWindowReserved: UInt64 = 0
     /// Set once ``releaseWindowGrowth()`` gave every window's growth back: nothing grows again.
     var windowGrowthReleased = false
     var minimumRTT = MinimumRTT()
@@ -105,6 +107,15 @@ public struct Session: Sendable {
     public internal(set) var trippedLimit: AbuseLimit?
 
     public init(configuration: SessionConfiguration, now: NIODeadline) {
+        var configuration = configuration
+        let tuning = configuration.windowTuning
+        if tuning.initialWindowFromPool {
+            // spec §7.4: announced below is what the pool could give, over the guaranteed part.
+            let wanted = UInt64(configuration.settings.initialConnectionCredit)
+            let guaranteed = min(wanted, WindowTuning.guaranteedInitialWindow)
+            self.initialWindowReserved = tuning.pool.reserve(wanted - guaranteed)
+            configuration.settings.initialConnectionCredit = UInt32(guaranteed + self.initialWindowReserved)
+        }
         self.configuration = configuration
         self.closedStreams = ClosedStreams(capacity: configuration.rememberedClosedStreams)
         self.nextLocalID = UInt64(configuration.role.firstStreamID)

@@ -14,12 +14,22 @@ public struct WindowTuning: Sendable {
     public var connectionBudget: UInt64 = 32 << 20
     /// Growth shared by every connection of the process (spec §7.4: 1 GiB).
     public var pool: WindowPool = .shared
+    /// The initial connection window is taken from `pool` too — all of it beyond
+    /// ``guaranteedInitialWindow`` — before the preface announces it, and given back when the
+    /// connection ends; a connection that finds the pool spent announces less. A hub gives each
+    /// identity's connections a pool of their own, so that what one identity can make it buffer
+    /// is bounded however many connections it holds (README `limits.windowMemoryPerIdentity`).
+    public var initialWindowFromPool = false
     /// A stream that takes nothing for this long falls back to its initial window (spec §7.4).
     public var idleShrink: TimeAmount = .seconds(5)
     /// While data flows, a new RTT sample is taken when the newest is older than this.
     public var rttRefresh: TimeAmount = .seconds(1)
 
     public init() {}
+
+    /// What a connection's initial window is at least, pool or no pool: enough for commands and
+    /// CREDIT to keep moving.
+    public static let guaranteedInitialWindow: UInt64 = 64 << 10
 
     public static let disabled: WindowTuning = {
         var tuning = WindowTuning()
@@ -30,18 +40,39 @@ public struct WindowTuning: Sendable {
 
 /// The process-wide pool of window growth (spec §7.4): 10,000 connections cannot together grant
 /// more than it holds. Thread-safe; shared by every session that uses it.
+///
+/// A pool may have a parent: growth taken from it is taken from the parent too (an identity's
+/// pool on a hub, inside the process's), while initial windows (``WindowTuning/initialWindowFromPool``)
+/// are reserved in this pool alone.
 public final class WindowPool: Sendable {
     private let state: NIOLockedValueBox<(capacity: UInt64, used: UInt64)>
+    private let parent: WindowPool?
 
-    public init(capacity: UInt64) {
+    public init(capacity: UInt64, parent: WindowPool? = nil) {
         self.state = NIOLockedValueBox((capacity, 0))
+        self.parent = parent
     }
 
     /// 1 GiB for the whole process.
     public static let shared = WindowPool(capacity: 1 << 30)
 
-    /// Takes up to `octets`; returns what was granted.
+    /// Takes up to `octets` of growth, from the parent too; returns what was granted.
     func take(_ octets: UInt64) -> UInt64 {
+        let granted = self.reserve(octets)
+        guard let parent = self.parent else { return granted }
+        let fromParent = parent.take(granted)
+        self.release(granted - fromParent)
+        return fromParent
+    }
+
+    /// Gives growth back, to the parent too.
+    func give(_ octets: UInt64) {
+        self.release(octets)
+        self.parent?.give(octets)
+    }
+
+    /// Takes up to `octets` from this pool alone; returns what was granted.
+    func reserve(_ octets: UInt64) -> UInt64 {
         self.state.withLockedValue { state in
             let granted = min(octets, state.capacity - state.used)
             state.used += granted
@@ -49,7 +80,8 @@ public final class WindowPool: Sendable {
         }
     }
 
-    func give(_ octets: UInt64) {
+    /// Gives back what ``reserve(_:)`` took.
+    func release(_ octets: UInt64) {
         self.state.withLockedValue { $0.used -= min(octets, $0.used) }
     }
 

@@ -151,7 +151,7 @@ import Testing
             listen: "[::]:443"
             tls: {certificate: hub.pem, key: hub.key, ca: ca.pem}
             revoked: revoked.txt
-            limits: {connectionsPerIdentity: 3, handshakesPerSecond: 200}
+            limits: {connectionsPerIdentity: 3, handshakesPerSecond: 200, windowMemoryPerIdentity: 16MiB}
             drain: {grace: 10s, redialWindow: 2s}
             services:
               - {name: kube-api, backend: 127.0.0.1:6443, tenants: [acme, globex]}
@@ -166,6 +166,7 @@ import Testing
         #expect(hub.listen == .tcp(host: "::", port: 443))
         #expect(hub.revoked == directory.path + "/revoked.txt")
         #expect(hub.limits.connectionsPerIdentity == 3 && hub.limits.handshakesPerSecond == 200)
+        #expect(hub.limits.windowMemoryPerIdentity == 16 << 20)
         #expect(hub.drain.grace == .seconds(10) && hub.drain.redialWindow == .seconds(2))
         #expect(hub.services[0].allows("globex") && !hub.services[0].allows("initech") && hub.services[1].allows("initech"))
         #expect(hub.services[0].proxyProtocol && !hub.services[1].proxyProtocol, "PROXY v2 is on unless turned off")

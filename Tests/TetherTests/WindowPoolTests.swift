@@ -3,8 +3,11 @@ import NIOPosix
 import Tether
 import TetherBench
 import TetherSession
+import TetherTLS
 import TetherWire
 import Testing
+
+@testable import TetherRelay
 
 /// spec §7.4 step 4: window growth comes from a process-wide pool, and every connection gives
 /// its growth back when it closes — the connection window's and that of streams still open.
@@ -69,6 +72,54 @@ import Testing
         var stillGrows = false
         for seed in 100..<105 where !stillGrows { stillGrows = try await round(UInt64(seed)) }
         #expect(stillGrows, "no window grows after 100 connections came and went")
+        try await group.shutdownGracefully()
+    }
+}
+
+/// README `limits.windowMemoryPerIdentity`: a hub's connections of one identity draw their
+/// initial connection windows from one pool, so however many there are, what they can make the
+/// hub buffer is bounded; a connection that closes gives its part back.
+@Suite struct IdentityWindowTests {
+    @Test func connectionsOfOneIdentityShareAWindowPool() async throws {
+        let certificates = try ThrowAwayCertificates()
+        defer { certificates.remove() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let agents = HubAgents(connectionsPerIdentity: 8, windowMemoryPerIdentity: 10 << 20, revoked: .init())
+        let listener = try await TetherTransport.listen(
+            group: group, host: "127.0.0.1", port: 0, tls: try TLSContextStore(configuration: certificates.hub),
+            configuration: .init(role: .acceptor), admission: { peer, _ in agents.admit(peer) },
+            configurator: { peer, configuration in agents.configure(peer, &configuration) },
+            onConnection: { connection in connection.closeCode.whenComplete { _ in agents.down(connection) } })
+        let edge = try TLSContext(configuration: certificates.edge)
+        func dial() async throws -> (TetherConnection, UInt32) {
+            let connection = try await TetherTransport.dial(
+                group: group, to: listener.localAddress!, tls: edge, configuration: .init(role: .dialer))
+            return (connection, try await connection.ready().initialConnectionCredit)
+        }
+        let guaranteed = UInt32(WindowTuning.guaranteedInitialWindow)
+        let full = Settings().initialConnectionCredit  // 4 MiB
+        var held: [TetherConnection] = []
+        var announced: [UInt32] = []
+        for _ in 0..<4 {
+            let (connection, credit) = try await dial()
+            held.append(connection)
+            announced.append(credit)
+        }
+        // 10 MiB: two whole windows, then what is left over the guaranteed 64 KiB, then none.
+        let left = UInt32(10 << 20) - 2 * (full - guaranteed)
+        #expect(announced == [full, full, guaranteed + left, guaranteed])
+        // One closes: the next connection gets its part back.
+        await held.removeFirst().close()
+        var again: UInt32 = 0
+        for _ in 0..<100 where again != full {
+            let (connection, credit) = try await dial()
+            again = credit
+            await connection.close()
+            if credit != full { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(again == full)
+        for connection in held { await connection.close() }
+        try await listener.close()
         try await group.shutdownGracefully()
     }
 }

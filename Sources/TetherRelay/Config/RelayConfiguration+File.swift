@@ -186,9 +186,12 @@ extension HubConfiguration {
         self.init(listen: try keys.required("listen").endpoint(), tls: try RelayTLSFiles(try keys.required("tls")))
         self.revoked = try keys["revoked"]?.existingFile()
         if let limits = keys["limits"] {
-            let limitKeys = try limits.mapping(["connectionsPerIdentity", "handshakesPerSecond"])
+            let limitKeys = try limits.mapping(["connectionsPerIdentity", "handshakesPerSecond", "windowMemoryPerIdentity"])
             if let value = limitKeys["connectionsPerIdentity"] { self.limits.connectionsPerIdentity = try value.int(in: 1...64) }
             if let value = limitKeys["handshakesPerSecond"] { self.limits.handshakesPerSecond = try value.int(in: 1...100_000) }
+            if let value = limitKeys["windowMemoryPerIdentity"] {
+                self.limits.windowMemoryPerIdentity = try value.size(in: (1 << 20)...(1 << 36))
+            }
         }
         if let drain = keys["drain"] {
             let drainKeys = try drain.mapping(["grace", "redialWindow"])

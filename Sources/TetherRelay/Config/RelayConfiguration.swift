@@ -187,6 +187,10 @@ public struct HubConfiguration: Sendable {
         public var connectionsPerIdentity = 2
         /// Full handshakes per second; more wait, so a reconnect storm cannot starve live edges.
         public var handshakesPerSecond = 500
+        /// What one identity's connections together may make the hub buffer: their connection
+        /// windows, initial and grown (spec §7.4). A connection that finds it spent announces a
+        /// 64 KiB window; its octets wait at the edge, not in the hub.
+        public var windowMemoryPerIdentity = 64 << 20
 
         public init() {}
     }

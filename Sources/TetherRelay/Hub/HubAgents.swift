@@ -2,6 +2,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import Tether
+import TetherSession
 import TetherTLS
 import TetherWire
 
@@ -19,6 +20,9 @@ final class HubAgents: Sendable {
         var admitted = 0
         /// Up, oldest first; the last is the one streams toward the agent use.
         var live: [TetherConnection] = []
+        /// What the identity's connections may make the hub buffer: their initial connection
+        /// windows and their growth (``WindowTuning/initialWindowFromPool``), inside the process's pool.
+        var windows: WindowPool?
     }
 
     private struct State {
@@ -32,11 +36,26 @@ final class HubAgents: Sendable {
     static let rememberedErrors = 65_536
 
     let connectionsPerIdentity: Int
+    let windowMemoryPerIdentity: Int
     private let state = NIOLockedValueBox(State())
 
-    init(connectionsPerIdentity: Int, revoked: RevocationList) {
+    init(connectionsPerIdentity: Int, windowMemoryPerIdentity: Int = 64 << 20, revoked: RevocationList) {
         self.connectionsPerIdentity = connectionsPerIdentity
+        self.windowMemoryPerIdentity = windowMemoryPerIdentity
         self.state.withLockedValue { $0.revoked = revoked }
+    }
+
+    /// Gives an admitted connection its identity's window pool (``TetherTransport/ConnectionConfigurator``).
+    func configure(_ peer: TLSPeer, _ configuration: inout TetherConnectionHandler.Configuration) {
+        guard let identity = peer.identity else { return }
+        let pool = self.state.withLockedValue { state in
+            if let pool = state.agents[identity]?.windows { return pool }
+            let pool = WindowPool(capacity: UInt64(self.windowMemoryPerIdentity), parent: configuration.session.windowTuning.pool)
+            state.agents[identity, default: Agent()].windows = pool
+            return pool
+        }
+        configuration.session.windowTuning.pool = pool
+        configuration.session.windowTuning.initialWindowFromPool = true
     }
 
     /// The admission decision (``TetherTransport/Admission``); an admitted connection is counted

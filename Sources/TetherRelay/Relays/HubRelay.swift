@@ -57,7 +57,9 @@ public final class HubRelay: Service, Sendable {
                 role: .server, certificateChainFile: configuration.tls.certificate, privateKeyFile: configuration.tls.key,
                 trustedCAFiles: configuration.tls.trustedCAs))
         let revoked = try configuration.revoked.map { (path) throws(ConfigError) in try RevocationList.load(path: path) }
-        let agents = HubAgents(connectionsPerIdentity: configuration.limits.connectionsPerIdentity, revoked: revoked ?? .init())
+        let agents = HubAgents(
+            connectionsPerIdentity: configuration.limits.connectionsPerIdentity,
+            windowMemoryPerIdentity: configuration.limits.windowMemoryPerIdentity, revoked: revoked ?? .init())
         var settings = Settings()
         settings.implementationVersion = TetherRelease.packed
         settings.redialWindowMilliseconds = UInt32(configuration.drain.redialWindow.nanoseconds / 1_000_000)
@@ -92,6 +94,7 @@ public final class HubRelay: Service, Sendable {
         self.listener = TetherListenerService(
             group: group, configuration: listen, tls: tls, logger: logger,
             admission: { peer, _ in agents.admit(peer) },
+            configurator: { peer, configuration in agents.configure(peer, &configuration) },
             inboundStreamHandler: { stream in
                 // The same refusal for a service that does not exist and one the tenant may not
                 // open: an edge learns nothing about other tenants' services.
