@@ -13,7 +13,7 @@ public struct BenchCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure the tunnel: throughput and latency (the default), the policy filter, log compression, a fleet.",
-        subcommands: [BenchThroughput.self, BenchPolicy.self, BenchCompression.self, BenchFleet.self, BenchServer.self],
+        subcommands: [BenchThroughput.self, BenchPolicy.self, BenchCompression.self, BenchFleet.self, BenchBurst.self, BenchServer.self],
         defaultSubcommand: BenchThroughput.self)
 
     public init() {}

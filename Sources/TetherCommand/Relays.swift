@@ -87,6 +87,7 @@ struct RelayCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let admin { services.append(.init(service: admin)) }
         services.append(.init(service: service))
+        services.append(.init(service: MemoryReturn(), successTerminationBehavior: .ignore))
         if let notifier {
             services.append(
                 .init(service: SystemdLifecycle(notifier: notifier, listening: listening), successTerminationBehavior: .ignore))
