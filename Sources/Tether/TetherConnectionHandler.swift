@@ -355,6 +355,7 @@ public final class TetherConnectionHandler: ChannelInboundHandler, RemovableChan
     /// One pass: produce and write while writable, then flush. Returns whether the session had
     /// nothing more to send.
     private func writeProduced(context: ChannelHandlerContext) -> Bool {
+        guard self.session.mayProduce else { return true }
         let now = NIODeadline.now()
         let recordSize = self.facts.recordSize
         var pending = context.channel.allocator.buffer(capacity: recordSize ?? 4_096)

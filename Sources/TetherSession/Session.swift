@@ -132,6 +132,11 @@ public struct Session: Sendable {
     public var role: Role { self.configuration.role }
     var localSettings: Settings { self.configuration.settings }
 
+    /// Whether ``produce(into:now:room:)`` may have a frame to give: control frames wait, or
+    /// streams are queued. False means a writing pass would produce nothing — on an idle
+    /// connection's timer ticks and keepalive reads, the pass and its buffer are skipped.
+    public var mayProduce: Bool { !self.control.isEmpty || (self.isActive && !self.scheduler.isEmpty) }
+
     /// Whether the peer's SETTINGS arrived and no connection error happened.
     public var isActive: Bool { self.phase == .active }
 
