@@ -170,6 +170,7 @@ struct BenchThroughput: AsyncParsableCommand {
         let cost = CostMeter(connection: connection)
         if rows.contains("opens") {
             self.emit(try await Self.opens(connection, concurrency: 16, seconds: self.seconds))
+            self.emit(try await Self.opensOnTheLoop(connection, concurrency: 16, seconds: self.seconds))
         }
         var baseline: Row? = nil
         if rows.contains("raw") {
@@ -553,6 +554,32 @@ struct BenchThroughput: AsyncParsableCommand {
         }
         let elapsed = Double((NIODeadline.now() - started).nanoseconds) / 1e9
         var row = Row(scenario: "stream-opens", streams: concurrency, bytes: opened * 64, seconds: elapsed, mib_per_s: 0)
+        row.opens_per_s = Double(opened) / elapsed
+        return row
+    }
+
+    /// The same on the connection's event loop (``TetherStreamHandle``, as the relays use it): no
+    /// task hops between Swift concurrency's threads and the loop, so what is left is the
+    /// protocol's and the transport's cost.
+    static func opensOnTheLoop(_ connection: TetherConnection, concurrency: Int, seconds: Double) async throws -> Row {
+        let payload = Workloads.randomBytes(64)
+        let loop = connection.eventLoop
+        let started = NIODeadline.now()
+        let deadline = started + .nanoseconds(Int64(seconds * 1e9))
+        @Sendable func rounds(_ done: Int) -> EventLoopFuture<Int> {
+            guard NIODeadline.now() < deadline else { return loop.makeSucceededFuture(done) }
+            return connection.openStreamHandle(service: "echo", class: .command).flatMap { handle in
+                handle.write(payload, endMessage: true).flatMap { handle.finish() }.flatMap { Workloads.readMessage(handle) }
+            }.flatMapThrowing { echoed in
+                guard echoed?.readableBytes == payload.readableBytes else {
+                    throw RelayDaemonsError("echo answered \(echoed?.readableBytes ?? 0) of 64 octets")
+                }
+            }.flatMap { rounds(done + 1) }
+        }
+        var opened = 0
+        for worker in (0..<concurrency).map({ _ in loop.flatSubmit { rounds(0) } }) { opened += try await worker.get() }
+        let elapsed = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        var row = Row(scenario: "stream-opens-on-loop", streams: concurrency, bytes: opened * 64, seconds: elapsed, mib_per_s: 0)
         row.opens_per_s = Double(opened) / elapsed
         return row
     }
