@@ -52,24 +52,31 @@ enum MallocTuning {
 /// freed below live allocations stays resident. After 40 connections' full windows closed, a hub
 /// stayed at 3.3× its resident memory before them for as long as it ran; `malloc_trim(0)` also
 /// returns free pages inside arenas (README "Fleet scale"). So the relays look every 5 s, and
-/// when more than 16 MiB lies free in malloc's arenas, trim them — a walk of the arenas, far
-/// rarer than the faults the 8 MiB threshold saves on the data path.
+/// when the free space in malloc's arenas grew by more than 4 MiB since the last trim, trim
+/// them. Trimmed pages still count as free, so the growth — not the free space — is the trigger:
+/// a hub whose arenas stay fragmented is not trimmed again and again.
 struct MemoryReturn: Service {
     var interval: Duration = .seconds(5)
-    var threshold = 16 << 20
+    var threshold = 4 << 20
 
     func run() async throws {
+        var trimmedAt = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
-            self.returnFreedMemory()
+            self.returnFreedMemory(trimmedAt: &trimmedAt)
         }
     }
 
-    /// Trims malloc's arenas when more than `threshold` lies free in them; returns whether it did.
+    /// Trims malloc's arenas when their free space grew by more than `threshold` since
+    /// `trimmedAt` (the free space after the last trim, lowered as memory is reused); returns
+    /// whether it did.
     @discardableResult
-    func returnFreedMemory() -> Bool {
-        guard tether_malloc_free_bytes() > self.threshold else { return false }
+    func returnFreedMemory(trimmedAt: inout Int) -> Bool {
+        let free = Int(tether_malloc_free_bytes())
+        trimmedAt = min(trimmedAt, free)
+        guard free > trimmedAt + self.threshold else { return false }
         _ = tether_malloc_trim()
+        trimmedAt = Int(tether_malloc_free_bytes())
         return true
     }
 }

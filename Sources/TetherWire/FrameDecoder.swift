@@ -33,6 +33,8 @@ public struct FrameDecoder: Sendable {
     private var state: State
     /// The bytes being parsed.
     private var buffer = ByteBuffer()
+    /// What `buffer` becomes once parsed to its end: empty, allocated once per decoder.
+    private let released = ByteBuffer()
     /// Later appends, not yet needed.
     private var pending = CircularBuffer<ByteBuffer>(initialCapacity: 4)
     private var pendingBytes = 0
@@ -93,7 +95,7 @@ public struct FrameDecoder: Sendable {
     /// (the TLS handler passes plaintext up in 64 KiB ones); kept here, an idle connection's last
     /// read would stay allocated until its next one — 64 KiB per idle edge on a hub.
     private mutating func releaseIfEmpty() {
-        if self.buffer.readableBytes == 0 && self.buffer.capacity > 0 { self.buffer = ByteBuffer() }
+        if self.buffer.readableBytes == 0 && self.buffer.capacity > 0 { self.buffer = self.released }
     }
 
     /// Makes `count` octets readable in `buffer`, pulling from `pending`. Returns false, copying
