@@ -135,12 +135,5 @@ struct BenchBurst: AsyncParsableCommand {
         try await backend.close()
     }
 
-    private func say(_ line: String) {
-        if self.json {
-            FileHandle.standardError.write(Data((line + "\n").utf8))
-        } else {
-            print(line)
-            fflush(nil)
-        }
-    }
+    private func say(_ line: String) { ProgressLine.say(line, json: self.json) }
 }

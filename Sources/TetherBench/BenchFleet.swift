@@ -83,7 +83,7 @@ struct BenchFleet: AsyncParsableCommand {
         let port = try await RelayDaemons.freePort(group: group)
         let hubConfiguration = try fleet.writeHubConfiguration(port: port, handshakesPerSecond: self.handshakesPerSecond)
         var hub = try await Self.startHub(config: hubConfiguration, log: fleet.hubLog, port: port, group: group)
-        defer { if hub.isRunning { hub.terminate(); hub.waitUntilExit() } }
+        defer { if hub.isRunning { hub.signal(SIGTERM); hub.waitUntilExit() } }
         try await Task.sleep(for: .seconds(1))
         report.hub_rss_baseline_kib = Double(ProcessProbe(pid: hub.processIdentifier).residentBytes) / 1_024
         let socketsBefore = ProcessProbe.kernelTCPMemoryBytes()
@@ -154,8 +154,8 @@ struct BenchFleet: AsyncParsableCommand {
         self.say(String(format: "ping round trip through the hub, fleet idle: p50 %.0f µs p99 %.0f µs (%d pings)", before.percentile(50), before.percentile(99), before.count))
 
         if !self.noStorm {
-            let old = relays.map { $0.connection.map { ObjectIdentifier($0.channel) } }
-            kill(hub.processIdentifier, SIGKILL)
+            let killedAt = Date()
+            hub.signal(SIGKILL)
             hub.waitUntilExit()
             let killed = clock.now
             self.say("hub killed under \(self.edges) edges; starting it again")
@@ -166,8 +166,10 @@ struct BenchFleet: AsyncParsableCommand {
             var counted = 0
             while back.withLockedValue({ $0.count }) < self.edges && clock.now - killed < .seconds(120) {
                 try await Task.sleep(for: .seconds(1))
+                // Back: connected again since the kill (a new channel may reuse the old one's address).
                 let now = relays.indices.filter { index in
-                    relays[index].connection.map { ObjectIdentifier($0.channel) != old[index] } ?? false
+                    let status = relays[index].dialerStatus
+                    return status.state == .connected && (status.connectedSince ?? .distantPast) > killedAt
                 }
                 back.withLockedValue { $0 = Set(now) }
                 rate.append(now.count - counted)
@@ -200,27 +202,20 @@ struct BenchFleet: AsyncParsableCommand {
             encoder.outputFormatting = [.sortedKeys]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         }
-        kill(hub.processIdentifier, SIGKILL)
+        hub.signal(SIGKILL)
         hub.waitUntilExit()
         for task in tasks.withLockedValue({ $0 }) { task.cancel() }
     }
 
-    private func say(_ line: String) {
-        if self.json {
-            FileHandle.standardError.write(Data((line + "\n").utf8))
-        } else {
-            print(line)
-            fflush(nil)  // a log file follows the run as it goes
-        }
-    }
+    private func say(_ line: String) { ProgressLine.say(line, json: self.json) }
 
     private static func seconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// Starts `tether hub` and returns once it accepts TCP connections on `port`.
-    private static func startHub(config: String, log: String, port: Int, group: any EventLoopGroup) async throws -> Process {
-        let hub = try RelayDaemons.launch("hub", config: config, log: log)
+    private static func startHub(config: String, log: String, port: Int, group: any EventLoopGroup) async throws -> SpawnedProcess {
+        let hub = try SpawnedProcess(try BenchProcess.executable().path, ["hub", "--config", config], log: log)
         let address = try SocketAddress(ipAddress: "127.0.0.1", port: port)
         for _ in 0..<400 {
             if let channel = try? await ClientBootstrap(group: group).connect(to: address).get() {
@@ -230,7 +225,7 @@ struct BenchFleet: AsyncParsableCommand {
             guard hub.isRunning else { break }
             try await Task.sleep(for: .milliseconds(25))
         }
-        hub.terminate()
+        hub.signal(SIGTERM)
         throw RelayDaemonsError("the hub did not listen within 10 s (log: \(log))")
     }
 
@@ -357,5 +352,18 @@ struct ProcessProbe {
         let words = line.split(separator: " ")
         guard let index = words.firstIndex(of: "mem"), index + 1 < words.count, let pages = Int(words[index + 1]) else { return 0 }
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+}
+
+/// A line of a long bench's progress: on stdout as it goes (a log file follows the run), or on
+/// stderr when stdout carries the JSON report.
+enum ProgressLine {
+    static func say(_ line: String, json: Bool) {
+        if json {
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        } else {
+            print(line)
+            fflush(nil)
+        }
     }
 }

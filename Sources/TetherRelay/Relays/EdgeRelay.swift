@@ -137,6 +137,9 @@ public final class EdgeRelay: Service, Sendable {
     /// The connection to the hub, while one is up.
     public var connection: TetherConnection? { self.dialer.connection }
 
+    /// Where the dialer stands: connected since when, the last error, reconnects so far.
+    public var dialerStatus: TetherDialerService.Status { self.dialer.status }
+
     /// Puts `new` in force under the running edge (SIGHUP; README "Reloading"): its policy —
     /// streams it now forbids are reset (spec/POLICY.md §7.3) —, forwards, metadata listeners and
     /// exposes. A policy that does not load or a listener that cannot be bound throws, and
