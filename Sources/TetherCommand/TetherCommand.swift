@@ -50,7 +50,7 @@ enum MallocTuning {
 
 /// glibc gives back only the top of an arena, and only past `M_TRIM_THRESHOLD`: what a burst
 /// freed below live allocations stays resident. After 40 connections' full windows closed, a hub
-/// stayed at 3.3× its resident memory before them for as long as it ran; `malloc_trim(0)` also
+/// stayed at 3.3× its resident memory before them until it was trimmed; `malloc_trim(0)` also
 /// returns free pages inside arenas (README "Fleet scale"). So the relays look every 5 s, and
 /// when the free space in malloc's arenas grew by more than 4 MiB since the last trim, trim
 /// them. Trimmed pages still count as free, so the growth — not the free space — is the trigger:
