@@ -93,7 +93,7 @@ struct BenchFleet: AsyncParsableCommand {
         self.say("built \(self.edges) edges in \(Self.seconds(clock.now - started)) s")
 
         // Connect, at most `connecting` setting up at once; count arrivals per second.
-        let tasks = NIOLockedValueBox<[Task<Void, Never>]>([])
+        var tasks: [Task<Void, Never>] = []
         var waiting: [Int] = []
         var next = 0
         var arrivals: [Int] = []
@@ -103,7 +103,7 @@ struct BenchFleet: AsyncParsableCommand {
         while next < relays.count || !waiting.isEmpty {
             while waiting.count < self.connecting && next < relays.count {
                 let relay = relays[next]
-                tasks.withLockedValue { $0.append(Task { try? await relay.run() }) }
+                tasks.append(Task { try? await relay.run() })
                 waiting.append(next)
                 next += 1
             }
@@ -204,7 +204,7 @@ struct BenchFleet: AsyncParsableCommand {
         }
         hub.signal(SIGKILL)
         hub.waitUntilExit()
-        for task in tasks.withLockedValue({ $0 }) { task.cancel() }
+        for task in tasks { task.cancel() }
     }
 
     private func say(_ line: String) { ProgressLine.say(line, json: self.json) }

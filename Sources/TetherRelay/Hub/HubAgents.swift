@@ -39,7 +39,7 @@ final class HubAgents: Sendable {
     let windowMemoryPerIdentity: Int
     private let state = NIOLockedValueBox(State())
 
-    init(connectionsPerIdentity: Int, windowMemoryPerIdentity: Int = 64 << 20, revoked: RevocationList) {
+    init(connectionsPerIdentity: Int, windowMemoryPerIdentity: Int, revoked: RevocationList) {
         self.connectionsPerIdentity = connectionsPerIdentity
         self.windowMemoryPerIdentity = windowMemoryPerIdentity
         self.state.withLockedValue { $0.revoked = revoked }
