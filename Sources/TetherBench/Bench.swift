@@ -45,10 +45,20 @@ struct BenchThroughput: AsyncParsableCommand {
 
     @Option(
         help: """
-            Which rows to run, comma-separated: idle, opens, raw, tunnel, relay, relays, latency, memory \
-            (with --link-rtt: tunnel, latency).
+            Which rows to run, comma-separated: idle, opens, raw, tunnel, relay, relays, peers, latency, \
+            memory (with --link-rtt: tunnel, latency).
             """)
-    var only: String = "idle,opens,raw,tunnel,relay,relays,latency,memory"
+    var only: String = "idle,opens,raw,tunnel,relay,relays,peers,latency,memory"
+
+    @Option(
+        help: """
+            Another forwarder to measure beside the relays, as NAME=HOST:PORT: a local forward (ssh -L, \
+            stunnel's client) leading to the sink at --sink-port. Repeatable; Benchmarks/peers.sh starts them.
+            """)
+    var peer: [String] = []
+
+    @Option(help: "Port of the far end's plain TCP sink on 127.0.0.1, for --peer forwards to lead to (0: any).")
+    var sinkPort: Int = 0
 
     @Option(help: "Idle streams to hold open for the memory row (0 to skip).")
     var idleStreams: Int = 10_000
@@ -112,6 +122,8 @@ struct BenchThroughput: AsyncParsableCommand {
         var tls_records_per_mib: Double?
         var tls_record_mean_octets: Double?
         var copies_per_octet: Double?
+        /// Latency rows: the round trip's distribution, `[percent, µs]` pairs (``Samples/quantiles``).
+        var quantiles_us: [[Double]]?
         /// WAN rows: seconds until the sender's rate first reached 90 % of the plain TCP flow's.
         var seconds_to_90_percent_of_tcp: Double?
         var link: String?
@@ -142,9 +154,11 @@ struct BenchThroughput: AsyncParsableCommand {
                 throw ValidationError("--realtime: SCHED_FIFO was refused (\(String(cString: strerror(errno)))); run as root")
             }
         }
+        let peers = try self.peers()
         let certificates = self.transport == .tls ? try ThrowAwayCertificates() : nil
         defer { certificates?.remove() }
-        let server = try BenchProcess.start(certificates: certificates?.directory, experiment: self.experiment)
+        let server = try BenchProcess.start(
+            certificates: certificates?.directory, sinkPort: self.sinkPort, experiment: self.experiment)
         defer { server.stop() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let tls = try certificates.map { try TLSContext(configuration: $0.edge) }
@@ -217,19 +231,35 @@ struct BenchThroughput: AsyncParsableCommand {
 
         // The relay path as deployed: `tether edge` and `tether hub` as their own processes, local
         // TCP → edge → hub → the far end's TCP sink, against raw TLS (CPU and system-call figures
-        // cover this process and the far end, not the relays: they are left out of this row).
+        // cover this process and the far end, not the relays: they are left out of this row). Then,
+        // at each stream count, the other forwarders (`--peer`) to the same sink, against it.
+        var daemons: RelayDaemons? = nil
         if rows.contains("relays"), let certificates {
-            let daemons = try await RelayDaemons.start(directory: certificates.directory, sinkPort: server.rawPort, group: group)
-            defer { daemons.stop() }  // on an error too: no relay outlives the bench
+            daemons = try await RelayDaemons.start(directory: certificates.directory, sinkPort: server.rawPort, group: group)
+        }
+        defer { daemons?.stop() }  // on an error too: no relay outlives the bench
+        if daemons != nil || (rows.contains("peers") && !peers.isEmpty) {
             let applications = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             for count in counts {
-                let seconds = try await RelayPath.push(
-                    group: applications, to: daemons.entrance, connections: count, octets: octets, chunk: chunk)
-                self.emit(
-                    Row(
+                var relays: Row? = nil
+                if let daemons {
+                    let seconds = try await RelayPath.push(
+                        group: applications, to: daemons.entrance, connections: count, octets: octets, chunk: chunk)
+                    relays = Row(
                         scenario: "relays-processes", streams: count, bytes: octets, seconds: seconds,
                         mib_per_s: Self.mib(octets, seconds), baseline: baseline?.scenario,
-                        ratio_to_baseline: baseline.map { $0.seconds / seconds }))
+                        ratio_to_baseline: baseline.map { $0.seconds / seconds })
+                    self.emit(relays!)
+                }
+                for (name, forward) in peers where rows.contains("peers") {
+                    let seconds = try await RelayPath.push(
+                        group: applications, to: forward, connections: count, octets: octets, chunk: chunk)
+                    self.emit(
+                        Row(
+                            scenario: "peer-\(name)", streams: count, bytes: octets, seconds: seconds,
+                            mib_per_s: Self.mib(octets, seconds), baseline: relays?.scenario,
+                            ratio_to_baseline: relays.map { $0.seconds / seconds }))
+                }
             }
             try await applications.shutdownGracefully()
         }
@@ -256,6 +286,13 @@ struct BenchThroughput: AsyncParsableCommand {
         }
 
         if rows.contains("latency") {
+            // The same commands with nothing else on the connection, then under bulk.
+            let idle = try await Self.commands(connection, until: .now() + .nanoseconds(Int64(self.seconds * 1e9)))
+            self.emit(
+                Row(
+                    scenario: "command-rtt-idle-\(self.transport.rawValue)", streams: 0, bytes: 0, seconds: self.seconds,
+                    mib_per_s: 0, p50_us: idle.percentile(50), p99_us: idle.percentile(99), p999_us: idle.percentile(99.9),
+                    commands: idle.count, quantiles_us: idle.quantiles))
             var latency = try await Self.latency(connection, seconds: self.seconds, chunk: chunk)
             latency.scenario += "-\(self.transport.rawValue)"
             self.emit(latency)
@@ -389,6 +426,20 @@ struct BenchThroughput: AsyncParsableCommand {
         return nil
     }
 
+    /// `--peer NAME=HOST:PORT`, each a local forward of another tool.
+    private func peers() throws -> [(String, SocketAddress)] {
+        try self.peer.map { text in
+            let parts = text.split(separator: "=", maxSplits: 1)
+            let address = parts.count == 2 ? parts[1].split(separator: ":") : []
+            guard parts.count == 2, !parts[0].isEmpty, address.count == 2, let port = Int(address[1]),
+                let socketAddress = try? SocketAddress(ipAddress: String(address[0]), port: port)
+            else {
+                throw ValidationError("--peer: expected NAME=HOST:PORT such as ssh=127.0.0.1:40022, got \(text)")
+            }
+            return (String(parts[0]), socketAddress)
+        }
+    }
+
     /// How the WAN rows name their link: `50ms 500mbit`.
     private var linkLabel: String { "\(self.linkRTT ?? "") \(self.linkRate ?? "")" }
 
@@ -498,7 +549,8 @@ struct BenchThroughput: AsyncParsableCommand {
             scenario: "command-rtt-under-bulk", streams: 4, bytes: during.octets, seconds: during.seconds,
             mib_per_s: Self.mib(during.octets, during.seconds), p50_us: samples.percentile(50),
             p99_us: samples.percentile(99), p999_us: samples.percentile(99.9), commands: samples.count,
-            steal_percent: steal.percent, bulk_alone_mib_per_s: Self.mib(alone.octets, alone.seconds))
+            steal_percent: steal.percent, bulk_alone_mib_per_s: Self.mib(alone.octets, alone.seconds),
+            quantiles_us: samples.quantiles)
     }
 
     /// Memory growth of both processes while `streams` open streams sit idle on one connection.
@@ -706,10 +758,12 @@ struct BenchProcess {
     let rawTLSPort: Int
     let fixedWindowPort: Int
 
-    static func start(certificates: String?, experiment: BenchSettings) throws -> BenchProcess {
+    static func start(certificates: String?, sinkPort: Int = 0, experiment: BenchSettings) throws -> BenchProcess {
         let process = Process()
         process.executableURL = try Self.executable()
-        process.arguments = ["bench", "serve"] + (certificates.map { ["--certificates", $0] } ?? []) + experiment.arguments
+        process.arguments =
+            ["bench", "serve", "--sink-port", "\(sinkPort)"] + (certificates.map { ["--certificates", $0] } ?? [])
+            + experiment.arguments
         let input = Pipe()
         let output = Pipe()
         process.standardInput = input

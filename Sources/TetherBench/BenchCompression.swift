@@ -22,10 +22,38 @@ struct BenchCompression: AsyncParsableCommand {
     @Option(help: "Seconds of the latency phases.")
     var seconds: Double = 3
 
+    @Flag(help: "Print the figures as JSON objects, one per line (the lines go to standard error).")
+    var json = false
+
+    struct Level: Encodable {
+        var bench = "compression"
+        var level: Int
+        var framed_mb_per_s: Double
+        var framed_ratio: Double
+        var one_shot_mb_per_s: Double
+        var one_shot_ratio: Double
+    }
+
+    struct Memory: Encodable {
+        var bench = "compression-memory"
+        var compressing_bytes_per_stream: Int
+        var decompressing_bytes_per_stream: Int
+    }
+
+    struct Latency: Encodable {
+        var bench = "compression-latency"
+        var idle_p50_us: Double
+        var idle_p99_us: Double
+        var loaded_p50_us: Double
+        var loaded_p99_us: Double
+        var log_mb_per_s: Double
+    }
+
     func run() async throws {
         guard let size = BenchThroughput.parseSize(self.bytes), size > 0 else { throw ValidationError("--bytes: a size such as 64M") }
+        let output = BenchOutput(json: self.json)
         let log = Self.generateLog(octets: size)
-        print("log text: \(log.readableBytes) octets of syslog/kubelet-style lines")
+        output.say("log text: \(log.readableBytes) octets of syslog/kubelet-style lines")
         let python = Self.pythonReference(log)
         for level in [Int32(1), 6] {
             let oneShot = try Self.oneShot(log, level: level)
@@ -35,9 +63,13 @@ struct BenchCompression: AsyncParsableCommand {
                 level, framed.mbPerSecond, framed.ratio, oneShot.mbPerSecond, oneShot.ratio,
                 framed.mbPerSecond / oneShot.mbPerSecond, 100 * (framed.ratio / oneShot.ratio - 1))
             if let reference = python[level] { line += String(format: "  (Python zlib %.1f MB/s ratio %.2f)", reference.0, reference.1) }
-            print(line)
+            output.say(line)
+            output.record(
+                Level(
+                    level: Int(level), framed_mb_per_s: framed.mbPerSecond, framed_ratio: framed.ratio,
+                    one_shot_mb_per_s: oneShot.mbPerSecond, one_shot_ratio: oneShot.ratio))
             let flushed = try Self.oneShot(log, level: level, flushEvery: 16_384)
-            print(
+            output.say(
                 String(
                     format: "         zlib alone with a sync flush every 16 KiB, as frames need: %.1f MB/s ratio %.2f (%.2f× one-shot)",
                     flushed.mbPerSecond, flushed.ratio, flushed.mbPerSecond / oneShot.mbPerSecond))
@@ -48,15 +80,15 @@ struct BenchCompression: AsyncParsableCommand {
                 var parameters = DeflateParameters()
                 parameters.windowBits = windowBits
                 parameters.memLevel = memLevel
-                print(
+                output.say(
                     String(
                         format: "         … with window %d KiB, memLevel %d (%d KB a stream): %.1f MB/s ratio %.2f (%.2f× one-shot)",
                         1 << (windowBits - 10), memLevel, parameters.compressorBytes / 1_000, small.mbPerSecond,
                         small.ratio, small.mbPerSecond / oneShot.mbPerSecond))
             }
         }
-        try Self.memory()
-        try await Self.latency(log: log, seconds: self.seconds)
+        try Self.memory(output)
+        try await Self.latency(log: log, seconds: self.seconds, output)
     }
 
     /// Syslog and kubelet lines with the variety real ones have: moving timestamps, pod and
@@ -189,7 +221,7 @@ struct BenchCompression: AsyncParsableCommand {
     }
 
     /// Resident memory of 1,000 streams compressing (one unit each) and 1,000 decompressing.
-    static func memory() throws {
+    static func memory(_ output: BenchOutput) throws {
         let sample = generateLog(octets: 16_384)
         var compressors: [OutboundCompression] = []
         var unit: ByteBuffer?
@@ -211,7 +243,8 @@ struct BenchCompression: AsyncParsableCommand {
         }
         let decompressing = ProcessMemory.residentBytes() - middle
         let stated = CompressionConfiguration().deflate.compressorBytes
-        print(
+        output.record(Memory(compressing_bytes_per_stream: compressing / 1_000, decompressing_bytes_per_stream: decompressing / 1_000))
+        output.say(
             "memory: 1,000 compressing streams \(compressing >> 20) MiB (\(compressing / 1_000) B each; zlib's formula "
                 + "says \(stated) B); 1,000 decompressing \(decompressing >> 20) MiB (\(decompressing / 1_000) B each); "
                 + "idle streams hold no context")
@@ -219,7 +252,7 @@ struct BenchCompression: AsyncParsableCommand {
     }
 
     /// The command round trip with no other traffic, then while 8 compressed log streams run.
-    static func latency(log: ByteBuffer, seconds: Double) async throws {
+    static func latency(log: ByteBuffer, seconds: Double, _ output: BenchOutput) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let (connections, accepted) = AsyncStream<TetherConnection>.makeStream()
         let hub = try await TetherTransport.listen(
@@ -267,7 +300,11 @@ struct BenchCompression: AsyncParsableCommand {
         stop.withLockedValue { $0 = true }
         for writer in writers { try? await writer.value }
         let rate = Double(written.withLockedValue { $0 }) / 1e6 / elapsed
-        print(
+        output.record(
+            Latency(
+                idle_p50_us: idle.percentile(50), idle_p99_us: idle.percentile(99), loaded_p50_us: loaded.percentile(50),
+                loaded_p99_us: loaded.percentile(99), log_mb_per_s: rate))
+        output.say(
             String(
                 format: "command round trip: idle p50 %.0f µs p99 %.0f µs; with 8 compressed log streams (%.0f MB/s of log text) p50 %.0f µs p99 %.0f µs",
                 idle.percentile(50), idle.percentile(99), rate, loaded.percentile(50), loaded.percentile(99)))

@@ -17,6 +17,17 @@ struct BenchPolicy: AsyncParsableCommand {
     @Option(help: "Seconds per row.")
     var seconds: Double = 2
 
+    @Flag(help: "Print the figures as one JSON object (the lines go to standard error).")
+    var json = false
+
+    struct Figures: Encodable {
+        var bench = "policy"
+        var document_octets: Int
+        var allowlist_mb_per_s: Double
+        var validate_mb_per_s: Double
+        var foundation_parse_mb_per_s: Double
+    }
+
     static let allowlist = [
         "node.name", "node.labels.*", "node.status.capacity.*", "node.status.allocatable.*",
         "node.status.conditions[].type", "node.status.conditions[].status", "node.status.nodeInfo.*",
@@ -26,10 +37,11 @@ struct BenchPolicy: AsyncParsableCommand {
 
     func run() async throws {
         guard self.documents > 0, self.seconds > 0 else { throw ValidationError("--documents and --seconds must be positive") }
+        let output = BenchOutput(json: self.json)
         let corpus = (0..<self.documents).map { Array(Self.inventory(seed: $0).utf8) }
         let octets = corpus.reduce(0) { $0 + $1.count }
         let fields = Self.countFields(corpus[0])
-        print(
+        output.say(
             "\(corpus.count) node-inventory documents, \(octets / corpus.count) octets each on average; document 0 has \(fields) fields")
         let filter = JSONFilter(allowing: try Self.allowlist.map(FieldPattern.init))
         var kept = 0
@@ -39,34 +51,38 @@ struct BenchPolicy: AsyncParsableCommand {
             kept += output.count
             removed += gone.count
         }
-        print(
+        output.say(
             String(
                 format: "allowlist of %d patterns keeps %.0f %% of the octets, removes %d members per document",
                 Self.allowlist.count, 100 * Double(kept) / Double(octets), removed / corpus.count))
 
-        var output: [UInt8] = []
-        output.reserveCapacity(1 << 16)
-        let filtered = try self.measure(octets: octets) {
+        var filtered: [UInt8] = []
+        filtered.reserveCapacity(1 << 16)
+        let allowlisted = try self.measure(octets: octets) {
             for document in corpus {
-                output.removeAll(keepingCapacity: true)
-                _ = try document.withUnsafeBytes { try filter.filter($0, into: &output) }
+                filtered.removeAll(keepingCapacity: true)
+                _ = try document.withUnsafeBytes { try filter.filter($0, into: &filtered) }
             }
         }
         let everything = JSONFilter(allowing: [try FieldPattern("**")])
         let validated = try self.measure(octets: octets) {
             for document in corpus {
-                output.removeAll(keepingCapacity: true)
-                _ = try document.withUnsafeBytes { try everything.filter($0, into: &output) }
+                filtered.removeAll(keepingCapacity: true)
+                _ = try document.withUnsafeBytes { try everything.filter($0, into: &filtered) }
             }
         }
         let datas = corpus.map { Data($0) }
         let foundation = try self.measure(octets: octets) {
             for data in datas { _ = try JSONSerialization.jsonObject(with: data) }
         }
-        print(String(format: "filter, allowlist:                  %7.1f MB/s per core", filtered))
-        print(String(format: "filter, `**` (validate and copy):   %7.1f MB/s per core", validated))
-        print(String(format: "Foundation JSONSerialization parse: %7.1f MB/s per core (reference, same octets)", foundation))
-        print(String(format: "filter / Foundation parse: %.1f×", filtered / foundation))
+        output.say(String(format: "filter, allowlist:                  %7.1f MB/s per core", allowlisted))
+        output.say(String(format: "filter, `**` (validate and copy):   %7.1f MB/s per core", validated))
+        output.say(String(format: "Foundation JSONSerialization parse: %7.1f MB/s per core (reference, same octets)", foundation))
+        output.say(String(format: "filter / Foundation parse: %.1f×", allowlisted / foundation))
+        output.record(
+            Figures(
+                document_octets: octets / corpus.count, allowlist_mb_per_s: allowlisted, validate_mb_per_s: validated,
+                foundation_parse_mb_per_s: foundation))
     }
 
     /// MB/s of `round` (one pass over `octets` octets), repeated for `seconds` on this thread.

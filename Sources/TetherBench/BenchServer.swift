@@ -21,12 +21,15 @@ struct BenchServer: AsyncParsableCommand {
     @Option(help: "Directory with hub.pem, hub.key and ca.pem: serve over mutual TLS.")
     var certificates: String?
 
+    @Option(help: "Port of the plain TCP sink on 127.0.0.1 (0: any free one).")
+    var sinkPort: Int = 0
+
     @OptionGroup(visibility: .hidden) var experiment: BenchSettings
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
         let tls = try self.certificates.map { try TLSContextStore(configuration: ThrowAwayCertificates(directory: $0).hub) }
-        let raw = try await RawTCP.listen(group: group, tls: nil)
+        let raw = try await RawTCP.listen(group: group, tls: nil, port: self.sinkPort)
         // The relay path's sink is an application beside the relay, on its own thread as the
         // pusher is at the other end.
         let applications = MultiThreadedEventLoopGroup(numberOfThreads: 1)

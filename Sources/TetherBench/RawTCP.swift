@@ -8,7 +8,7 @@ import TetherTLS
 /// The pusher sends an 8-octet length and then that many octets in 64 KiB writes, as fast as the
 /// connection takes them; the sink answers one octet once it has read them all.
 enum RawTCP {
-    static func listen(group: any EventLoopGroup, tls: TLSContextStore?) async throws -> any Channel {
+    static func listen(group: any EventLoopGroup, tls: TLSContextStore?, port: Int = 0) async throws -> any Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -19,7 +19,7 @@ enum RawTCP {
                     try channel.pipeline.syncOperations.addHandler(Sink())
                 }
             }
-            .bind(host: "127.0.0.1", port: 0).get()
+            .bind(host: "127.0.0.1", port: port).get()
     }
 
     /// Pushes `octets` to a sink; succeeds with the seconds from the first write to the answer.

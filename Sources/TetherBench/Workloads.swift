@@ -252,4 +252,15 @@ public struct Samples: Sendable {
     }
 
     public var count: Int { self.values.count }
+
+    /// The distribution as `[percent, value]` pairs at fixed points, for the report's pictures.
+    public var quantiles: [[Double]] {
+        guard !self.values.isEmpty else { return [] }
+        let sorted = self.values.sorted()
+        let points = [0, 0.5, 1, 2.5] + stride(from: 5, through: 95, by: 5).map(Double.init) + [97.5, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.99, 100]
+        return points.map { point in
+            let index = min(sorted.count - 1, max(0, Int((point / 100 * Double(sorted.count)).rounded(.up)) - 1))
+            return [point, sorted[index]]
+        }
+    }
 }

@@ -54,21 +54,22 @@ enum EndpointSockets {
         }
     }
 
-    /// Connects `stream` to `endpoint` and splices them; a target that cannot be reached refuses
+    /// Connects `stream` to `endpoint` on the stream's event loop (a socket on another loop would
+    /// add a thread hop to each read and write) and splices them; a target that cannot be reached refuses
     /// the stream with `CONNECT_ERROR` (our state, never counted against the peer: spec §12).
     /// `preamble` (a PROXY v2 header) is written to the target before anything from the stream.
     /// A stream reset while its target is being connected (its opener gave up waiting for OPENED)
     /// aborts the connect.
     static func splice(
         _ stream: TetherStreamHandle, to endpoint: Endpoint, framing: StreamSplicer.Framing = .octets,
-        preamble: ByteBuffer? = nil, observer: (@Sendable (ByteBuffer, Bool) -> Void)? = nil, group: any EventLoopGroup
+        preamble: ByteBuffer? = nil, observer: (@Sendable (ByteBuffer, Bool) -> Void)? = nil
     ) -> EventLoopFuture<StreamSplicer.Outcome?> {
         let connecting = ConnectingSocket()
         stream.eventLoop.execute {
             // Replaced by the splicer's own once connected.
             stream.onReadable = { if stream.failure != nil { connecting.abort() } }
         }
-        return self.connect(endpoint, group: group, initializer: connecting.started).flatMap { channel in
+        return self.connect(endpoint, group: stream.eventLoop, initializer: connecting.started).flatMap { channel in
             // Reached: OPENED tells the opener (spec §5.8) — a hub's front door answers its client now.
             stream.eventLoop.execute { stream.acknowledge() }
             return channel.eventLoop.flatSubmit {

@@ -114,7 +114,7 @@ public final class HubRelay: Service, Sendable {
                     stream.streamClass == .metadata
                     ? LatestMetadataStore.Recorder(store: latestMetadata, identity: identity, service: service.name).read : nil
                 let splicing = EndpointSockets.splice(
-                    stream, to: service.backend, framing: framing, preamble: preamble, observer: observer, group: group)
+                    stream, to: service.backend, framing: framing, preamble: preamble, observer: observer)
                 spliced.insert(stream, service: service.name, tenant: identity.tenant, until: splicing)
                 splicing.whenSuccess { outcome in
                     audit.ended(opened, stream: stream.id, outcome: outcome, failure: outcome == nil ? "backend unreachable" : nil)
