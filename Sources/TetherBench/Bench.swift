@@ -245,11 +245,12 @@ struct BenchThroughput: AsyncParsableCommand {
                 if let daemons {
                     let seconds = try await RelayPath.push(
                         group: applications, to: daemons.entrance, connections: count, octets: octets, chunk: chunk)
-                    relays = Row(
+                    let row = Row(
                         scenario: "relays-processes", streams: count, bytes: octets, seconds: seconds,
                         mib_per_s: Self.mib(octets, seconds), baseline: baseline?.scenario,
                         ratio_to_baseline: baseline.map { $0.seconds / seconds })
-                    self.emit(relays!)
+                    self.emit(row)
+                    relays = row
                 }
                 for (name, forward) in peers where rows.contains("peers") {
                     let seconds = try await RelayPath.push(
