@@ -312,6 +312,9 @@ public final class TetherDialerService: Service, Sendable {
                         from: self.configuration.source)
                     let window = try await connection.ready().redialWindowMilliseconds
                     self.publish(connection, hub: "\(host):\(port)")
+                    // A shutdown that came while this connection was being set up found nothing
+                    // to drain: drain it now, or the dialer would wait for the hub to close it.
+                    if Task.isShuttingDownGracefully { connection.goAway() }
                     self.logger.info(
                         "connected", metadata: ["hub": "\(host):\(port)", "address": "\(address)", "proxy": "\(proxy?.description ?? "none")"])
                     self.onConnection(connection)

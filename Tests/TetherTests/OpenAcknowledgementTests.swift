@@ -106,3 +106,31 @@ final class StuckListener: Sendable {
         for descriptor in self.fillers + [self.listener] { _ = Glibc.close(descriptor) }
     }
 }
+
+/// A port on 127.0.0.1 that refuses every connection for as long as it is held: bound, never
+/// listening, so a connect gets RST and no other test's listener can take the port meanwhile (a
+/// port bound and closed again can be: a dialer then reached some other test's listener).
+final class RefusingPort: Sendable {
+    let port: Int
+    private let descriptor: Int32
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(descriptor, pointer, length) == 0 && getsockname(descriptor, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw TetherTestError("cannot bind: errno \(errno)") }
+        self.descriptor = descriptor
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func close() {
+        _ = Glibc.close(self.descriptor)
+    }
+}

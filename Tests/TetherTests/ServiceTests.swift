@@ -121,14 +121,64 @@ import Testing
         try await serving.value
     }
 
+    /// A graceful shutdown while the dialer waits for the hub's SETTINGS: the connection it gets
+    /// next is drained at once (GOAWAY), and the dialer ends when the hub closes it. Before, the
+    /// shutdown found no connection to drain and the dialer kept the new one for as long as the
+    /// hub did (a CI run waited 20 minutes).
+    @Test(.timeLimit(.minutes(1))) func aShutdownWhileTheHubHasNotAnsweredDrainsTheConnectionItGets() async throws {
+        let (accepted, acceptedContinuation) = AsyncStream<any Channel>.makeStream()
+        let received = NIOLockedValueBox(ByteBuffer())
+        let hub = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Received(into: received))
+                    acceptedContinuation.yield(channel)
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let dialer = TetherDialerService(
+            configuration: .init(host: "127.0.0.1", port: hub.localAddress!.port!), tls: nil)
+        let group = Self.serviceGroup([dialer])
+        let running = Task { try await group.run() }
+        var connections = accepted.makeAsyncIterator()
+        let hubSide = try #require(await connections.next())
+        // The dialer waits for SETTINGS (its preface timeout is 10 s). The shutdown comes now; a
+        // moment lets it reach the dialer before the hub answers.
+        await group.triggerGracefulShutdown()
+        try await Task.sleep(for: .milliseconds(300))
+        var preface = ByteBuffer()
+        preface.writePreface(Settings())
+        try await hubSide.writeAndFlush(preface)
+        _ = try await waitFor {
+            var decoder = FrameDecoder(limits: .init(maxFramePayload: 0xFF_FFFF), expectsPreface: true)
+            decoder.append(received.withLockedValue { $0 })
+            while let frame = try? decoder.nextFrame() {
+                if case .goAway = frame { return true }
+            }
+            return nil
+        }
+        try await hubSide.close()
+        try await running.value
+        try await hub.close()
+    }
+
+    private final class Received: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let into: NIOLockedValueBox<ByteBuffer>
+        init(into: NIOLockedValueBox<ByteBuffer>) { self.into = into }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var bytes = self.unwrapInboundIn(data)
+            self.into.withLockedValue { $0.writeBuffer(&bytes) }
+        }
+    }
+
     /// A graceful shutdown during the backoff ends the dialer at once, not when the wait is over
     /// (it slept out up to `cap` before).
     @Test func aShutdownCutsTheBackoffShort() async throws {
-        // A port nothing listens on: every dial fails and the dialer backs off.
-        let closed = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let port = closed.localAddress!.port!
-        try await closed.close()
-        var configuration = TetherDialerService.Configuration(host: "127.0.0.1", port: port)
+        // A port that refuses: every dial fails and the dialer backs off.
+        let refusing = try RefusingPort()
+        defer { refusing.close() }
+        var configuration = TetherDialerService.Configuration(host: "127.0.0.1", port: refusing.port)
         configuration.backoff.base = .seconds(600)
         configuration.backoff.cap = .seconds(600)
         configuration.backoff.jitter = { 1 }  // every wait is the whole 600 s
