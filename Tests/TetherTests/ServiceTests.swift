@@ -111,6 +111,9 @@ import Testing
         let dialing = Self.serviceGroup([dialer])
         let running = Task { try await dialing.run() }
         let first = try await waitFor { listener.connections.first }
+        // Dropped only once the dialer has it too: dropped before its SETTINGS arrive, it is a
+        // failed dial, not a connection (`onConnection` is not called), and the count stays at 1.
+        _ = try await waitFor { connected.withLockedValue { $0 } >= 1 ? true : nil }
         await first.close()
         _ = try await waitFor { connected.withLockedValue { $0 } >= 2 ? true : nil }
         let second = try await waitFor { dialer.connection }
@@ -125,7 +128,7 @@ import Testing
     /// next is drained at once (GOAWAY), and the dialer ends when the hub closes it. Before, the
     /// shutdown found no connection to drain and the dialer kept the new one for as long as the
     /// hub did (a CI run waited 20 minutes).
-    @Test(.timeLimit(.minutes(1))) func aShutdownWhileTheHubHasNotAnsweredDrainsTheConnectionItGets() async throws {
+    @Test(.timeLimit(.minutes(2))) func aShutdownWhileTheHubHasNotAnsweredDrainsTheConnectionItGets() async throws {
         let (accepted, acceptedContinuation) = AsyncStream<any Channel>.makeStream()
         let received = NIOLockedValueBox(ByteBuffer())
         let hub = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -136,14 +139,16 @@ import Testing
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        let dialer = TetherDialerService(
-            configuration: .init(host: "127.0.0.1", port: hub.localAddress!.port!), tls: nil)
+        var configuration = TetherDialerService.Configuration(host: "127.0.0.1", port: hub.localAddress!.port!)
+        // However long this test's task waits for a CPU, the dialer does not give up on SETTINGS.
+        configuration.connection.session.abuseLimits.prefaceTimeout = .seconds(600)
+        let dialer = TetherDialerService(configuration: configuration, tls: nil)
         let group = Self.serviceGroup([dialer])
         let running = Task { try await group.run() }
         var connections = accepted.makeAsyncIterator()
         let hubSide = try #require(await connections.next())
-        // The dialer waits for SETTINGS (its preface timeout is 10 s). The shutdown comes now; a
-        // moment lets it reach the dialer before the hub answers.
+        // The dialer waits for SETTINGS. The shutdown comes now; a moment lets it reach the dialer
+        // before the hub answers (were it later, the test could only miss the bug, not fail).
         await group.triggerGracefulShutdown()
         try await Task.sleep(for: .milliseconds(300))
         var preface = ByteBuffer()

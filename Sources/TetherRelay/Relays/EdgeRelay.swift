@@ -21,7 +21,7 @@ public final class EdgeRelay: Service, Sendable {
     private let live: NIOLockedValueBox<EdgeConfiguration>
     private let dialer: TetherDialerService
     private let policy: PolicyEnforcer
-    private let loop: any EventLoop
+    private let group: any EventLoopGroup
     private let logger: Logger
     private let listeners = ListenerSet()
     private let started = Readiness<Void>()
@@ -90,14 +90,10 @@ public final class EdgeRelay: Service, Sendable {
         self.tls = tls
         self.audit = audit
         self.policy = enforcer
-        // One event loop for the hub connection, the forwards' sockets and the targets' (spec
-        // §7.2): every octet of an edge passes through its one connection, so sockets on other
-        // loops would only add a thread hop, and a wakeup, to each read and each write.
-        let loop = group.next()
-        self.loop = loop
+        self.group = group
         self.logger = logger
         self.dialer = TetherDialerService(
-            group: loop, configuration: dial, tls: tls, logger: logger,
+            group: group, configuration: dial, tls: tls, logger: logger,
             inboundStreamHandler: { stream in
                 // The policy already refused what it does not allow (POLICY_DENIED).
                 let opened = StreamAudit.Opened(
@@ -238,7 +234,7 @@ public final class EdgeRelay: Service, Sendable {
         let live = self.live
         let audit = self.audit
         let identity = "\(logger[metadataKey: "identity"] ?? "-")"
-        let listener = try await EndpointSockets.listen(bound.listen, group: self.loop) { channel in
+        let listener = try await EndpointSockets.listen(bound.listen, group: self.group) { channel in
             let (forward, wait) = live.withLockedValue { live in
                 (live.forwards.first { $0.name == bound.name } ?? bound, live.dial.waitForHub)
             }
@@ -270,7 +266,7 @@ public final class EdgeRelay: Service, Sendable {
         let logger = self.logger
         let live = self.live
         let counters = MetadataIntake.Counters(listener: bound.name)
-        let listener = try await EndpointSockets.listen(bound.listen, group: self.loop) { channel in
+        let listener = try await EndpointSockets.listen(bound.listen, group: self.group) { channel in
             let (configured, wait) = live.withLockedValue { live in
                 (live.metadata.first { $0.name == bound.name } ?? bound, live.dial.waitForHub)
             }
